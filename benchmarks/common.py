@@ -1,0 +1,144 @@
+"""Shared helpers of the benchmarks: data, word ids, random trees, clocks, dynnet lookup."""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from dynnet.data import Tree, read_sentences, read_trees
+
+DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+UNK = "<unk>"
+EOS = "<eos>"
+
+
+# -------------------- data --------------------
+
+def build_vocab(words, max_size=None, specials=(UNK,)):
+    """Maps words to ids, most frequent first, after ``specials``.
+
+    Args:
+        words: an iterable of word strings.
+        max_size: the most ids to hand out (specials included); None for all words.
+        specials: words that get the first ids whatever their counts.
+
+    Returns:
+        A dict word -> id.
+    """
+    vocab = {w: i for i, w in enumerate(specials)}
+    for word, _ in Counter(words).most_common():
+        if max_size is not None and len(vocab) >= max_size:
+            break
+        vocab.setdefault(word, len(vocab))
+    return vocab
+
+
+def index_trees(trees, vocab):
+    """Sets ``word_id`` on every leaf of every tree (unknown words get ``vocab[UNK]``)."""
+    unk = vocab[UNK]
+    for tree in trees:
+        for node in tree.nodes():
+            if node.is_leaf:
+                node.word_id = vocab.get(node.word, unk)
+    return trees
+
+
+def load_sst(n_trees, split="train", data_dir=DATA_DIR):
+    """Reads the first ``n_trees`` SST trees and gives their leaves word ids.
+
+    Returns:
+        ``(trees, vocab)``; the vocabulary covers the words of the trees read.
+    """
+    trees = read_trees(Path(data_dir) / "sst" / f"{split}.txt")[:n_trees]
+    vocab = build_vocab(w for t in trees for w in t.leaves())
+    return index_trees(trees, vocab), vocab
+
+
+def load_ptb(n_sentences, vocab_size=10_000, data_dir=DATA_DIR):
+    """Reads PTB valid as id lists framed by ``<eos>``: ``[eos, w1, ..., wn, eos]``.
+
+    The vocabulary (at most ``vocab_size`` ids) is built from all of PTB valid; the
+    first ``n_sentences`` sentences are returned.
+
+    Returns:
+        ``(sentences, vocab)``.
+    """
+    sentences = read_sentences(Path(data_dir) / "ptb" / "valid.txt")
+    vocab = build_vocab((w for s in sentences for w in s), vocab_size, specials=(UNK, EOS))
+    unk, eos = vocab[UNK], vocab[EOS]
+    ids = [[eos] + [vocab.get(w, unk) for w in s] + [eos] for s in sentences[:n_sentences]]
+    return ids, vocab
+
+
+def random_tree(rng, vocab_size, n_leaves):
+    """A random binary ``Tree`` with ``n_leaves`` leaves, labels 0-4, word ids set."""
+    nodes = []
+    for _ in range(n_leaves):
+        leaf = Tree(rng.randrange(5), word=f"w{rng.randrange(vocab_size)}")
+        leaf.word_id = int(leaf.word[1:])
+        nodes.append(leaf)
+    while len(nodes) > 1:
+        i = rng.randrange(len(nodes) - 1)
+        nodes[i:i + 2] = [Tree(rng.randrange(5), [nodes[i], nodes[i + 1]])]
+    return nodes[0]
+
+
+def random_trees(n, vocab_size, max_leaves=12, seed=0):
+    """``n`` random binary trees (see ``random_tree``), reproducible from ``seed``."""
+    rng = random.Random(seed)
+    return [random_tree(rng, vocab_size, rng.randint(1, max_leaves)) for _ in range(n)]
+
+
+def batches(items, size):
+    """Cuts ``items`` into consecutive lists of at most ``size`` items."""
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+# -------------------- clocks --------------------
+
+def synchronize(device):
+    """Waits for queued device work, so that a clock read after it is meaningful."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_call(fn, device):
+    """Runs ``fn()`` and returns the seconds it took, device work included."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def median(values):
+    """The median of a non-empty list of numbers."""
+    return statistics.median(values)
+
+
+# -------------------- dynnet --------------------
+
+def load_dynnet_module(name):
+    """Imports ``benchmarks.<name>`` (a module that needs dynnet) without failing.
+
+    Returns:
+        ``(module, None)`` when it imports, else ``(None, reason)`` where reason is a
+        one-line description of the failure.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(f"benchmarks.{name}"), None
+    except Exception as error:  # anything a half-built dynnet may raise
+        return None, describe_error(error)
+
+
+def describe_error(error):
+    """``"Type: first line of message"`` for reports."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__

@@ -1,0 +1,99 @@
+"""The tree-LSTM baselines of benchmarks/ compute the same loss and gradients.
+
+The naive per-tree forward is the oracle; the level-batched autograd version and the
+hand-written backward must match it (atol 1e-4) on random trees and on SST trees.
+"""
+
+import copy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # benchmarks/ is a folder of scripts, not installed
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.common import index_trees, load_sst, random_trees  # noqa: E402
+from benchmarks.tree_lstm import BASELINES, TreeLSTMParams, build_plan, train_step  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data"
+ATOL = 1e-4
+
+
+def _loss_grads_logits(variant, params, trees):
+    params = copy.deepcopy(params)
+    loss = variant.loss_and_grad(params, trees)
+    grads = {name: torch.zeros_like(p) if p.grad is None else p.grad.clone()
+             for name, p in params.named_parameters()}
+    return loss, grads, variant.infer(params, trees)
+
+
+def _assert_variants_agree(params, trees):
+    expected_loss, expected_grads, expected_logits = _loss_grads_logits(
+        BASELINES["naive"], params, trees)
+    assert expected_loss.item() > 0
+    assert any(g.abs().max() > 1e-3 for g in expected_grads.values())
+    for name in ("batched", "manual"):
+        loss, grads, logits = _loss_grads_logits(BASELINES[name], params, trees)
+        torch.testing.assert_close(loss, expected_loss, atol=ATOL, rtol=0, msg=name)
+        torch.testing.assert_close(logits, expected_logits, atol=ATOL, rtol=0, msg=name)
+        assert grads.keys() == expected_grads.keys()
+        for key, grad in grads.items():
+            torch.testing.assert_close(grad, expected_grads[key], atol=ATOL, rtol=0,
+                                       msg=f"{name}: grad of {key}")
+
+
+def test_random_trees_same_loss_and_gradients():
+    torch.manual_seed(0)
+    trees = random_trees(20, vocab_size=30, max_leaves=15, seed=1)
+    _assert_variants_agree(TreeLSTMParams(30), trees)
+
+
+def test_single_leaf_tree():
+    torch.manual_seed(1)
+    _assert_variants_agree(TreeLSTMParams(30), random_trees(3, 30, max_leaves=1, seed=2))
+
+
+@pytest.mark.skipif(not (DATA / "sst" / "train.txt").is_file(), reason="no SST data")
+def test_sst_trees_same_loss_and_gradients():
+    torch.manual_seed(0)
+    trees, vocab = load_sst(6, data_dir=DATA)
+    _assert_variants_agree(TreeLSTMParams(len(vocab)), trees)
+
+
+def test_plan_is_level_major():
+    trees = random_trees(5, 10, seed=3)
+    plan = build_plan(trees, "cpu")
+    assert plan.n_nodes == sum(t.size() for t in trees)
+    assert plan.bounds[0] == sum(len(t.leaves()) for t in trees)
+    for k, idx in enumerate(plan.children):
+        start, stop = plan.bounds[k], plan.bounds[k + 1]
+        assert len(idx) == 2 * (stop - start)
+        assert int(idx.max()) < start  # children are computed on lower levels
+    assert sorted(plan.roots.tolist()) == sorted(set(plan.roots.tolist()))
+
+
+def test_training_steps_stay_together():
+    torch.manual_seed(2)
+    trees = random_trees(16, vocab_size=20, seed=4)
+    start = TreeLSTMParams(20)
+    finals = {}
+    for name, variant in BASELINES.items():
+        params = copy.deepcopy(start)
+        # SGD, not Adam: Adam turns rounding-level gradients into full-size steps.
+        optimizer = torch.optim.SGD(params.parameters(), lr=0.5)
+        for _ in range(3):
+            train_step(variant, params, optimizer, trees)
+        finals[name] = params.state_dict()
+    for name in ("batched", "manual"):
+        for key, value in finals[name].items():
+            torch.testing.assert_close(value, finals["naive"][key], atol=ATOL, rtol=0)
+
+
+def test_index_trees_marks_unknown_words():
+    trees = random_trees(2, 5, seed=5)
+    index_trees(trees, {"<unk>": 0, "w1": 7})
+    ids = {leaf.word_id for t in trees for leaf in t.nodes() if leaf.is_leaf}
+    assert ids <= {0, 7}
