@@ -107,15 +107,17 @@ class Tree:
         return [node.word for node in self._preorder() if not node.children]
 
     def nodes(self):
-        """Yields every node in post-order (children before their parent), iteratively."""
-        stack = [(self, False)]
+        """Returns an iterator over every node in post-order (children before parent).
+
+        Built iteratively: a right-to-left pre-order, reversed.
+        """
+        order = []
+        stack = [self]
         while stack:
-            node, expanded = stack.pop()
-            if expanded or not node.children:
-                yield node
-            else:
-                stack.append((node, True))
-                stack.extend((c, False) for c in reversed(node.children))
+            node = stack.pop()
+            order.append(node)
+            stack.extend(node.children)
+        return reversed(order)
 
     def _preorder(self):
         stack = [self]
