@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import random
 import statistics
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -15,6 +17,60 @@ from dynnet.data import Tree, read_sentences, read_trees
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 UNK = "<unk>"
 EOS = "<eos>"
+
+
+# -------------------- what a benchmark is --------------------
+
+class Variant(NamedTuple):
+    """One way to compute a benchmark's model.
+
+    Attributes:
+        loss_and_grad: ``(module, batch) -> loss``; adds the gradients of the batch loss
+            (a mean over the batch) to the parameters' ``.grad`` and returns the loss.
+        infer: ``(module, batch) -> outputs``, under ``torch.no_grad``.
+        build: ``start -> module``; makes this variant's own copy of the starting
+            parameters (same initial state for every variant).
+    """
+
+    loss_and_grad: Callable
+    infer: Callable
+    build: Callable = copy.deepcopy
+
+
+class Benchmark(NamedTuple):
+    """A model, its data and its variants, as the runner needs them.
+
+    Attributes:
+        name: short name for the table.
+        unit: what one example is ("trees", "sentences", "vectors").
+        examples: the examples every variant runs on, in order.
+        batch_sizes: the batch sizes to measure.
+        start: the starting parameters (an ``nn.Module``) every variant copies.
+        variants: name -> ``Variant``, or name -> str saying why it is unavailable.
+        make_optimizer: ``module -> optimizer``; None when training is forward and
+            backward only (no update).
+        labels: variant name -> what the table calls it.
+    """
+
+    name: str
+    unit: str
+    examples: list
+    batch_sizes: list
+    start: torch.nn.Module
+    variants: dict
+    make_optimizer: Callable | None
+    labels: dict
+
+
+def train_step(variant, module, optimizer, batch):
+    """Zero the gradients, compute loss and gradients, update (if any); returns the loss."""
+    if optimizer is None:
+        module.zero_grad(set_to_none=True)
+        return variant.loss_and_grad(module, batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss = variant.loss_and_grad(module, batch)
+    optimizer.step()
+    return loss
 
 
 # -------------------- data --------------------
@@ -136,6 +192,12 @@ def load_dynnet_module(name):
         return importlib.import_module(f"benchmarks.{name}"), None
     except Exception as error:  # anything a half-built dynnet may raise
         return None, describe_error(error)
+
+
+def dynnet_variant(name):
+    """``benchmarks.dynnet_models.<name>``, or a str saying why it is unavailable."""
+    module, reason = load_dynnet_module("dynnet_models")
+    return reason if module is None else getattr(module, name)
 
 
 def describe_error(error):

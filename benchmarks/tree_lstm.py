@@ -18,11 +18,13 @@ The dynnet version lives in ``benchmarks.dynnet_models``.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from benchmarks.common import Benchmark, Variant, dynnet_variant, load_sst
 
 DIM = 128
 CLASSES = 5
@@ -39,24 +41,12 @@ class TreeLSTMParams(nn.Module):
 
     def __init__(self, vocab_size, dim=DIM):
         super().__init__()
+        self.config = {"vocab_size": vocab_size, "dim": dim}
         self.dim = dim
         self.embed = nn.Embedding(vocab_size, dim)
         self.leaf = nn.Linear(dim, 3 * dim)
         self.internal = nn.Linear(2 * dim, 5 * dim)
         self.out = nn.Linear(dim, CLASSES)
-
-
-class Variant(NamedTuple):
-    loss_and_grad: Callable
-    infer: Callable
-
-
-def train_step(variant, params, optimizer, trees):
-    """One training step (zero grads, loss and gradients, update); returns the loss."""
-    optimizer.zero_grad(set_to_none=True)
-    loss = variant.loss_and_grad(params, trees)
-    optimizer.step()
-    return loss
 
 
 def make_optimizer(params):
@@ -308,3 +298,16 @@ def _manual_infer(p, trees):
 MANUAL = Variant(_manual_loss_and_grad, _manual_infer)
 
 BASELINES = {"naive": NAIVE, "batched": BATCHED, "manual": MANUAL}
+
+LABELS = {"naive": "naive per-tree", "batched": "hand-batched autograd",
+          "manual": "hand-written backward", "dynnet": "dynnet"}
+
+
+def benchmark(n_trees, batch_sizes, device):
+    """The SST tree-LSTM on the first ``n_trees`` training trees."""
+    trees, vocab = load_sst(n_trees)
+    torch.manual_seed(0)
+    start = TreeLSTMParams(len(vocab)).to(device)
+    variants = {**BASELINES, "dynnet": dynnet_variant("TREE_LSTM")}
+    return Benchmark("tree-lstm", "trees", trees, batch_sizes, start, variants,
+                     make_optimizer, LABELS)
