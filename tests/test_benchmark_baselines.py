@@ -15,8 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # benchmarks/ is a folder of scripts, not installed
     sys.path.insert(0, str(REPO))
 
-from benchmarks.common import index_trees, load_sst, random_trees  # noqa: E402
-from benchmarks.tree_lstm import BASELINES, TreeLSTMParams, build_plan, train_step  # noqa: E402
+from benchmarks.common import index_trees, load_sst, random_trees, train_step  # noqa: E402
+from benchmarks.tree_lstm import BASELINES, TreeLSTMParams, build_plan  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 ATOL = 1e-4
