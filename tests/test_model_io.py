@@ -5,6 +5,9 @@ import os
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
+
+from dynnet.errors import DynnetError
 from dynnet.models.io import (
     CONFIG_FILE,
     MODEL_REGISTRY,
@@ -16,9 +19,6 @@ from dynnet.models.io import (
     register_model,
     save_model,
 )
-from safetensors.torch import load_file, save_file
-
-from dynnet.errors import DynnetError
 
 
 @register_model("test-tiny")

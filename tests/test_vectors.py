@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from dynnet.models.vectors import VectorsFormatError, load_into_embedding, read_word_vectors
 
 from dynnet.errors import DynnetError
+from dynnet.models.vectors import VectorsFormatError, load_into_embedding, read_word_vectors
 from dynnet.vocab import Vocab
 
 GLOVE = "the 0.1 0.2 -0.3\ncat 1 2 3\n\ncaf\u00e9 4.5 -1e-2 0\nthe 9 9 9\n"

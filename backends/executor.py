@@ -1,0 +1,93 @@
+"""Running one scheduled group: gather, apply the batching rule, check, store.
+
+When a batched call fails, the group's examples are re-run one at a time to find
+the failing example, and the error names the op, the user's file:line and the
+example index.
+"""
+
+import torch
+
+from dynnet.backends.gather import gather
+from dynnet.errors import BatchingError, where
+from dynnet.tracing import flatten_outputs, rebuild
+
+
+class GroupResult:
+    """The batched outputs of one executed group (row i belongs to its i-th node)."""
+
+    __slots__ = ("outputs",)
+
+    def __init__(self, outputs):
+        self.outputs = outputs
+
+
+def execute_group(sig, nodes):
+    """Executes `nodes` (all of signature `sig`) as one batched call; stores results."""
+    kind = sig.kind
+    if kind == "op":
+        outputs = _run_op(sig, nodes)
+    elif kind == "const":
+        aval = sig.out_avals[0]
+        outputs = [torch.tensor([n.payload for n in nodes], dtype=aval.dtype,
+                                device=aval.device)]
+    else:  # "stack": per-example eager tensors
+        outputs = [torch.stack([n.payload for n in nodes])]
+    result = GroupResult(outputs)
+    for row, node in enumerate(nodes):
+        node.group = result
+        node.row = row
+        node.depth = 0
+        node.inputs = ()
+        node.payload = None
+    return result
+
+
+def _run_op(sig, nodes):
+    from dynnet.backends.rules import BatchedCall
+
+    B = len(nodes)
+    slots = [gather([n.inputs[j] for n in nodes]) for j in range(len(sig.in_avals))]
+    try:
+        out = sig.rule(BatchedCall(sig, slots, B))
+    except Exception as e:
+        raise _locate_failure(sig, nodes, e) from None
+    leaves = []
+    flatten_outputs(out, leaves)
+    avals = sig.out_avals
+    if len(leaves) != len(avals):
+        raise BatchingError(f"{sig.name} at {where(sig.origin)}: batched call returned "
+                            f"{len(leaves)} tensors, expected {len(avals)}")
+    for leaf, aval in zip(leaves, avals):
+        if leaf.shape[0] != B or leaf.shape[1:] != aval.shape:
+            raise _shape_error(sig, nodes, leaf, aval)
+    return leaves
+
+
+def _shape_error(sig, nodes, leaf, aval):
+    return BatchingError(
+        f"{sig.name} at {where(nodes[0].origin)} produced per-example shape "
+        f"{list(leaf.shape[1:])} when batched, but {list(aval.shape)} per example; "
+        "its output shape depends on the values, which cannot be batched")
+
+
+def _locate_failure(sig, nodes, error):
+    """Runs the group's nodes one by one to name the example that fails."""
+    for node in nodes:
+        values = iter([t.node.group.outputs[t.index][t.node.row] for t in node.inputs])
+        args, kwargs = rebuild(sig.template, values)
+        try:
+            sig.fn(*args, **kwargs)
+        except Exception as e:
+            return _error_like(e, f"{sig.name} at {where(node.origin)} "
+                                  f"(example {node.instance}): {e}")
+    return BatchingError(
+        f"{sig.name} at {where(nodes[0].origin)} works on each example alone but its "
+        f"batched form failed for examples {sorted({n.instance for n in nodes})[:10]}: "
+        f"{type(error).__name__}: {error}")
+
+
+def _error_like(e, msg):
+    try:
+        return type(e)(msg)
+    except Exception:
+        return BatchingError(msg)

@@ -1,0 +1,50 @@
+"""Gathering the rows of a group's inputs from the buffers that hold them.
+
+Every executed node's value is row `node.row` of output `index` of its group's
+buffers. A gather costs a constant number of torch calls per source buffer:
+nothing when the rows are a whole buffer in order, one index_select when they come
+from one buffer, else one index_select per source, a cat and a permutation.
+"""
+
+import torch
+
+
+def gather(lazies):
+    """Stacks the values of `lazies` (executed lazy tensors) along a new dim 0."""
+    first = lazies[0]
+    buf = first.node.group.outputs[first.index]
+    rows = []
+    for t in lazies:
+        node = t.node
+        if node.group.outputs[t.index] is not buf:
+            return _gather_many(lazies)
+        rows.append(node.row)
+    n = len(rows)
+    if n == buf.shape[0] and rows[0] == 0 and rows[-1] == n - 1 and rows == list(range(n)):
+        return buf
+    if rows[-1] - rows[0] == n - 1 and rows == list(range(rows[0], rows[0] + n)):
+        return buf[rows[0]:rows[0] + n]
+    return buf.index_select(0, torch.tensor(rows, device=buf.device))
+
+
+def _gather_many(lazies):
+    sources = {}  # id(buffer) -> (buffer, rows, positions)
+    for pos, t in enumerate(lazies):
+        node = t.node
+        buf = node.group.outputs[t.index]
+        entry = sources.get(id(buf))
+        if entry is None:
+            entry = sources[id(buf)] = (buf, [], [])
+        entry[1].append(node.row)
+        entry[2].append(pos)
+    parts, order = [], []
+    for buf, rows, positions in sources.values():
+        parts.append(buf.index_select(0, torch.tensor(rows, device=buf.device)))
+        order.extend(positions)
+    stacked = torch.cat(parts)
+    inverse = [0] * len(order)
+    for i, pos in enumerate(order):
+        inverse[pos] = i
+    if inverse == list(range(len(order))):
+        return stacked
+    return stacked.index_select(0, torch.tensor(inverse, device=stacked.device))

@@ -1,0 +1,105 @@
+"""The registry of batching rules: how to run one op on a stacked batch.
+
+A rule takes a `BatchedCall` (the op's signature, one stacked tensor per lazy slot
+with the batch on dim 0, and the batch size) and returns the op's output structure
+with every tensor leaf batched on dim 0. Rules are registered per callable with
+`def_rule`; family helpers live in the sibling modules. An op without a rule runs
+under `torch.func.vmap`, so per-example semantics hold by construction.
+"""
+
+import torch
+
+from dynnet.tracing import rebuild
+
+batching_rules = {}  # callable -> rule
+module_rules = {}  # nn.Module subclass -> rule
+
+
+def def_rule(fns, rule):
+    """Registers `rule` for each callable in `fns`."""
+    for fn in fns:
+        if fn is not None:
+            batching_rules[fn] = rule
+
+
+def def_module_rule(classes, rule):
+    """Registers `rule` for calls of modules of each class in `classes` (exact type)."""
+    for cls in classes:
+        module_rules[cls] = rule
+
+
+class BatchedCall:
+    """One group's op applied to stacked inputs.
+
+    Attributes:
+      sig: the group's `Signature` (op, static template, in/out avals).
+      slots: one stacked tensor per lazy slot, shape [B, *in_aval.shape].
+      size: the batch size B.
+    """
+
+    __slots__ = ("sig", "slots", "size")
+
+    def __init__(self, sig, slots, size):
+        self.sig = sig
+        self.slots = slots
+        self.size = size
+
+    @property
+    def fn(self):
+        return self.sig.fn
+
+    def args(self, prep=None):
+        """`(args, kwargs)` of the op with slots filled by the stacked tensors.
+
+        `prep(tensor, aval)`, if given, transforms each stacked slot first.
+        """
+        values = self.slots
+        if prep is not None:
+            values = [prep(x, a) for x, a in zip(values, self.sig.in_avals)]
+        return rebuild(self.sig.template, iter(values))
+
+    def slot_positions(self):
+        """Which top-level positional args hold a lazy slot (as a set of indices)."""
+        from dynnet.tracing import SLOT
+
+        args, kwargs = self.sig.template
+        return {i for i, a in enumerate(args) if a is SLOT}
+
+    def only_first_batched(self):
+        """True when the only lazy slot is the first positional argument."""
+        args, _ = self.sig.template
+        from dynnet.tracing import SLOT
+
+        return len(self.slots) == 1 and len(args) > 0 and args[0] is SLOT
+
+
+def vmap_rule(call):
+    """Fallback: the op under torch.func.vmap over dim 0 of every slot."""
+    sig = call.sig
+
+    def per_example(*slots):
+        args, kwargs = rebuild(sig.template, iter(slots))
+        return sig.fn(*args, **kwargs)
+
+    return torch.func.vmap(per_example, randomness="different")(*call.slots)
+
+
+def module_vmap_rule(call):
+    """Fallback for modules that are not known to be row-wise."""
+    return vmap_rule(call)
+
+
+def rule_for(sig):
+    """The rule that runs groups of `sig`: registered, else the vmap fallback."""
+    fn = sig.fn
+    if isinstance(fn, torch.nn.Module):
+        rule = module_rules.get(type(fn))
+        if rule is None:
+            from dynnet.backends.modules import module_rule
+
+            rule = module_rule(fn)
+        return rule
+    try:
+        return batching_rules.get(fn, vmap_rule)
+    except TypeError:
+        return vmap_rule

@@ -1,0 +1,107 @@
+"""The source-to-source converter (built on gast).
+
+`converted_function(fn)` parses `fn`, runs the passes below in order, compiles the
+result with the user's file name and line numbers (so tracebacks point at user
+code) and returns a `ConvertedFunction`. Results are cached per code object.
+
+Pass order, and why:
+1. functions: rejects what cannot be converted (async, generators) before any pass
+   adds `yield`s; marks nested defs.
+2. comprehensions: lowers comprehensions to local functions with loops, so that the
+   calls and tests inside them become pause points in step 3.
+3. call_trees: routes every call through `dn__.call`, last, so that it also sees the
+   calls that earlier passes moved around.
+"""
+
+import types
+import weakref
+
+import gast
+
+from dynnet.converter import parser, templates
+from dynnet.converter.naming import Namer
+from dynnet.converter.passes import call_trees, comprehensions, functions
+from dynnet.converter.transformer import RUNTIME, Context
+
+PASSES = [functions, comprehensions, call_trees]
+CO_GENERATOR = 0x20
+
+
+class ConvertedFunction:
+    """A user function and its converted twin.
+
+    Attributes:
+      original: the user's function.
+      function: the converted function (a generator function when it can pause).
+      source: the converted source, readable Python (what `dynnet.to_code` shows).
+    """
+
+    def __init__(self, original, function, source):
+        self.original = original
+        self.function = function
+        self.source = source
+        self.is_generator = bool(function.__code__.co_flags & CO_GENERATOR)
+
+    def start(self, args, kwargs):
+        """Begins a call: a `Suspend(gen=...)` for the driver, or the value itself."""
+        if self.is_generator:
+            from dynnet.runtime import Suspend
+
+            return Suspend(gen=self.function(*args, **kwargs))
+        return self.function(*args, **kwargs)
+
+
+_code_cache = {}  # original code object -> (converted code, source)
+_function_cache = weakref.WeakKeyDictionary()
+
+
+def converted_function(fn):
+    """The `ConvertedFunction` of plain Python function `fn` (cached)."""
+    converted = _function_cache.get(fn)
+    if converted is None:
+        converted = _function_cache[fn] = _instantiate(fn)
+    return converted
+
+
+def convert_code(fn):
+    """Converts `fn`'s source; returns `(code object, readable source)` (cached)."""
+    entry = _code_cache.get(fn.__code__)
+    if entry is None:
+        entry = _code_cache[fn.__code__] = _convert(fn)
+    return entry
+
+
+def _convert(fn):
+    node, filename, _ = parser.parse_function(fn)
+    ctx = Context(Namer(node), filename, getattr(fn, "__qualname__", fn.__name__))
+    for p in PASSES:
+        node = p.transform(node, ctx)
+    source = parser.unparse(node)
+    freevars = list(fn.__code__.co_freevars)
+    factory = templates.replace(f"def dn__factory({', '.join([RUNTIME] + freevars)}):\n"
+                                "    pass")[0]
+    factory.body = [node]
+    module = gast.Module(body=[factory], type_ignores=[])
+    tree = gast.gast_to_ast(module)
+    import ast
+
+    ast.fix_missing_locations(tree)
+    code = compile(tree, filename, "exec")
+    factory_code = next(c for c in code.co_consts if isinstance(c, types.CodeType))
+    inner = next(c for c in factory_code.co_consts
+                 if isinstance(c, types.CodeType) and c.co_name == node.name)
+    return inner, source
+
+
+def _instantiate(fn):
+    from dynnet.converter import operators
+
+    code, source = convert_code(fn)
+    cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
+    cells[RUNTIME] = types.CellType(operators)
+    closure = tuple(cells[name] for name in code.co_freevars)
+    function = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__,
+                                  closure or None)
+    function.__kwdefaults__ = fn.__kwdefaults__
+    function.__qualname__ = fn.__qualname__
+    return ConvertedFunction(fn, function, source)

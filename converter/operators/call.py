@@ -1,0 +1,210 @@
+"""The `call` helper: what every converted call goes through.
+
+`call(fn, *args, **kwargs)` returns the call's value, or a `Suspend` that the
+converted code yields to the driver:
+- torch functions, tensor methods and modules applied to lazy values are recorded
+  (one node each); factory calls like `torch.tensor(i)` become per-example constants;
+- dynnet functions, nested functions of converted code and other user functions
+  (converted on first use) are run resumably: `Suspend(gen=...)`;
+- builtins with overloads (print, int, float, bool, range, isinstance) keep their
+  Python meaning, pausing when they need a lazy value;
+- anything else (library code) is called as is.
+"""
+
+import functools
+import sysconfig
+import types
+
+import torch
+
+from dynnet import tracing
+from dynnet.lazy import LazyMethod, LazyTensor
+from dynnet.runtime import Suspend, complete, run_nested
+
+tracing.register_internal_file(__file__)
+
+CO_GENERATOR = 0x20
+_LIBRARY_PACKAGES = {
+    "torch", "numpy", "builtins", "functools", "itertools", "collections", "typing", "math",
+    "re", "abc", "copy", "json", "os", "sys", "random", "operator", "tqdm", "safetensors",
+    "gast", "inspect", "contextlib", "dataclasses", "enum", "hypothesis", "_pytest", "pytest",
+    "numbers", "warnings", "logging", "statistics", "string", "textwrap", "pathlib", "heapq",
+    "bisect", "weakref", "types", "io", "time", "datetime"}
+_LIBRARY_DIRS = tuple({sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib",
+                                                          "platlib")})
+
+
+class LocalFunction:
+    """A function defined inside converted code (already converted).
+
+    From converted code it runs resumably; called by library code, it runs to
+    completion.
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.is_generator = bool(fn.__code__.co_flags & CO_GENERATOR)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args, **kwargs):
+        if not self.is_generator:
+            return self.fn(*args, **kwargs)
+        if tracing.current() is None:
+            from dynnet.runtime import run_batch
+
+            results, _ = run_batch(lambda a: self.fn(*a, **kwargs), [args])
+            from dynnet.outputs import materialize
+
+            return materialize(results[0])
+        return run_nested(self.fn(*args, **kwargs))
+
+    def __get__(self, obj, objtype=None):
+        return self if obj is None else types.MethodType(self, obj)
+
+    def start(self, args, kwargs):
+        if self.is_generator:
+            return Suspend(gen=self.fn(*args, **kwargs))
+        return self.fn(*args, **kwargs)
+
+
+def local(fn):
+    return LocalFunction(fn)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_library_module(module):
+    if not module:
+        return True
+    top = module.split(".", 1)[0]
+    if top == "dynnet":
+        return not module.startswith("dynnet.models")
+    return top in _LIBRARY_PACKAGES
+
+
+def is_user_function(fn):
+    """True for Python functions dynnet should convert (not library code)."""
+    if _is_library_module(getattr(fn, "__module__", None)):
+        return False
+    filename = fn.__code__.co_filename
+    if filename.startswith(_LIBRARY_DIRS) and "site-packages" in filename:
+        return False
+    return not filename.startswith("<")
+
+
+def _has_lazy(args, kwargs):
+    for a in args:
+        cls = a.__class__
+        if cls is LazyTensor:
+            return True
+        if (cls is list or cls is tuple) and any(x.__class__ is LazyTensor for x in a):
+            return True
+    for a in kwargs.values():
+        if a.__class__ is LazyTensor:
+            return True
+    return False
+
+
+def call(fn, /, *args, **kwargs):
+    """Calls `fn` as converted code means it; see the module docstring."""
+    cls = fn.__class__
+    if cls is LazyMethod:
+        need = _METHOD_NEEDS.get(fn.name)
+        if need is not None:
+            return need(fn.tensor, args, kwargs)
+        return tracing.record_method(fn.name, fn.tensor, args, kwargs)
+    if cls is _BUILTIN:
+        overload = _OVERLOADS.get(fn)
+        if overload is not None:
+            return overload(args, kwargs)
+        module = fn.__module__
+        if module is not None and module.startswith("torch"):
+            return tracing.record(fn, args, kwargs)
+        return fn(*args, **kwargs)
+    if cls is _METHOD_DESCRIPTOR and fn.__objclass__ in _TENSOR_CLASSES:
+        return tracing.record(fn, args, kwargs)
+    start = getattr(fn, "start", None)
+    if start is not None and isinstance(fn, _STARTABLE):
+        return start(args, kwargs)
+    if cls is types.FunctionType:
+        if is_user_function(fn):
+            from dynnet.converter import converted_function
+
+            return converted_function(fn).start(args, kwargs)
+        if _has_lazy(args, kwargs):
+            return tracing.record(fn, args, kwargs)
+        return fn(*args, **kwargs)
+    if cls is types.MethodType:
+        func = fn.__func__
+        if isinstance(func, _STARTABLE):
+            return func.start((fn.__self__,) + args, kwargs)
+        if func.__class__ is types.FunctionType and is_user_function(func):
+            from dynnet.converter import converted_function
+
+            return converted_function(func).start((fn.__self__,) + args, kwargs)
+        return fn(*args, **kwargs)
+    if isinstance(fn, torch.nn.Module):
+        forward = getattr(type(fn), "forward", None)
+        if isinstance(forward, _STARTABLE):
+            return forward.start((fn,) + args, kwargs)
+        if _has_lazy(args, kwargs):
+            return tracing.record(fn, args, kwargs)
+        return fn(*args, **kwargs)
+    overload = _OVERLOADS.get(fn) if cls is type else None
+    if overload is not None:
+        return overload(args, kwargs)
+    return fn(*args, **kwargs)
+
+
+def call_now(fn, /, *args, **kwargs):
+    """`call` for code that cannot pause (lambdas, class bodies): runs to completion."""
+    result = call(fn, *args, **kwargs)
+    if result.__class__ is Suspend:
+        return complete(result)
+    return result
+
+
+_BUILTIN = type(len)
+_TENSOR_CLASSES = (torch.Tensor, torch._C.TensorBase)
+_METHOD_DESCRIPTOR = type(torch.Tensor.add)
+_STARTABLE = (LocalFunction,)  # extended by dynnet.api with DynFunction
+
+
+def register_startable(cls):
+    global _STARTABLE
+    _STARTABLE = _STARTABLE + (cls,)
+
+
+# -------------------- values needed from lazy tensors --------------------
+
+
+def _python_scalar(dtype):
+    if dtype.is_floating_point:
+        return float
+    if dtype is torch.bool:
+        return bool
+    if dtype.is_complex:
+        return complex
+    return int
+
+
+def need_scalar(tensor, convert):
+    """Pause until `tensor`'s value is known; resume with `convert(value)`."""
+    return Suspend(lazies=(tensor,), post=lambda values: convert(values[0]), scalar=convert)
+
+
+def _item(tensor, args, kwargs):
+    return need_scalar(tensor, _python_scalar(tensor.dtype))
+
+
+def _tolist(tensor, args, kwargs):
+    return Suspend(lazies=(tensor,), post=lambda values: values[0].tolist())
+
+
+def _numpy(tensor, args, kwargs):
+    return Suspend(lazies=(tensor,), post=lambda values: values[0].detach().cpu().numpy())
+
+
+_METHOD_NEEDS = {"item": _item, "tolist": _tolist, "numpy": _numpy}
+
+from dynnet.converter.operators.py_builtins import OVERLOADS as _OVERLOADS  # noqa: E402
+

@@ -1,0 +1,1 @@
+"""One module per language feature; the order they run in is in converter/__init__.py."""

@@ -1,0 +1,163 @@
+"""The user-facing API: `function`, `to_code`, `run_eagerly`."""
+
+import functools
+
+from dynnet import config, tracing
+from dynnet.converter import converted_function
+from dynnet.converter.operators.call import register_startable
+from dynnet.outputs import materialize, stack_outputs
+from dynnet.runtime import Suspend, run_batch, run_nested
+
+tracing.register_internal_file(__file__)
+
+
+class DynFunction:
+    """A per-example function that runs batched: see `dynnet.function`."""
+
+    def __init__(self, fn, schedule=None):
+        self.fn = fn
+        self.schedule = schedule
+        functools.update_wrapper(self, fn)
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        return BoundDynFunction(self, obj)
+
+    @property
+    def converted(self):
+        return converted_function(self.fn)
+
+    def start(self, args, kwargs):
+        """Begins a call from converted code (resumable)."""
+        return self.converted.start(args, kwargs)
+
+    def __call__(self, *args, **kwargs):
+        """Runs one example and returns its outputs as torch tensors."""
+        if config.eager:
+            return self.fn(*args, **kwargs)
+        if tracing.current() is not None:  # called by code that cannot pause
+            result = self.start(args, kwargs)
+            return run_nested(result.gen) if result.__class__ is Suspend else result
+        results = self._run([args], kwargs)
+        return materialize(results[0])
+
+    def batch(self, *per_example_args, **shared_kwargs):
+        """Runs every example; returns the stacked outputs (see `dynnet.function`)."""
+        examples = _zip_examples(per_example_args)
+        if config.eager:
+            return stack_outputs([self.fn(*a, **shared_kwargs) for a in examples])
+        return stack_outputs(self._run(examples, shared_kwargs))
+
+    def _run(self, examples, kwargs):
+        converted = self.converted
+
+        def make(args):
+            result = converted.start(args, kwargs)
+            return result.gen if result.__class__ is Suspend else _returning(result)
+
+        results, _ = run_batch(make, examples, self.schedule)
+        return results
+
+    def __repr__(self):
+        return f"<dynnet.function {self.fn.__qualname__}>"
+
+
+class BoundDynFunction:
+    """A `DynFunction` bound to an object (a method); `.batch` shares the object."""
+
+    __slots__ = ("function", "obj")
+
+    def __init__(self, function, obj):
+        self.function = function
+        self.obj = obj
+
+    def start(self, args, kwargs):
+        return self.function.start((self.obj,) + args, kwargs)
+
+    def __call__(self, *args, **kwargs):
+        return self.function(self.obj, *args, **kwargs)
+
+    def batch(self, *per_example_args, **shared_kwargs):
+        n = _batch_size(per_example_args)
+        return self.function.batch([self.obj] * n, *per_example_args, **shared_kwargs)
+
+    @property
+    def __wrapped__(self):
+        return self.function.fn
+
+    def __repr__(self):
+        return f"<bound dynnet.function {self.function.fn.__qualname__} of {self.obj!r}>"
+
+
+register_startable(DynFunction)
+register_startable(BoundDynFunction)
+
+
+def _returning(value):
+    return value
+    yield  # a generator that returns `value` at once
+
+
+def _batch_size(per_example_args):
+    if not per_example_args:
+        raise TypeError("batch() needs at least one sequence of per-example arguments")
+    sizes = {len(a) for a in per_example_args}
+    if len(sizes) != 1:
+        raise ValueError(f"batch(): the per-example argument sequences have different "
+                         f"lengths {sorted(sizes)}; each must hold one entry per example")
+    return sizes.pop()
+
+
+def _zip_examples(per_example_args):
+    _batch_size(per_example_args)
+    return list(zip(*per_example_args))
+
+
+def function(fn=None, *, schedule=None):
+    """Decorates a per-example function (or method) so that it can run batched.
+
+    `f(*args)` runs one example and returns its outputs as torch tensors.
+    `f.batch(*sequences)` runs B examples (the i-th example takes the i-th item of
+    every sequence; keyword arguments are shared by all examples) and returns one
+    example's output structure with every tensor leaf stacked on a new leading dim;
+    when structures or leaf shapes differ between examples, a list of per-example
+    outputs; non-tensor leaves become lists. Results equal running `fn` on each
+    example, forward and backward.
+
+    Args:
+      schedule: "depth" or "agenda" (default: `dynnet.config.schedule`).
+    """
+    if fn is None:
+        return lambda f: function(f, schedule=schedule)
+    if isinstance(fn, (DynFunction, BoundDynFunction)):
+        return fn
+    return DynFunction(fn, schedule=schedule)
+
+
+def to_code(f):
+    """The converted source of `f` (a dynnet function, method or plain function)."""
+    if isinstance(f, BoundDynFunction):
+        f = f.function
+    if isinstance(f, DynFunction):
+        f = f.fn
+    f = getattr(f, "__func__", f)
+    return converted_function(f).source + "\n"
+
+
+class run_eagerly:
+    """Runs dynnet functions unconverted, one example at a time (for debugging).
+
+    Use as a context manager (`with dynnet.run_eagerly(): ...`) or as a call
+    (`dynnet.run_eagerly(True)` / `dynnet.run_eagerly(False)`).
+    """
+
+    def __init__(self, flag=True):
+        self.previous = config.eager
+        config.eager = bool(flag)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        config.eager = self.previous

@@ -1,0 +1,214 @@
+"""Lazy values: the per-example tensors that user code sees while a batch is traced.
+
+A `LazyTensor` is one output of a recorded `Node`. It knows its per-example shape,
+dtype and device (so user code can read `x.shape`), but has no value until the
+trace executes the node's group. Torch functions, tensor methods and Python
+operators applied to lazy tensors record new nodes instead of computing.
+
+`__bool__`, `__int__`, `__float__`, `__index__` and `.item()` never concretize
+silently: converted code pauses the example through the runtime helpers, anything
+else gets a `ConcretizationError` that says where the value was created.
+"""
+
+import operator
+
+import torch
+
+from dynnet import tracing
+from dynnet.errors import ConcretizationError, where
+
+
+class Node:
+    """One recorded op of one example.
+
+    Attributes:
+      sig: the batching signature; nodes with equal `sig` run as one batched call.
+      inputs: the lazy tensors the op reads (the flattened tensor slots of its args).
+      payload: per-example data of source nodes (inputs, constants); None otherwise.
+      depth: 1 + max depth of unexecuted inputs (0 once executed).
+      instance: index of the example that recorded it.
+      origin: `(filename, lineno)` of the user code that recorded it.
+      group, row: after execution, the group result holding the value and its row.
+    """
+
+    __slots__ = ("sig", "inputs", "payload", "depth", "instance", "origin", "group", "row")
+
+    def __init__(self, sig, inputs, payload, depth, instance, origin):
+        self.sig = sig
+        self.inputs = inputs
+        self.payload = payload
+        self.depth = depth
+        self.instance = instance
+        self.origin = origin
+        self.group = None
+        self.row = 0
+
+    def __repr__(self):
+        return f"Node({self.sig.name}, example={self.instance}, at {where(self.origin)})"
+
+
+class LazyTensor:
+    """Output `index` of `node`, with per-example shape `shape` (a torch.Size)."""
+
+    __slots__ = ("node", "index", "shape", "dtype", "device", "__weakref__")
+
+    def __init__(self, node, index, shape, dtype, device):
+        self.node = node
+        self.index = index
+        self.shape = shape
+        self.dtype = dtype
+        self.device = device
+
+    # -------------------- static facts --------------------
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def dim(self):
+        return len(self.shape)
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def numel(self):
+        return self.shape.numel()
+
+    def nelement(self):
+        return self.shape.numel()
+
+    def __len__(self):
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def is_floating_point(self):
+        return self.dtype.is_floating_point
+
+    def is_complex(self):
+        return self.dtype.is_complex
+
+    @property
+    def is_cuda(self):
+        return self.device.type == "cuda"
+
+    @property
+    def T(self):
+        return tracing.record_method("t" if self.ndim <= 2 else "permute", self,
+                                     () if self.ndim <= 2 else tuple(reversed(range(self.ndim))),
+                                     {})
+
+    @property
+    def mT(self):
+        return tracing.record_method("transpose", self, (-2, -1), {})
+
+    @property
+    def value(self):
+        """The computed per-example tensor (only after the node's group executed)."""
+        node = self.node
+        if node.group is None:
+            raise ConcretizationError(
+                f"the lazy value created at {where(node.origin)} (example {node.instance}) "
+                "has not been computed yet")
+        return node.group.outputs[self.index][node.row]
+
+    def __repr__(self):
+        return (f"LazyTensor(shape={tuple(self.shape)}, dtype={self.dtype}, "
+                f"example={self.node.instance}, from {where(self.node.origin)})")
+
+    def __hash__(self):
+        return id(self)
+
+    # -------------------- recording --------------------
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if not hasattr(torch.Tensor, name):
+            raise AttributeError(f"'Tensor' object has no attribute '{name}'")
+        return LazyMethod(self, name)
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        return tracing.record(func, args, kwargs or {})
+
+    def __getitem__(self, index):
+        return tracing.record(operator.getitem, (self, index), {})
+
+    def __setitem__(self, index, value):
+        raise ConcretizationError(
+            f"in-place assignment into a lazy tensor (created at {where(self.node.origin)}) "
+            "cannot be batched; build a new tensor instead (torch.cat, torch.where, "
+            "Tensor.index_put)")
+
+    def __iter__(self):
+        if not self.shape:
+            raise TypeError("iteration over a 0-d tensor")
+        return (tracing.record(operator.getitem, (self, i), {}) for i in range(self.shape[0]))
+
+    def _concretize(self, what):
+        raise ConcretizationError(
+            f"{what} of a lazy tensor (created at {where(self.node.origin)}, "
+            f"example {self.node.instance}) needs its value while the batch is being "
+            "traced. Inside a @dynnet.function this is handled automatically; the call "
+            "came from code dynnet did not convert (a library or a function marked not to "
+            "be converted). Move the test into the converted function, or compute it with "
+            "tensor ops such as torch.where.")
+
+    def __bool__(self):
+        self._concretize("bool()")
+
+    def __int__(self):
+        self._concretize("int()")
+
+    def __float__(self):
+        self._concretize("float()")
+
+    def __index__(self):
+        self._concretize("use as an index")
+
+    def __array__(self, *args, **kwargs):
+        self._concretize("conversion to a numpy array")
+
+
+class LazyMethod:
+    """A tensor method bound to a lazy tensor, e.g. `x.sum`; calling it records."""
+
+    __slots__ = ("tensor", "name")
+
+    def __init__(self, tensor, name):
+        self.tensor = tensor
+        self.name = name
+
+    def __call__(self, *args, **kwargs):
+        return tracing.record_method(self.name, self.tensor, args, kwargs)
+
+    def __repr__(self):
+        return f"<lazy method Tensor.{self.name}>"
+
+
+def _binary(op):
+    def forward(self, other):
+        return tracing.record(op, (self, other), {})
+
+    def reverse(self, other):
+        return tracing.record(op, (other, self), {})
+
+    return forward, reverse
+
+
+for _name, _op in [("add", operator.add), ("sub", operator.sub), ("mul", operator.mul),
+                   ("truediv", operator.truediv), ("floordiv", operator.floordiv),
+                   ("mod", operator.mod), ("pow", operator.pow), ("matmul", operator.matmul),
+                   ("and", operator.and_), ("or", operator.or_), ("xor", operator.xor),
+                   ("lshift", operator.lshift), ("rshift", operator.rshift)]:
+    _fwd, _rev = _binary(_op)
+    setattr(LazyTensor, f"__{_name}__", _fwd)
+    setattr(LazyTensor, f"__r{_name}__", _rev)
+
+for _name, _op in [("lt", operator.lt), ("le", operator.le), ("gt", operator.gt),
+                   ("ge", operator.ge), ("eq", operator.eq), ("ne", operator.ne)]:
+    setattr(LazyTensor, f"__{_name}__", _binary(_op)[0])
+
+for _name, _op in [("neg", operator.neg), ("pos", operator.pos), ("abs", operator.abs),
+                   ("invert", operator.invert)]:
+    setattr(LazyTensor, f"__{_name}__",
+            (lambda op: lambda self: tracing.record(op, (self,), {}))(_op))

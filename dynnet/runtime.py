@@ -1,0 +1,278 @@
+"""The batch driver: resumable examples over one shared trace.
+
+Converted functions are generator functions. A converted call of another user
+function yields `Suspend(gen=...)`: the driver pushes that generator on the
+example's own stack, so user recursion never grows Python's stack. A test on a
+lazy value yields `Suspend(lazies=...)`: the example pauses. Every example runs
+until it pauses or finishes, the pending graph of all of them executes batched,
+the needed values are read back, and the paused examples resume.
+"""
+
+import sys
+import time
+
+import torch
+
+from dynnet import config, tracing
+from dynnet.backends import execute_group
+from dynnet.errors import where
+from dynnet.scheduler import get_strategy
+
+tracing.register_internal_file(__file__)
+
+
+class Suspend:
+    """What converted code yields to the driver.
+
+    Either `gen` (a generator to run to completion, whose return value is sent
+    back) or `lazies` (lazy tensors whose values are needed) with `post`, which
+    turns their values into what is sent back; `scalar` (bool, int or float)
+    marks the common case of one lazy scalar.
+    """
+
+    __slots__ = ("gen", "lazies", "post", "scalar")
+
+    def __init__(self, gen=None, lazies=(), post=None, scalar=None):
+        self.gen = gen
+        self.lazies = lazies
+        self.post = post
+        self.scalar = scalar
+
+
+class Profile:
+    """Counters of the batches run inside `dynnet.profile()`."""
+
+    def __init__(self):
+        self.batches = 0
+        self.nodes = 0
+        self.groups = 0
+        self.rounds = 0
+        self.total_seconds = 0.0
+        self.execute_seconds = 0.0
+
+    @property
+    def trace_seconds(self):
+        """Time outside group execution: tracing, scheduling, bookkeeping."""
+        return self.total_seconds - self.execute_seconds
+
+    def __repr__(self):
+        per_node = 1e6 * self.trace_seconds / max(self.nodes, 1)
+        return (f"Profile(batches={self.batches}, nodes={self.nodes}, groups={self.groups}, "
+                f"rounds={self.rounds}, trace={self.trace_seconds:.4f}s "
+                f"({per_node:.2f} us/node), execute={self.execute_seconds:.4f}s)")
+
+
+_profiles = []
+
+
+class profile:
+    """Context manager collecting a `Profile` of the batches run inside it."""
+
+    def __enter__(self):
+        self.profile = Profile()
+        _profiles.append(self.profile)
+        return self.profile
+
+    def __exit__(self, *exc):
+        _profiles.remove(self.profile)
+
+
+class Trace:
+    """The pending graph of one batch and the example currently recording."""
+
+    def __init__(self, strategy=None):
+        self.pending = []
+        self.instance = 0
+        self.schedule = get_strategy(strategy or config.schedule)
+        self.outputs = {}  # example index -> list of (file, text) printed
+        self.nodes = 0
+        self.groups = 0
+        self.rounds = 0
+        self.execute_seconds = 0.0
+
+    def flush(self):
+        """Executes every pending node, group by group."""
+        pending = self.pending
+        if not pending:
+            return
+        self.pending = []
+        start = time.perf_counter()
+        self.nodes += len(pending)
+        self.rounds += 1
+        for sig, nodes in self.schedule(pending):
+            self.groups += 1
+            execute_group(sig, nodes)
+        self.execute_seconds += time.perf_counter() - start
+
+    def write(self, index, file, text):
+        """Buffers text printed by example `index` (emitted in example order)."""
+        self.outputs.setdefault(index, []).append((file, text))
+
+    def emit_outputs(self):
+        for index in sorted(self.outputs):
+            for file, text in self.outputs[index]:
+                (file or sys.stdout).write(text)
+        self.outputs.clear()
+
+
+class _Example:
+    __slots__ = ("index", "stack", "value", "need", "result")
+
+    def __init__(self, index, gen):
+        self.index = index
+        self.stack = [gen]
+        self.value = None
+        self.need = None
+        self.result = None
+
+
+def _step(ex):
+    """Runs example `ex` until it pauses (returns True) or finishes (False)."""
+    stack = ex.stack
+    value = ex.value
+    error = None
+    while True:
+        gen = stack[-1]
+        try:
+            out = gen.send(value) if error is None else gen.throw(error)
+        except StopIteration as stop:
+            stack.pop()
+            value, error = stop.value, None
+            if not stack:
+                ex.result = value
+                return False
+            continue
+        except BaseException as e:
+            stack.pop()
+            if not stack:
+                raise
+            error = e
+            continue
+        error = None
+        if out.gen is not None:
+            stack.append(out.gen)
+            value = None
+        else:
+            ex.need = out
+            return True
+
+
+def _resolve(examples):
+    """Reads back the values paused examples need (one transfer per buffer)."""
+    by_buffer = {}
+    for ex in examples:
+        need = ex.need
+        if need.scalar is not None:
+            t = need.lazies[0]
+            if t.shape.numel() == 1:
+                buf = t.node.group.outputs[t.index]
+                entry = by_buffer.setdefault(id(buf), (buf, []))
+                entry[1].append((ex, t.node.row))
+                continue
+        ex.value = need.post([t.value for t in need.lazies])
+    for buf, items in by_buffer.values():
+        rows = torch.tensor([row for _, row in items], device=buf.device)
+        values = buf.detach().index_select(0, rows).reshape(len(items)).tolist()
+        for (ex, _), v in zip(items, values):
+            ex.value = ex.need.scalar(v)
+    for ex in examples:
+        ex.need = None
+
+
+def _annotate(error, index):
+    """Adds the example index and the user's file:line to an escaping exception."""
+    if getattr(error, "_dynnet_noted", False):
+        return
+    tb, origin = error.__traceback__, None
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename not in tracing._INTERNAL and "/torch/" not in filename:
+            origin = (filename, tb.tb_lineno)
+        tb = tb.tb_next
+    note = f"dynnet: raised while running example {index} of the batch"
+    if origin is not None:
+        note += f", at {where(origin)}"
+    error.add_note(note)
+    error._dynnet_noted = True
+
+
+def run_batch(make_generator, per_example_args, strategy=None):
+    """Runs one converted function on every example; returns their raw results.
+
+    Args:
+      make_generator: called with one example's argument tuple; returns a generator.
+      per_example_args: list of argument tuples, one per example.
+    Returns:
+      The list of per-example results (lazy leaves are executed) and the trace.
+    """
+    trace = Trace(strategy)
+    tracing._active.append(trace)
+    start = time.perf_counter()
+    examples = []
+    try:
+        for i, args in enumerate(per_example_args):
+            trace.instance = i
+            examples.append(_Example(i, make_generator(lift_inputs(args))))
+        runnable = examples
+        while runnable:
+            paused = []
+            for ex in runnable:
+                trace.instance = ex.index
+                try:
+                    if _step(ex):
+                        paused.append(ex)
+                except BaseException as e:
+                    _annotate(e, ex.index)
+                    raise
+            trace.flush()
+            if paused:
+                _resolve(paused)
+            runnable = paused
+    finally:
+        tracing._active.pop()
+        trace.emit_outputs()
+        for p in _profiles:
+            p.batches += 1
+            p.nodes += trace.nodes
+            p.groups += trace.groups
+            p.rounds += trace.rounds
+            p.execute_seconds += trace.execute_seconds
+            p.total_seconds += time.perf_counter() - start
+    return [ex.result for ex in examples], trace
+
+
+def run_nested(gen):
+    """Runs a generator to completion inside the active trace, on Python's stack.
+
+    Used when a converted function is called from code that cannot yield (library
+    code, lambdas): a pause executes the pending graph at once.
+    """
+    trace = tracing._active[-1]
+    ex = _Example(trace.instance, gen)
+    while _step(ex):
+        trace.flush()
+        _resolve([ex])
+    return ex.result
+
+
+def complete(suspend):
+    """The value a `Suspend` stands for, computed at once (no batching across examples)."""
+    if suspend.gen is not None:
+        return run_nested(suspend.gen)
+    tracing._active[-1].flush()
+    ex = _Example(tracing._active[-1].instance, None)
+    ex.need = suspend
+    _resolve([ex])
+    return ex.value
+
+
+def lift_inputs(obj):
+    """Per-example tensors in an argument structure become lazy inputs."""
+    cls = obj.__class__
+    if isinstance(obj, torch.Tensor):
+        return tracing.lazy_input(obj)
+    if cls is tuple or cls is list:
+        return cls(lift_inputs(x) for x in obj)
+    if cls is dict:
+        return {k: lift_inputs(v) for k, v in obj.items()}
+    return obj

@@ -1,0 +1,363 @@
+"""Recording ops on lazy values into the active trace.
+
+`record(fn, args, kwargs)` is the single entry for every op on lazy tensors (torch
+functions, tensor methods, Python operators, module calls). It flattens the
+arguments into tensor *slots* and a static *template*, looks up the op's
+`Signature` by a key built from the op, the static arguments and the slots'
+shapes/dtypes/devices, and appends one `Node` to the trace. On the first sight of
+a key, the output shapes are inferred by running the op once on placeholder
+values; afterwards recording costs a dict lookup.
+
+Nodes with the same `Signature` object are batched together by the scheduler.
+"""
+
+import sys
+
+import torch
+
+from dynnet.errors import BatchingError, ConcretizationError, where
+
+SLOT = object()  # marks a tensor slot inside a template
+_MAX_SIGNATURES = 200_000
+
+
+class Signature:
+    """What nodes of one batchable kind share: op, static template, in/out avals.
+
+    kind is one of "op" (call `fn` on the rebuilt args), "const" (per-example Python
+    scalars made by `torch.tensor`), "stack" (per-example eager tensors: inputs and
+    other constants) or "shared" (one value broadcast to every node of the group).
+    """
+
+    __slots__ = ("kind", "fn", "name", "template", "in_avals", "out_template", "out_avals",
+                 "rule", "origin", "__weakref__")
+
+    def __init__(self, kind, fn, name, template, in_avals, origin):
+        self.kind = kind
+        self.fn = fn
+        self.name = name
+        self.template = template
+        self.in_avals = in_avals
+        self.out_template = SLOT
+        self.out_avals = ()
+        self.rule = None
+        self.origin = origin
+
+    def __repr__(self):
+        return f"Signature({self.name})"
+
+
+class Aval:
+    """Abstract value of one per-example tensor: shape, dtype, device."""
+
+    __slots__ = ("shape", "dtype", "device")
+
+    def __init__(self, shape, dtype, device):
+        self.shape = torch.Size(shape)
+        self.dtype = dtype
+        self.device = device
+
+    def placeholder(self):
+        """A concrete tensor of this aval for shape inference (ones; zeros for ints)."""
+        if self.dtype.is_floating_point or self.dtype.is_complex:
+            return torch.ones(self.shape, dtype=self.dtype, device=self.device)
+        return torch.zeros(self.shape, dtype=self.dtype, device=self.device)
+
+    def __repr__(self):
+        return f"{self.dtype}{list(self.shape)}"
+
+
+# -------------------- the active trace --------------------
+
+_active = []
+
+
+def current():
+    """The trace being recorded into, or None outside a batch."""
+    return _active[-1] if _active else None
+
+
+_INTERNAL = set()
+
+
+def register_internal_file(filename):
+    """Frames from `filename` are skipped when finding the user's line."""
+    _INTERNAL.add(filename)
+
+
+register_internal_file(__file__)
+
+
+def user_origin(depth=2):
+    """`(filename, lineno)` of the innermost frame outside dynnet's own modules."""
+    frame = sys._getframe(depth)
+    while frame is not None and frame.f_code.co_filename in _INTERNAL:
+        frame = frame.f_back
+    if frame is None:
+        return None
+    return (frame.f_code.co_filename, frame.f_lineno)
+
+
+# -------------------- flattening arguments --------------------
+
+
+def _key_and_slots(obj, key, slots, LazyTensor):
+    cls = obj.__class__
+    if cls is LazyTensor:
+        slots.append(obj)
+        key.append(SLOT)
+        key.append(obj.shape)
+        key.append(obj.dtype)
+        key.append(obj.device)
+    elif cls is tuple or cls is list:
+        key.append(cls)
+        key.append(len(obj))
+        for x in obj:
+            _key_and_slots(x, key, slots, LazyTensor)
+    elif cls is dict:
+        key.append(dict)
+        key.append(tuple(obj))
+        for x in obj.values():
+            _key_and_slots(x, key, slots, LazyTensor)
+    elif isinstance(obj, torch.Tensor) or isinstance(obj, torch.nn.Module):
+        key.append(torch.Tensor)
+        key.append(id(obj))
+    else:
+        key.append(cls)
+        try:
+            hash(obj)
+            key.append(obj)
+        except TypeError:
+            key.append(id(obj))
+
+
+def _template(obj, LazyTensor):
+    cls = obj.__class__
+    if cls is LazyTensor:
+        return SLOT
+    if cls is tuple or cls is list:
+        return cls(_template(x, LazyTensor) for x in obj)
+    if cls is dict:
+        return {k: _template(v, LazyTensor) for k, v in obj.items()}
+    return obj
+
+
+def rebuild(template, values):
+    """Fills the slots of `template` with the items of iterator `values`, in order."""
+    if template is SLOT:
+        return next(values)
+    cls = template.__class__
+    if cls is tuple or cls is list:
+        return cls(rebuild(x, values) for x in template)
+    if cls is dict:
+        return {k: rebuild(v, values) for k, v in template.items()}
+    return template
+
+
+def flatten_outputs(obj, leaves):
+    """Template of an op's output, appending its tensor leaves to `leaves`."""
+    if isinstance(obj, torch.Tensor):
+        leaves.append(obj)
+        return SLOT
+    cls = obj.__class__
+    if cls is tuple or cls is list:
+        return cls(flatten_outputs(x, leaves) for x in obj)
+    if isinstance(obj, tuple) and hasattr(cls, "n_fields"):  # torch.return_types
+        return _StructSeq(cls, [flatten_outputs(x, leaves) for x in obj])
+    if cls is dict:
+        return {k: flatten_outputs(v, leaves) for k, v in obj.items()}
+    return obj
+
+
+class _StructSeq:
+    __slots__ = ("cls", "items")
+
+    def __init__(self, cls, items):
+        self.cls = cls
+        self.items = items
+
+
+def rebuild_outputs(template, values):
+    if template is SLOT:
+        return next(values)
+    cls = template.__class__
+    if cls is tuple or cls is list:
+        return cls(rebuild_outputs(x, values) for x in template)
+    if cls is _StructSeq:
+        return template.cls([rebuild_outputs(x, values) for x in template.items])
+    if cls is dict:
+        return {k: rebuild_outputs(v, values) for k, v in template.items()}
+    return template
+
+
+# -------------------- recording --------------------
+
+_signatures = {}
+
+
+def op_name(fn):
+    if isinstance(fn, torch.nn.Module):
+        return f"{type(fn).__name__} module"
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    module = getattr(fn, "__module__", None)
+    if module in ("torch", "torch._C._VariableFunctions", "torch.nn.functional"):
+        return f"{'torch.nn.functional' if module == 'torch.nn.functional' else 'torch'}.{name}"
+    if module == "_operator":
+        return f"operator.{name}"
+    if name.startswith("TensorBase.") or name.startswith("Tensor."):
+        return "Tensor." + name.split(".", 1)[1]
+    return name
+
+
+def record(fn, args, kwargs):
+    """Records `fn(*args, **kwargs)` where some argument leaves are lazy tensors.
+
+    Returns the op's output structure with lazy tensors as leaves. Runs the op
+    eagerly when no argument is lazy.
+    """
+    from dynnet.lazy import LazyTensor, Node
+
+    key = [fn]
+    slots = []
+    _key_and_slots(args, key, slots, LazyTensor)
+    if kwargs:
+        _key_and_slots(kwargs, key, slots, LazyTensor)
+    if not slots:
+        factory = _factories.get(fn)
+        if factory is not None and _active:
+            return factory(fn, args, kwargs)
+        return fn(*args, **kwargs)
+    trace = _active[-1] if _active else None
+    if trace is None:
+        raise ConcretizationError(
+            f"{op_name(fn)} was applied to a lazy tensor outside of a batched call "
+            f"(the lazy value was created at {where(slots[0].node.origin)}); lazy values "
+            "are only valid while their batch runs")
+    key = tuple(key)
+    sig = _signatures.get(key)
+    origin = user_origin(2)
+    if sig is None:
+        sig = _new_signature(fn, args, kwargs, slots, key, origin, trace)
+    depth = 0
+    for t in slots:
+        d = t.node.depth
+        if d > depth:
+            depth = d
+    node = Node(sig, slots, None, depth + 1, trace.instance, origin)
+    trace.pending.append(node)
+    avals = sig.out_avals
+    if sig.out_template is SLOT:
+        a = avals[0]
+        return LazyTensor(node, 0, a.shape, a.dtype, a.device)
+    outs = iter([LazyTensor(node, i, a.shape, a.dtype, a.device) for i, a in enumerate(avals)])
+    return rebuild_outputs(sig.out_template, outs)
+
+
+def record_method(name, tensor, args, kwargs):
+    """Records the tensor method `tensor.name(*args, **kwargs)`."""
+    return record(getattr(torch.Tensor, name), (tensor, *args), kwargs)
+
+
+def _new_signature(fn, args, kwargs, slots, key, origin, trace):
+    from dynnet.lazy import LazyTensor
+
+    template = (_template(args, LazyTensor), _template(kwargs, LazyTensor))
+    in_avals = tuple(Aval(t.shape, t.dtype, t.device) for t in slots)
+    sig = Signature("op", fn, op_name(fn), template, in_avals, origin)
+    values = iter([a.placeholder() for a in in_avals])
+    ex_args, ex_kwargs = rebuild(template, values)
+    try:
+        with torch.no_grad():
+            out = fn(*ex_args, **ex_kwargs)
+    except Exception as e:
+        raise _user_error(e, sig.name, origin, trace.instance) from None
+    leaves = []
+    sig.out_template = flatten_outputs(out, leaves)
+    if not leaves:
+        raise BatchingError(
+            f"{sig.name} at {where(origin)} (example {trace.instance}) returns no tensor "
+            f"({type(out).__name__}); only ops that return tensors can take lazy inputs")
+    sig.out_avals = tuple(Aval(x.shape, x.dtype, x.device) for x in leaves)
+    from dynnet.backends import rule_for
+
+    sig.rule = rule_for(sig)
+    if len(_signatures) > _MAX_SIGNATURES:
+        _signatures.clear()
+    _signatures[key] = sig
+    return sig
+
+
+def _user_error(e, name, origin, instance):
+    """The same exception type, with a message that points at the user's code."""
+    msg = f"{name} at {where(origin)} (example {instance}): {e}"
+    try:
+        return type(e)(msg)
+    except Exception:
+        return BatchingError(msg)
+
+
+# -------------------- source nodes: inputs and constants --------------------
+
+
+def _source_signature(kind, fn, name, aval):
+    key = (kind, fn, aval.shape, aval.dtype, aval.device)
+    sig = _signatures.get(key)
+    if sig is None:
+        sig = Signature(kind, fn, name, None, (), None)
+        sig.out_avals = (aval,)
+        _signatures[key] = sig
+    return sig
+
+
+def source(kind, fn, name, payload, shape, dtype, device, origin=None):
+    """Records a node with no inputs whose per-example value is `payload`."""
+    from dynnet.lazy import LazyTensor, Node
+
+    trace = _active[-1]
+    sig = _source_signature(kind, fn, name, Aval(shape, dtype, device))
+    node = Node(sig, (), payload, 1, trace.instance, origin or user_origin(3))
+    trace.pending.append(node)
+    return LazyTensor(node, 0, sig.out_avals[0].shape, dtype, device)
+
+
+def lazy_input(tensor):
+    """A per-example input tensor as a lazy value (stacked once per group)."""
+    return source("stack", None, "input", tensor, tensor.shape, tensor.dtype, tensor.device,
+                  origin=("<batch input>", 0))
+
+
+_SCALAR_DTYPES = {bool: torch.bool, int: torch.int64}
+
+
+def _tensor_factory(fn, args, kwargs):
+    """torch.tensor(python_data): a per-example constant, batched with its peers."""
+    if len(args) != 1 or set(kwargs) - {"dtype", "device", "requires_grad"} or kwargs.get(
+            "requires_grad"):
+        return _eager_constant(fn, args, kwargs)
+    data = args[0]
+    cls = data.__class__
+    dtype = kwargs.get("dtype")
+    if cls is float:
+        dtype = dtype or torch.get_default_dtype()
+    elif cls in _SCALAR_DTYPES:
+        dtype = dtype or _SCALAR_DTYPES[cls]
+    else:
+        return _eager_constant(fn, args, kwargs)
+    device = kwargs.get("device")
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    return source("const", dtype, "torch.tensor", data, (), dtype, device)
+
+
+def _eager_constant(fn, args, kwargs):
+    """A factory call with Python arguments: computed now, stacked with its peers."""
+    value = fn(*args, **kwargs)
+    if not isinstance(value, torch.Tensor):
+        return value
+    return source("stack", None, op_name(fn), value, value.shape, value.dtype, value.device)
+
+
+_factories = {torch.tensor: _tensor_factory, torch.as_tensor: _tensor_factory}
+for _f in (torch.zeros, torch.ones, torch.full, torch.empty, torch.arange, torch.eye,
+           torch.linspace, torch.rand, torch.randn, torch.randint, torch.randperm,
+           torch.zeros_like, torch.ones_like, torch.full_like):
+    _factories[_f] = _eager_constant
