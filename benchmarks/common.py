@@ -12,7 +12,12 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from dynnet.data import Tree, read_sentences, read_trees
+try:
+    from dynnet.data import Tree, read_sentences, read_trees
+    DATA_READER = "dynnet.data"
+except Exception as _error:  # a half-built dynnet must not stop the baselines
+    from benchmarks._fallback_data import Tree, read_sentences, read_trees
+    DATA_READER = f"benchmarks fallback reader (import dynnet.data failed: {_error})"
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 UNK = "<unk>"

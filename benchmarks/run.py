@@ -267,6 +267,8 @@ def main(argv=None):
     print(env)
     print(format_text(cells))
     print(LEGEND)
+    if common.DATA_READER != "dynnet.data":
+        notes.insert(0, f"data read by the {common.DATA_READER}")
     for line in notes:
         print(line)
     if args.out:

@@ -97,3 +97,17 @@ def test_index_trees_marks_unknown_words():
     index_trees(trees, {"<unk>": 0, "w1": 7})
     ids = {leaf.word_id for t in trees for leaf in t.nodes() if leaf.is_leaf}
     assert ids <= {0, 7}
+
+
+@pytest.mark.skipif(not (DATA / "sst" / "dev.txt").is_file(), reason="no SST data")
+def test_fallback_reader_matches_dynnet_data():
+    from benchmarks import _fallback_data
+    from dynnet.data import read_trees
+
+    path = DATA / "sst" / "dev.txt"
+    expected, got = read_trees(path)[:50], _fallback_data.read_trees(path)[:50]
+    for a, b in zip(expected, got, strict=True):
+        pairs = list(zip(a.nodes(), b.nodes(), strict=True))
+        assert [(x.label, x.word, len(x.children)) for x, _ in pairs] == [
+            (y.label, y.word, len(y.children)) for _, y in pairs]
+        assert a.leaves() == b.leaves()
