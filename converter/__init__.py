@@ -76,16 +76,14 @@ def _convert(fn):
     ctx = Context(Namer(node), filename, getattr(fn, "__qualname__", fn.__name__))
     for p in PASSES:
         node = p.transform(node, ctx)
+    node = templates.fix_locations(node)
     source = parser.unparse(node)
     freevars = list(fn.__code__.co_freevars)
     factory = templates.replace(f"def dn__factory({', '.join([RUNTIME] + freevars)}):\n"
                                 "    pass")[0]
     factory.body = [node]
     module = gast.Module(body=[factory], type_ignores=[])
-    tree = gast.gast_to_ast(module)
-    import ast
-
-    ast.fix_missing_locations(tree)
+    tree = templates.fix_locations(gast.gast_to_ast(module))
     code = compile(tree, filename, "exec")
     factory_code = next(c for c in code.co_consts if isinstance(c, types.CodeType))
     inner = next(c for c in factory_code.co_consts

@@ -31,16 +31,36 @@ class _Replacer(gast.NodeTransformer):
         return node
 
 
+_LOCATION = ("lineno", "col_offset", "end_lineno", "end_col_offset")
+
+
+def _strip_locations(node):
+    """Template nodes take their location from the user code around them."""
+    for n in gast.walk(node):
+        for attr in _LOCATION:
+            if hasattr(n, attr):
+                delattr(n, attr)
+    return node
+
+
 def replace(template, **replacements):
     """The statements of `template` with each name in `replacements` substituted.
 
     A replacement is a node (deep-copied, its ctx adjusted) or a str (a new name).
+    Generated nodes carry no location; `fix_locations` gives them their parent's.
     """
-    module = gast.parse(template)
+    module = _strip_locations(gast.parse(template))
     return [_Replacer(replacements).visit(stmt) for stmt in module.body]
 
 
 def replace_as_expression(template, **replacements):
     """Like `replace`, for a template that is one expression."""
-    node = gast.parse(template, mode="eval").body
+    node = _strip_locations(gast.parse(template, mode="eval").body)
     return _Replacer(replacements).visit(node)
+
+
+def fix_locations(node):
+    """Gives every node without a location the location of its parent."""
+    import ast
+
+    return ast.fix_missing_locations(node)

@@ -186,7 +186,7 @@ def _annotate(error, index):
     tb, origin = error.__traceback__, None
     while tb is not None:
         filename = tb.tb_frame.f_code.co_filename
-        if filename not in tracing._INTERNAL and "/torch/" not in filename:
+        if not tracing.is_library_file(filename):
             origin = (filename, tb.tb_lineno)
         tb = tb.tb_next
     note = f"dynnet: raised while running example {index} of the batch"

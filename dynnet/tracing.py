@@ -11,7 +11,9 @@ values; afterwards recording costs a dict lookup.
 Nodes with the same `Signature` object are batched together by the scheduler.
 """
 
+import os
 import sys
+import sysconfig
 
 import torch
 
@@ -86,6 +88,18 @@ def register_internal_file(filename):
 
 
 register_internal_file(__file__)
+
+
+_LIBRARY_DIRS = tuple({sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib",
+                                                          "platlib")})
+_DYNNET_DIRS = tuple(os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep + d
+                     + os.sep for d in ("dynnet", "backends", "converter"))
+
+
+def is_library_file(filename):
+    """True for files of dynnet's engine, the standard library and installed packages."""
+    return (filename in _INTERNAL or filename.startswith(_LIBRARY_DIRS)
+            or filename.startswith(_DYNNET_DIRS) or filename.startswith("<frozen"))
 
 
 def user_origin(depth=2):
