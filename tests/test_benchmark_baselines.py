@@ -1,7 +1,9 @@
-"""The tree-LSTM baselines of benchmarks/ compute the same loss and gradients.
+"""The baselines of benchmarks/ compute the same loss and gradients.
 
-The naive per-tree forward is the oracle; the level-batched autograd version and the
-hand-written backward must match it (atol 1e-4) on random trees and on SST trees.
+The naive per-example forward is the oracle. For the tree-LSTM, the level-batched
+autograd version and the hand-written backward must match it (atol 1e-4) on random
+trees and on SST trees; for the sequence LM, nn.LSTM on a packed batch; for the while
+loop, the masked batch loop.
 """
 
 import copy
@@ -15,7 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # benchmarks/ is a folder of scripts, not installed
     sys.path.insert(0, str(REPO))
 
-from benchmarks.common import index_trees, load_sst, random_trees, train_step  # noqa: E402
+from benchmarks import run, sequence_lm, tree_lstm, while_loop  # noqa: E402
+from benchmarks.common import Benchmark, index_trees, load_sst, random_trees, train_step  # noqa: E402
 from benchmarks.tree_lstm import BASELINES, TreeLSTMParams, build_plan  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
@@ -111,3 +114,61 @@ def test_fallback_reader_matches_dynnet_data():
         assert [(x.label, x.word, len(x.children)) for x, _ in pairs] == [
             (y.label, y.word, len(y.children)) for _, y in pairs]
         assert a.leaves() == b.leaves()
+
+
+def test_sequence_lm_packed_matches_per_sentence_loop():
+    torch.manual_seed(3)
+    start = sequence_lm.SequenceLMParams(40, dim=16)
+    generator = torch.Generator().manual_seed(0)
+    sentences = [torch.randint(40, (n,), generator=generator).tolist()
+                 for n in (2, 9, 5, 13, 5, 3)]
+    results = {}
+    for name, variant in sequence_lm.BASELINES.items():
+        module = variant.build(start)
+        loss = variant.loss_and_grad(module, sentences)
+        results[name] = loss, sequence_lm.cell_grads(module), variant.infer(module, sentences)
+    (loss, grads, per_sentence), (ref_loss, ref_grads, ref_per_sentence) = (
+        results["batched"], results["naive"])
+    torch.testing.assert_close(loss, ref_loss, atol=ATOL, rtol=0)
+    torch.testing.assert_close(per_sentence, ref_per_sentence, atol=ATOL, rtol=0)
+    assert per_sentence.shape == (len(sentences),)
+    assert grads.keys() == ref_grads.keys()
+    for key, grad in grads.items():
+        torch.testing.assert_close(grad, ref_grads[key], atol=ATOL, rtol=0, msg=key)
+
+
+def test_while_loop_trip_counts_and_masked_loop():
+    start = while_loop.Contraction(dim=8)
+    xs, trips = while_loop.make_vectors(40, dim=8)
+    assert min(trips) >= 1 and max(trips) <= while_loop.MAX_TRIPS
+    for x, k in zip(xs, trips):
+        steps = 0
+        while x.norm() > 1:
+            x, steps = start.cell(x), steps + 1
+        assert steps == k
+    results = {}
+    for name, variant in while_loop.BASELINES.items():
+        module = variant.build(start)
+        loss = variant.loss_and_grad(module, xs)
+        results[name] = loss, module.cell.weight.grad, variant.infer(module, xs)
+    for got, expected in zip(results["batched"], results["naive"]):
+        torch.testing.assert_close(got, expected, atol=ATOL, rtol=1e-5)
+
+
+def test_runner_measures_baselines_and_reports_unavailable_variants():
+    torch.manual_seed(4)
+    trees = random_trees(12, vocab_size=20, seed=6)
+    variants = {**BASELINES, "dynnet": "ImportError: no engine"}
+    bench = Benchmark("tree-lstm", "trees", trees, [6], TreeLSTMParams(20), variants,
+                      tree_lstm.make_optimizer, tree_lstm.LABELS)
+    rows = run.measure(bench, 6, repeats=1, device="cpu")
+    assert [r.variant for r in rows] == ["naive", "batched", "manual", "dynnet"]
+    timed, missing = rows[:3], rows[3]
+    assert all(r.train > 0 and r.infer > 0 and r.note == "" for r in timed)
+    assert len({round(r.loss0, 4) for r in timed}) == 1
+    assert missing.train is None and missing.note == "unavailable: ImportError: no engine"
+    cells = run.table_cells(rows)
+    assert cells[0] == list(run.HEADER) and len(cells) == 5
+    assert all(len(row) == len(run.HEADER) for row in cells)
+    markdown = run.format_markdown(cells)
+    assert markdown.count("\n") == 5 and "unavailable: ImportError: no engine" in markdown
