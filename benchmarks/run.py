@@ -17,6 +17,7 @@ import argparse
 import datetime
 import os
 import platform
+import subprocess
 import sys
 from typing import NamedTuple
 
@@ -208,7 +209,20 @@ def environment(device):
     when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     return (f"{where}, {os.cpu_count()} cores, torch {torch.__version__}, "
             f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}, "
-            f"{when}")
+            f"{when}, {_checkout()}")
+
+
+def _checkout():
+    """``commit abc1234`` (``+ local changes`` when the tree is dirty), or ``no git``."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "no git"
+    return f"commit {head}" + (" + local changes" if dirty else "")
 
 
 # -------------------- command line --------------------
