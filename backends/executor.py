@@ -81,9 +81,9 @@ def _locate_failure(sig, nodes, error):
             return _error_like(e, f"{sig.name} at {where(node.origin)} "
                                   f"(example {node.instance}): {e}")
     return BatchingError(
-        f"{sig.name} at {where(nodes[0].origin)} works on each example alone but its "
-        f"batched form failed for examples {sorted({n.instance for n in nodes})[:10]}: "
-        f"{type(error).__name__}: {error}")
+        f"{sig.name} at {where(nodes[0].origin)} cannot be batched: it runs on each example "
+        f"alone, but not on the stack of examples {sorted({n.instance for n in nodes})[:10]} "
+        f"({type(error).__name__}: {error})")
 
 
 def _error_like(e, msg):

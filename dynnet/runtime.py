@@ -49,6 +49,11 @@ class Profile:
         self.rounds = 0
         self.total_seconds = 0.0
         self.execute_seconds = 0.0
+        self.group_sizes = {}  # Signature -> sizes of its groups, in execution order
+
+    def groups_of(self, fn):
+        """Sizes of the groups that ran op or module `fn`, in execution order."""
+        return [n for sig, sizes in self.group_sizes.items() if sig.fn is fn for n in sizes]
 
     @property
     def trace_seconds(self):
@@ -99,8 +104,11 @@ class Trace:
         start = time.perf_counter()
         self.nodes += len(pending)
         self.rounds += 1
+        log = _profiles[-1].group_sizes if _profiles else None
         for sig, nodes in self.schedule(pending):
             self.groups += 1
+            if log is not None:
+                log.setdefault(sig, []).append(len(nodes))
             execute_group(sig, nodes)
         self.execute_seconds += time.perf_counter() - start
 

@@ -45,8 +45,12 @@ class Signature:
         self.rule = None
         self.origin = origin
 
+    def describe(self):
+        """The op and its per-example input avals, e.g. 'Linear module(float32[16])'."""
+        return f"{self.name}({', '.join(map(repr, self.in_avals))})"
+
     def __repr__(self):
-        return f"Signature({self.name})"
+        return f"Signature({self.describe()})"
 
 
 class Aval:
@@ -96,16 +100,23 @@ _DYNNET_DIRS = tuple(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
                      + os.sep for d in ("dynnet", "backends", "converter"))
 
 
+_library_files = {}
+
+
 def is_library_file(filename):
     """True for files of dynnet's engine, the standard library and installed packages."""
-    return (filename in _INTERNAL or filename.startswith(_LIBRARY_DIRS)
+    known = _library_files.get(filename)
+    if known is None:
+        known = _library_files[filename] = (
+            filename in _INTERNAL or filename.startswith(_LIBRARY_DIRS)
             or filename.startswith(_DYNNET_DIRS) or filename.startswith("<frozen"))
+    return known
 
 
 def user_origin(depth=2):
     """`(filename, lineno)` of the innermost frame outside dynnet's own modules."""
     frame = sys._getframe(depth)
-    while frame is not None and frame.f_code.co_filename in _INTERNAL:
+    while frame is not None and is_library_file(frame.f_code.co_filename):
         frame = frame.f_back
     if frame is None:
         return None
@@ -210,17 +221,21 @@ _signatures = {}
 
 
 def op_name(fn):
+    """A readable name of an op: 'torch.tanh', 'Tensor.sum', 'Linear module', ..."""
     if isinstance(fn, torch.nn.Module):
         return f"{type(fn).__name__} module"
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
-    module = getattr(fn, "__module__", None)
-    if module in ("torch", "torch._C._VariableFunctions", "torch.nn.functional"):
-        return f"{'torch.nn.functional' if module == 'torch.nn.functional' else 'torch'}.{name}"
+    name = getattr(fn, "__name__", None) or repr(fn)
+    module = getattr(fn, "__module__", None) or ""
+    if module == "torch.nn.functional":
+        return f"torch.nn.functional.{name}"
+    if module.startswith("torch"):
+        return f"torch.{name}"
     if module == "_operator":
         return f"operator.{name}"
-    if name.startswith("TensorBase.") or name.startswith("Tensor."):
-        return "Tensor." + name.split(".", 1)[1]
-    return name
+    owner = getattr(fn, "__objclass__", None)
+    if owner is not None and issubclass(owner, torch._C.TensorBase):
+        return f"Tensor.{name}"
+    return getattr(fn, "__qualname__", name)
 
 
 def record(fn, args, kwargs):

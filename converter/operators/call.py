@@ -130,7 +130,7 @@ def call(fn, /, *args, **kwargs):
             from dynnet.converter import converted_function
 
             return converted_function(fn).start(args, kwargs)
-        if _has_lazy(args, kwargs):
+        if (fn.__module__ or "").startswith("torch") and _has_lazy(args, kwargs):
             return tracing.record(fn, args, kwargs)
         return fn(*args, **kwargs)
     if cls is types.MethodType:

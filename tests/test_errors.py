@@ -1,0 +1,120 @@
+"""Bad input gets a clear error naming what and where, never an internal traceback."""
+
+import inspect
+
+import pytest
+import torch
+
+import dynnet
+
+HERE = __file__
+
+
+def _line_of(fn, text):
+    lines, first = inspect.getsourcelines(fn)
+    return first + next(i for i, line in enumerate(lines) if text in line)
+
+
+def test_shape_error_names_op_line_and_example():
+    @dynnet.function
+    def f(x):
+        return x + torch.ones(3)  # fails for the example of length 4
+
+    with pytest.raises(RuntimeError) as info:
+        f.batch([torch.ones(3), torch.ones(4)])
+    msg = str(info.value)
+    assert "operator.add" in msg and f"{HERE}:{_line_of(f.fn, 'x + torch.ones')}" in msg
+    assert "example 1" in msg
+
+
+def test_value_dependent_shape_is_a_batching_error():
+    @dynnet.function
+    def f(x):
+        return torch.nonzero(x)
+
+    with pytest.raises(dynnet.BatchingError) as info:
+        f.batch([torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0])])
+    msg = str(info.value)
+    assert "torch.nonzero" in msg and f"{HERE}:{_line_of(f.fn, 'torch.nonzero')}" in msg
+
+
+def test_user_exception_keeps_type_and_points_at_user_code():
+    @dynnet.function
+    def f(x):
+        if x.shape[0] > 2:
+            raise KeyError("too long")
+        return x * 2
+
+    with pytest.raises(KeyError) as info:
+        f.batch([torch.ones(2), torch.ones(3)])
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "example 1" in notes and f"{HERE}:{_line_of(f.fn, 'raise KeyError')}" in notes
+
+
+def test_function_without_source_is_a_conversion_error():
+    namespace = {}
+    exec("def g(x):\n    return x * 2\n", namespace)
+    f = dynnet.function(namespace["g"])
+    with pytest.raises(dynnet.ConversionError) as info:
+        f.batch([torch.ones(2)])
+    assert "<string>:1" in str(info.value) and "source code is not available" in str(info.value)
+
+
+def test_generators_are_conversion_errors():
+    @dynnet.function
+    def f(x):
+        yield x
+
+    with pytest.raises(dynnet.ConversionError) as info:
+        f.batch([torch.ones(2)])
+    assert f"{HERE}:{_line_of(f.fn, 'yield x')}" in str(info.value)
+    assert "yield" in str(info.value)
+
+
+def test_concretizing_in_unconverted_code_explains_the_fix():
+    def helper(x):  # library-like code dynnet does not convert
+        return bool(x.sum() > 0)
+
+    helper.__module__ = "numpy.fake"  # treated as library code
+
+    @dynnet.function
+    def f(x):
+        return helper(x)
+
+    with pytest.raises(dynnet.ConcretizationError) as info:
+        f.batch([torch.ones(2)])
+    msg = str(info.value)
+    assert "bool()" in msg and "torch.where" in msg and HERE in msg
+
+
+def test_in_place_assignment_is_refused():
+    @dynnet.function
+    def f(x):
+        x[0] = 1.0
+        return x
+
+    with pytest.raises(dynnet.BatchingError, match="in-place"):
+        f.batch([torch.ones(2)])
+
+
+def test_mismatched_argument_lengths():
+    @dynnet.function
+    def f(x, y):
+        return x + y
+
+    with pytest.raises(ValueError, match="different lengths"):
+        f.batch([torch.ones(2)] * 3, [torch.ones(2)] * 2)
+
+
+def test_lazy_value_used_after_its_batch():
+    kept = []
+
+    @dynnet.function
+    def f(x):
+        y = x * 2
+        kept.append(y)
+        return y
+
+    f.batch([torch.ones(2)])
+    with pytest.raises(dynnet.ConcretizationError, match="outside of a batched call"):
+        kept[0] + 1

@@ -1,0 +1,44 @@
+"""Structure: how many batched groups a batch runs in (not timings)."""
+
+import pytest
+import torch
+
+import dynnet
+from tests.strategies import random_trees
+from tests.test_engine import ModuleTreeLSTM
+
+
+def _height(tree):
+    return 1 if tree.is_leaf else 1 + max(_height(c) for c in tree.children)
+
+
+@pytest.mark.parametrize("strategy", ["depth", "agenda"])
+@pytest.mark.parametrize("max_depth", [3, 6, 9])
+def test_internal_cell_runs_in_at_most_height_groups(strategy, max_depth):
+    model = ModuleTreeLSTM()
+    trees = random_trees(40, max_depth=max_depth, seed=max_depth)
+    h = max(_height(t) for t in trees)
+    old = dynnet.config.schedule
+    dynnet.config.set(schedule=strategy)
+    try:
+        with dynnet.profile() as prof, torch.no_grad():
+            model.loss.batch(trees)
+    finally:
+        dynnet.config.set(schedule=old)
+    leaf, internal = prof.groups_of(model.leaf), prof.groups_of(model.internal)
+    assert len(leaf) == 1  # every leaf of every tree in one group
+    assert len(internal) <= h - 1  # at most one group per internal level
+    n_leaves = sum(len(t.leaves()) for t in trees)
+    assert sum(leaf) == n_leaves and sum(internal) == sum(t.size() for t in trees) - n_leaves
+    assert prof.rounds == 1
+
+
+def test_groups_do_not_grow_with_batch_size():
+    model = ModuleTreeLSTM()
+    counts = []
+    for n in (5, 50):
+        trees = random_trees(n, max_depth=5, seed=1)
+        with dynnet.profile() as prof, torch.no_grad():
+            model.loss.batch(trees)
+        counts.append(prof.groups)
+    assert counts[1] <= counts[0] + 15
