@@ -24,45 +24,48 @@ def function_source(fn):
 
 
 def parse_function(fn):
-    """Parses `fn` into a gast FunctionDef (a lambda becomes `def <name>(...): return`).
+    """Parses `fn` into a gast FunctionDef (a lambda becomes `def dn__lambda(...)`).
 
     Returns `(node, filename, first_line)`; line numbers in `node` are file lines.
     """
     source, filename, first_line = function_source(fn)
-    try:
-        module = gast.parse(source)
-    except SyntaxError:
-        # a lambda or a def inside an expression: parse the line alone
-        module = gast.parse(_strip_to_statement(source))
+    if fn.__name__ == "<lambda>":
+        return _find_lambda(fn, filename, first_line), filename, first_line
+    module = gast.parse(source)
     node = _find_function(module, fn, filename, first_line)
     ast.increment_lineno(node, first_line - 1)
     return node, filename, first_line
 
 
-def _strip_to_statement(source):
-    text = source.strip()
-    while text and text[-1] in ",)":
-        try:
-            gast.parse(text)
-            break
-        except SyntaxError:
-            text = text[:-1]
-    return "(" + text + ")" if not text.startswith(("def", "async", "@")) else text
+def _find_lambda(fn, filename, first_line):
+    """The lambda `fn` in its whole file: by line, then parameters, then column."""
+    import linecache
+
+    module = gast.parse("".join(linecache.getlines(filename)))
+    code = fn.__code__
+    params = code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
+    candidates = [n for n in gast.walk(module) if isinstance(n, gast.Lambda)
+                  and n.lineno == first_line
+                  and tuple(a.id for a in n.args.posonlyargs + n.args.args
+                            + n.args.kwonlyargs) == params]
+    if len(candidates) > 1:
+        columns = {p[2] for p in code.co_positions() if p[2] is not None}
+        candidates = [n for n in candidates
+                      if n.body.col_offset <= min(columns, default=-1) < n.body.end_col_offset
+                      or (n.body.lineno, n.body.col_offset) == (first_line, min(columns))]
+    if len(candidates) != 1:
+        raise ConversionError(
+            f"{filename}:{first_line}: cannot tell which lambda on this line to convert; "
+            "give the function a name with def")
+    lam = candidates[0]
+    node = gast.FunctionDef(name="dn__lambda", args=lam.args,
+                            body=[gast.Return(value=lam.body)], decorator_list=[],
+                            returns=None, type_comment=None, type_params=[])
+    return gast.copy_location(node, lam)
 
 
 def _find_function(module, fn, filename, first_line):
     name = fn.__name__
-    if name == "<lambda>":
-        lambdas = [n for n in gast.walk(module) if isinstance(n, gast.Lambda)]
-        if len(lambdas) != 1:
-            raise ConversionError(
-                f"{filename}:{first_line}: cannot tell which of the {len(lambdas)} lambdas "
-                "on this line to convert; give the function a name with def")
-        lam = lambdas[0]
-        node = gast.FunctionDef(name="dn__lambda", args=lam.args,
-                                body=[gast.Return(value=lam.body)], decorator_list=[],
-                                returns=None, type_comment=None, type_params=[])
-        return gast.copy_location(node, lam) if hasattr(lam, "lineno") else node
     for node in module.body:
         if isinstance(node, (gast.FunctionDef, gast.AsyncFunctionDef)) and node.name == name:
             return node

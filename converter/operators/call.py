@@ -81,9 +81,18 @@ def _is_library_module(module):
     return top in _LIBRARY_PACKAGES
 
 
+_NOT_CONVERTED_FLAGS = 0x20 | 0x80 | 0x100 | 0x200  # generator, coroutine, async generator
+
+
 def is_user_function(fn):
-    """True for Python functions dynnet should convert (not library code)."""
+    """True for Python functions dynnet should convert (not library code).
+
+    User generator and async functions are called as they are: calling them only
+    creates a generator or coroutine object.
+    """
     if _is_library_module(getattr(fn, "__module__", None)):
+        return False
+    if fn.__code__.co_flags & _NOT_CONVERTED_FLAGS:
         return False
     filename = fn.__code__.co_filename
     if filename.startswith(_LIBRARY_DIRS) and "site-packages" in filename:

@@ -1,0 +1,135 @@
+"""Every batching rule family against the per-example oracle (values and gradients)."""
+
+import operator
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import dynnet
+from dynnet.backends import batching_rules
+from dynnet.backends.rules import vmap_rule
+from tests.helpers import assert_batch_matches_loop
+
+W = torch.randn(5, 4, requires_grad=True)
+V = torch.randn(4, requires_grad=True)
+IDX = torch.tensor([2, 0])
+
+# name -> (per-example function, per-example input shapes)
+CASES = {
+    "add_scalar": (lambda x: x + 1.5, [(3, 4)]),
+    "radd_rsub_rmul": (lambda x: 2 - x * 3 + 1, [(4,)]),
+    "broadcast_lower_rank": (lambda x, y: x * y, [(3, 4), (4,)]),
+    "broadcast_scalar_example": (lambda x, y: x * y, [(3, 4), ()]),
+    "shared_higher_rank": (lambda x: x + W, [(4,)]),
+    "where": (lambda x, y: torch.where(x > 0, x, y), [(3, 4), (4,)]),
+    "unary_chain": (lambda x: torch.exp(torch.tanh(x)).sigmoid().relu(), [(2, 3)]),
+    "clamp_pow": (lambda x: x.clamp(-0.5, 0.5) ** 2, [(4,)]),
+    "gelu_softplus": (lambda x: F.softplus(F.gelu(x)), [(4,)]),
+    "sum_all": (lambda x: x.sum(), [(3, 4)]),
+    "mean_dim": (lambda x: x.mean(dim=0), [(3, 4)]),
+    "sum_neg_keepdim": (lambda x: torch.sum(x, -1, keepdim=True), [(3, 4)]),
+    "max_dim": (lambda x: x.max(dim=1).values * 1.0, [(3, 4)]),
+    "max_all": (lambda x: x.max(), [(3, 4)]),
+    "max_binary": (lambda x, y: torch.max(x, y), [(4,), (4,)]),
+    "argmax_all": (lambda x: x.argmax(), [(3, 4)]),
+    "norm": (lambda x: x.norm(), [(3, 4)]),
+    "logsumexp": (lambda x: torch.logsumexp(x, 1), [(3, 4)]),
+    "softmax": (lambda x: F.softmax(x, dim=0), [(3, 4)]),
+    "log_softmax_neg": (lambda x: x.log_softmax(-1), [(3, 4)]),
+    "cumsum": (lambda x: x.cumsum(1), [(3, 4)]),
+    "cat": (lambda x, y: torch.cat([x, y]), [(2, 4), (3, 4)]),
+    "cat_dim1_shared": (lambda x: torch.cat([x, W[:3]], dim=1), [(3, 2)]),
+    "stack": (lambda x, y: torch.stack([x, y], dim=1), [(3,), (3,)]),
+    "split": (lambda x: torch.split(x, 2)[1] * 1.0, [(5, 2)]),
+    "chunk_method": (lambda x: x.chunk(2, dim=1)[0] + 0.0, [(3, 4)]),
+    "unbind": (lambda x: x.unbind(0)[2] * 1.0, [(3, 4)]),
+    "reshape": (lambda x: x.reshape(2, -1), [(3, 4)]),
+    "view_flatten": (lambda x: x.view(12).flatten(), [(3, 4)]),
+    "squeeze_unsqueeze": (lambda x: x.unsqueeze(0).squeeze(), [(3, 1, 4)]),
+    "unsqueeze_neg": (lambda x: x.unsqueeze(-1), [(3, 4)]),
+    "transpose": (lambda x: x.transpose(0, 1), [(3, 4)]),
+    "permute": (lambda x: x.permute(2, 0, 1), [(2, 3, 4)]),
+    "t_and_T": (lambda x: x.t() + x.T, [(3, 3)]),
+    "expand": (lambda x: x.expand(3, 4), [(4,)]),
+    "repeat": (lambda x: x.repeat(2, 1), [(3, 4)]),
+    "getitem_int": (lambda x: x[1], [(3, 4)]),
+    "getitem_slice": (lambda x: x[1:, ::2], [(3, 4)]),
+    "getitem_ellipsis_none": (lambda x: x[..., None, 0], [(3, 4)]),
+    "getitem_shared_index": (lambda x: x[IDX], [(3, 4)]),
+    "getitem_lazy_index": (lambda x, i: x[i], [(3, 4), "index"]),
+    "index_select": (lambda x: x.index_select(1, IDX), [(3, 4)]),
+    "gather": (lambda x, i: x.gather(0, i), [(3, 4), "index2"]),
+    "matmul_shared": (lambda x: x @ W.T, [(4,)]),
+    "matmul_shared_2d": (lambda x: torch.matmul(x, W.T), [(3, 4)]),
+    "matmul_shared_left": (lambda x: W @ x, [(4,)]),
+    "matmul_both": (lambda x, y: x @ y, [(3, 4), (4, 2)]),
+    "dot_vectors": (lambda x, y: torch.dot(x, y), [(4,), (4,)]),
+    "linear": (lambda x: F.linear(x, W, None), [(4,)]),
+    "embedding": (lambda i: F.embedding(i, W), ["index"]),
+    "layer_norm": (lambda x: F.layer_norm(x, (4,)), [(3, 4)]),
+    "cross_entropy": (lambda x, t: F.cross_entropy(x, t), [(5,), "target"]),
+    "cross_entropy_rows": (lambda x, t: F.cross_entropy(x, t), [(3, 5), "targets"]),
+    "cross_entropy_sum": (lambda x, t: F.cross_entropy(x, t, reduction="sum"),
+                          [(3, 5), "targets"]),
+    "nll_loss": (lambda x, t: F.nll_loss(x.log_softmax(-1), t), [(5,), "target"]),
+    "mse_loss": (lambda x, y: F.mse_loss(x, y), [(3, 4), (3, 4)]),
+    "bce_logits_shared_target": (lambda x: F.binary_cross_entropy_with_logits(
+        x, torch.ones(4) * 0.3), [(4,)]),
+    "dropout_eval": (lambda x: F.dropout(x, 0.5, training=False), [(4,)]),
+    "zeros_like_full": (lambda x: torch.zeros_like(x) + torch.full((4,), 2.0) * x, [(4,)]),
+    "to_dtype": (lambda x: (x > 0).float() * x.double().float(), [(4,)]),
+    "operator_matmul_vector": (lambda x: operator.matmul(x, V), [(3, 4)]),
+    "torch_tensor_constant": (lambda x: x * torch.tensor(2.0), [(4,)]),
+    "python_scalar_reduce": (lambda x: x.sum() / x.shape[0], [(3,)]),
+}
+
+
+def _example(spec, k, rng):
+    if spec == "index":
+        return torch.randint(0, 3, (2,), generator=rng)
+    if spec == "index2":
+        return torch.randint(0, 3, (2, 4), generator=rng)
+    if spec == "target":
+        return torch.randint(0, 5, (), generator=rng)
+    if spec == "targets":
+        return torch.randint(0, 5, (3,), generator=rng)
+    return torch.randn(spec, generator=rng).requires_grad_()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_rule_matches_per_example(name):
+    fn, specs = CASES[name]
+    rng = torch.Generator().manual_seed(len(name))
+    examples = [tuple(_example(s, k, rng) for s in specs) for k in range(4)]
+    f = dynnet.function(lambda *xs: fn(*xs))
+    assert_batch_matches_loop(f, examples, [W, V])
+
+
+def test_registry_covers_the_families():
+    for fn in [torch.add, torch.Tensor.sum, torch.cat, torch.stack, torch.split, torch.chunk,
+               torch.Tensor.reshape, torch.Tensor.__getitem__, torch.matmul, F.linear,
+               F.embedding, F.softmax, F.log_softmax, F.cross_entropy, torch.Tensor.max]:
+        assert fn in batching_rules and batching_rules[fn] is not vmap_rule, fn
+
+
+class NotRowWise(nn.Module):
+    """A user module with cross-position ops: must run under the vmap fallback."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.lin(x).softmax(0) * x.sum(0)
+
+
+@pytest.mark.parametrize("module", [nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2)),
+                                    nn.LSTMCell(4, 3), nn.GRUCell(4, 3), nn.LayerNorm(4),
+                                    NotRowWise(), nn.Softmax(dim=0)])
+def test_module_blocks(module):
+    shapes = (4,) if not isinstance(module, (NotRowWise, nn.Softmax)) else (3, 4)
+    f = dynnet.function(lambda x: module(x))
+    xs = [(torch.randn(*shapes, requires_grad=True),) for _ in range(5)]
+    assert_batch_matches_loop(f, xs, module.parameters())
