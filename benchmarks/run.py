@@ -241,6 +241,8 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--only", nargs="+", choices=("tree", "seq", "while"),
                         default=("tree", "seq", "while"), help="benchmarks to run")
+    parser.add_argument("--data", default=str(common.DATA_DIR),
+                        help="folder holding sst/ and ptb/ (default %(default)s)")
     parser.add_argument("--out", help="also write the table as markdown to this file")
     args = parser.parse_args(argv)
     quick = {"batch_sizes": [64], "trees": 256, "sentences": 64, "vectors": 256,
@@ -261,9 +263,11 @@ def main(argv=None):
         sys.exit("--device cuda: CUDA is not available")
     benches = []
     if "tree" in args.only:
-        benches.append(tree_lstm.benchmark(args.trees, args.batch_sizes, args.device))
+        benches.append(tree_lstm.benchmark(args.trees, args.batch_sizes, args.device,
+                                           args.data))
     if "seq" in args.only:
-        benches.append(sequence_lm.benchmark(args.sentences, args.batch_sizes, args.device))
+        benches.append(sequence_lm.benchmark(args.sentences, args.batch_sizes, args.device,
+                                               args.data))
     if "while" in args.only:
         benches.append(while_loop.benchmark(args.vectors, args.device))
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
-from benchmarks.common import Benchmark, Variant, dynnet_variant, load_ptb
+from benchmarks.common import DATA_DIR, Benchmark, Variant, dynnet_variant, load_ptb
 
 DIM = 128
 
@@ -132,9 +132,9 @@ def make_optimizer(module):
 LABELS = {"naive": "naive per-sentence", "batched": "nn.LSTM packed", "dynnet": "dynnet"}
 
 
-def benchmark(n_sentences, batch_sizes, device):
+def benchmark(n_sentences, batch_sizes, device, data_dir=DATA_DIR):
     """The LSTM language model on the first ``n_sentences`` sentences of PTB valid."""
-    sentences, vocab = load_ptb(n_sentences)
+    sentences, vocab = load_ptb(n_sentences, data_dir=data_dir)
     torch.manual_seed(0)
     start = SequenceLMParams(len(vocab)).to(device)
     variants = {**BASELINES, "dynnet": dynnet_variant("SEQUENCE_LM")}

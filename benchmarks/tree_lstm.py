@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import Benchmark, Variant, dynnet_variant, load_sst
+from benchmarks.common import DATA_DIR, Benchmark, Variant, dynnet_variant, load_sst
 
 DIM = 128
 CLASSES = 5
@@ -303,9 +303,9 @@ LABELS = {"naive": "naive per-tree", "batched": "hand-batched autograd",
           "manual": "hand-written backward", "dynnet": "dynnet"}
 
 
-def benchmark(n_trees, batch_sizes, device):
+def benchmark(n_trees, batch_sizes, device, data_dir=DATA_DIR):
     """The SST tree-LSTM on the first ``n_trees`` training trees."""
-    trees, vocab = load_sst(n_trees)
+    trees, vocab = load_sst(n_trees, data_dir=data_dir)
     torch.manual_seed(0)
     start = TreeLSTMParams(len(vocab)).to(device)
     variants = {**BASELINES, "dynnet": dynnet_variant("TREE_LSTM")}
