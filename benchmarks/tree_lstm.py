@@ -125,24 +125,30 @@ def build_plan(trees, device):
                 levels.append([])
             levels[h - 1].append(node)
     row = {node: i for i, node in enumerate(leaves)}
-    bounds, children = [len(leaves)], []
+    bounds, flat = [len(leaves)], []
     for level in levels:
         start = bounds[-1]
-        idx = []
         for j, node in enumerate(level):
             row[node] = start + j
             left, right = node.children
-            idx.append(row[left])
-            idx.append(row[right])
+            flat.append(row[left])
+            flat.append(row[right])
         bounds.append(start + len(level))
-        children.append(torch.tensor(idx, device=device))
+    # One host-to-device copy for all indices; the fields are slices of it.
+    n_child, n_leaves, n_trees = len(flat), len(leaves), len(trees)
+    flat += [leaf.word_id for leaf in leaves]
+    flat += [row[t] for t in trees]
+    flat += [t.label for t in trees]
+    packed = torch.tensor(flat, device=device)
+    children = [packed[2 * (a - n_leaves):2 * (b - n_leaves)]
+                for a, b in zip(bounds, bounds[1:])]
     return Plan(
         n_nodes=bounds[-1],
-        word_ids=torch.tensor([leaf.word_id for leaf in leaves], device=device),
+        word_ids=packed[n_child:n_child + n_leaves],
         bounds=bounds,
         children=children,
-        roots=torch.tensor([row[t] for t in trees], device=device),
-        labels=torch.tensor([t.label for t in trees], device=device),
+        roots=packed[n_child + n_leaves:n_child + n_leaves + n_trees],
+        labels=packed[n_child + n_leaves + n_trees:],
     )
 
 
