@@ -8,9 +8,19 @@ Pass order, and why:
 1. functions: rejects what cannot be converted (async, generators) before any pass
    adds `yield`s; marks nested defs.
 2. comprehensions: lowers comprehensions to local functions with loops, so that the
-   calls and tests inside them become pause points in step 3.
-3. call_trees: routes every call through `dn__.call`, last, so that it also sees the
-   calls that earlier passes moved around.
+   calls and tests inside them become pause points in the passes below.
+3. asserts, control_flow, conditional_expressions: wrap the truth tests of
+   `assert`, `if`/`while` and `a if c else b` in `dn__.test` pause points.
+4. logical_expressions: after them, so that an `and`/`or`/`not` that a test of
+   step 3 wraps is expanded into one test per operand (its result is only tested),
+   while one whose value is used keeps Python's result.
+5. comparisons: after 4, as comparisons are the operands of `and`/`or`; a chain
+   becomes conditional expressions whose tests are already pause points (steps 3
+   and 4 leave pause points alone, so their order relative to 5 does not matter).
+6. formatted_values: f-strings format the values of lazy tensors.
+7. call_trees: routes every call through `dn__.call`, last, so that it also sees the
+   calls that earlier passes moved around; it leaves the `dn__.*` helper calls the
+   passes above made, but converts the calls inside their arguments.
 """
 
 import types
@@ -20,10 +30,21 @@ import gast
 
 from dynnet.converter import parser, templates
 from dynnet.converter.naming import Namer
-from dynnet.converter.passes import call_trees, comprehensions, functions
+from dynnet.converter.passes import (
+    asserts,
+    call_trees,
+    comparisons,
+    comprehensions,
+    conditional_expressions,
+    control_flow,
+    formatted_values,
+    functions,
+    logical_expressions,
+)
 from dynnet.converter.transformer import RUNTIME, Context
 
-PASSES = [functions, comprehensions, call_trees]
+PASSES = [functions, comprehensions, asserts, control_flow, conditional_expressions,
+          logical_expressions, comparisons, formatted_values, call_trees]
 CO_GENERATOR = 0x20
 
 

@@ -1,6 +1,20 @@
 """The runtime helpers converted code calls, seen there as `dn__.<name>`."""
 
 from dynnet.converter.operators.call import LocalFunction, call, call_now, local
+from dynnet.converter.operators.control_flow import (
+    Undefined,
+    if_exp,
+    if_stmt,
+    static_test,
+    test,
+    test_now,
+    while_stmt,
+)
+from dynnet.converter.operators.exceptions import assert_stmt, assert_test
+from dynnet.converter.operators.logical import and_, compare_chain, not_, or_
+from dynnet.converter.operators.py_builtins import value_of, value_of_now
 from dynnet.runtime import Suspend
 
-__all__ = ["LocalFunction", "Suspend", "call", "call_now", "local"]
+__all__ = ["LocalFunction", "Suspend", "Undefined", "and_", "assert_stmt", "assert_test", "call",
+           "call_now", "compare_chain", "if_exp", "if_stmt", "local", "not_", "or_",
+           "static_test", "test", "test_now", "value_of", "value_of_now", "while_stmt"]

@@ -1,10 +1,20 @@
-"""Builtins with a meaning for lazy values.
+"""Builtins with a meaning for lazy values (AutoGraph's py_builtins).
 
 Each overload keeps exact Python semantics for Python values and pauses the
 example when it needs a lazy value: `int(x)`, `float(x)`, `bool(x)`,
 `range(n)` on a lazy `n`; `print` writes what the unconverted function would
 print, buffered per example and emitted in example order when the batch ends;
-`isinstance(x, torch.Tensor)` is true for lazy tensors.
+`str`, `repr` and `format` of a lazy value wait for it; `isinstance(x,
+torch.Tensor)` is true for lazy tensors and `type(x)` is `torch.Tensor`.
+
+Builtins that compare or test their items (`max`, `min`, `sorted`, `any`,
+`all`) wait once for every lazy item (or key) they were given, then let the
+builtin decide on the values, and return the original items (so gradients flow
+through the chosen ones). Overloads that need values run as small generators
+(`Suspend(gen=...)`), so that any error they raise passes through the user's
+frame and points at the user's line. `len`, `abs`, `sum`, `enumerate`, `zip`,
+`list` and `reversed` need no value: a lazy tensor has a static length and
+iterates over its rows.
 """
 
 import builtins
@@ -14,7 +24,9 @@ import torch
 
 from dynnet import tracing
 from dynnet.lazy import LazyTensor
-from dynnet.runtime import Suspend
+from dynnet.runtime import Suspend, complete
+
+tracing.register_internal_file(__file__)
 
 
 def _collect(obj, out):
@@ -40,6 +52,10 @@ def _substitute(obj, values):
     return obj
 
 
+def _values(values):
+    return values
+
+
 def with_values(args, kwargs, fn):
     """Calls `fn(*args, **kwargs)` once every lazy tensor inside them has a value."""
     lazies = []
@@ -47,21 +63,153 @@ def with_values(args, kwargs, fn):
     _collect(kwargs, lazies)
     if not lazies:
         return fn(*args, **kwargs)
+    return Suspend(gen=_with_values(args, kwargs, fn, tuple(lazies)))
 
-    def post(values):
-        it = iter(values)
-        return fn(*_substitute(args, it), **_substitute(kwargs, it))
 
-    return Suspend(lazies=tuple(lazies), post=post)
+def _with_values(args, kwargs, fn, lazies):
+    values = iter((yield Suspend(lazies=lazies, post=_values)))
+    return fn(*_substitute(args, values), **_substitute(kwargs, values))
+
+
+def _first(*values):
+    return values[0]
+
+
+def value_of(obj):
+    """`obj`, or a `Suspend` that resumes with `obj`'s lazy tensors replaced by values."""
+    return with_values((obj,), {}, _first)
+
+
+def value_of_now(obj):
+    """`value_of` for code that cannot pause: waits at once."""
+    result = value_of(obj)
+    return complete(result) if result.__class__ is Suspend else result
 
 
 def _scalar(convert):
     def overload(args, kwargs):
         if len(args) == 1 and not kwargs and args[0].__class__ is LazyTensor:
+            x = args[0]
+            if x.shape.numel() != 1:
+                convert(torch.zeros(x.shape, dtype=x.dtype))  # raises torch's own error
             return Suspend(lazies=args, post=lambda v: convert(v[0]), scalar=convert)
         return convert(*args, **kwargs)
 
     return overload
+
+
+def _has_lazy(items):
+    for x in items:
+        if x.__class__ is LazyTensor:
+            return True
+    return False
+
+
+def _keys(items, key):
+    """Generator: `key(x)` for each item, calling `key` as converted code does."""
+    if key is None:
+        return items
+    from dynnet.converter.operators.call import call
+
+    keys = []
+    for x in items:
+        k = call(key, x)
+        if k.__class__ is Suspend:
+            k = yield k
+        keys.append(k)
+    return keys
+
+
+def _concrete(keys):
+    """Generator: `keys` with every lazy leaf replaced by its value (one pause)."""
+    lazies = []
+    _collect(keys, lazies)
+    if not lazies:
+        return keys
+    values = yield Suspend(lazies=tuple(lazies), post=_values)
+    return _substitute(keys, iter(values))
+
+
+def _extremum(builtin):
+    """`max` or `min`: the first item whose key is largest (smallest)."""
+
+    def overload(args, kwargs):
+        items = list(args[0]) if len(args) == 1 else list(args)
+        key = kwargs.get("key")
+        if key is None and not _has_lazy(items) or not items:
+            return builtin(items, **kwargs) if len(args) == 1 else builtin(*args, **kwargs)
+        return Suspend(gen=_lazy_extremum(builtin, items, key))
+
+    return overload
+
+
+def _lazy_extremum(builtin, items, key):
+    keys = yield from _concrete((yield from _keys(items, key)))
+    return items[builtin(range(len(items)), key=keys.__getitem__)]
+
+
+def sorted_(args, kwargs):
+    (iterable,) = args
+    items = list(iterable)
+    key = kwargs.get("key")
+    reverse = kwargs.get("reverse", False)
+    if set(kwargs) - {"key", "reverse"} or key is None and not _has_lazy(items):
+        return sorted(items, **kwargs)
+    return Suspend(gen=_lazy_sorted(items, key, reverse))
+
+
+def _lazy_sorted(items, key, reverse):
+    keys = yield from _concrete((yield from _keys(items, key)))
+    order = sorted(range(len(items)), key=keys.__getitem__, reverse=reverse)
+    return [items[i] for i in order]
+
+
+def _truth_test(builtin):
+    """`any` or `all`: Python's answer on the items' values (one pause for all)."""
+
+    def overload(args, kwargs):
+        if len(args) != 1 or kwargs:
+            return builtin(*args, **kwargs)
+        items = list(args[0])
+        if not _has_lazy(items):
+            return builtin(items)
+        return Suspend(gen=_lazy_truth_test(builtin, items))
+
+    return overload
+
+
+def _lazy_truth_test(builtin, items):
+    lazies = tuple(x for x in items if x.__class__ is LazyTensor)
+    values = iter((yield Suspend(lazies=lazies, post=_values)))
+    return builtin(next(values) if x.__class__ is LazyTensor else x for x in items)
+
+
+def _text(builtin):
+    """`str`, `repr`, `format`: the text of the value the unconverted code would see."""
+
+    def overload(args, kwargs):
+        return with_values(args, kwargs, builtin)
+
+    return overload
+
+
+def reversed_(args, kwargs):
+    if len(args) == 1 and not kwargs and args[0].__class__ is LazyTensor:
+        x = args[0]
+        return x if not x.shape else tracing.record(torch.flip, (x, (0,)), {})
+    return reversed(*args, **kwargs)
+
+
+def round_(args, kwargs):
+    if args and args[0].__class__ is LazyTensor:
+        raise TypeError("type Tensor doesn't define __round__ method")
+    return round(*args, **kwargs)
+
+
+def type_(args, kwargs):
+    if len(args) == 1 and not kwargs and args[0].__class__ is LazyTensor:
+        return torch.Tensor
+    return type(*args, **kwargs)
 
 
 def print_(args, kwargs):
@@ -100,4 +248,15 @@ OVERLOADS = {
     builtins.bool: _scalar(bool),
     builtins.range: range_,
     builtins.isinstance: isinstance_,
+    builtins.max: _extremum(max),
+    builtins.min: _extremum(min),
+    builtins.sorted: sorted_,
+    builtins.any: _truth_test(any),
+    builtins.all: _truth_test(all),
+    builtins.str: _text(str),
+    builtins.repr: _text(repr),
+    builtins.format: _text(format),
+    builtins.reversed: reversed_,
+    builtins.round: round_,
+    builtins.type: type_,
 }

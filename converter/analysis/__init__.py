@@ -1,0 +1,1 @@
+"""Static analyses the passes use (AutoGraph's static_analysis, much reduced)."""
