@@ -24,3 +24,8 @@ def sst_dir():
     if not (DATA / "sst" / "train.txt").exists():
         pytest.skip("shared SST data not present")
     return DATA / "sst"
+
+
+def pytest_configure(config):
+    # small ops on a shared 2-core machine: extra threads only contend
+    torch.set_num_threads(1)
