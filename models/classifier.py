@@ -125,43 +125,55 @@ class TreeClassifier(nn.Module, SaveLoadMixin):
     @dynnet.function
     def encode(self, tree):
         """The state of ``tree``'s root (for the tree-LSTMs, the pair ``(h, c)``)."""
-        if tree.is_leaf:
-            return self.leaf(self._word(tree))
-        return self.cell(*[self.encode(child) for child in tree.children])
+        return self._encode(tree, self.head.out.weight.device)
 
     @dynnet.function
     def predict(self, tree):
         """Class scores (logits) at the root, shape ``[num_classes]``."""
-        return self.head(self.hidden(self.encode(tree)))
+        return self.head(self.hidden(self._encode(tree, self.head.out.weight.device)))
 
     @dynnet.function
     def loss(self, tree):
         """The tree's cross-entropy: at the root, or the mean over labelled nodes."""
+        device = self.head.out.weight.device
         if not self.node_loss:
-            return self.head(self.hidden(self.encode(tree)), self._label(tree))
-        _, total = self._encode_with_loss(tree)
-        return total / _labelled_nodes(tree)
+            state = self._encode(tree, device)
+            return self.head(self.hidden(state), _label(tree, device))
+        _, total = self._encode_with_loss(tree, device)
+        # The count as a tensor, not a Python number: a number would be a static
+        # argument, making one batching signature per distinct tree size.
+        return total / torch.tensor(float(_labelled_nodes(tree)), device=device)
 
-    def _encode_with_loss(self, tree):
+    def _encode(self, tree, device):
+        if tree.is_leaf:
+            return self.leaf(_word(tree, device))
+        return self.cell(*[self._encode(child, device) for child in tree.children])
+
+    def _encode_with_loss(self, tree, device):
         """``(state, summed node loss of the subtree)``."""
         if tree.is_leaf:
-            state = self.leaf(self._word(tree))
-            return state, self.head(self.hidden(state), self._label(tree))
-        results = [self._encode_with_loss(child) for child in tree.children]
+            state = self.leaf(_word(tree, device))
+            return state, self.head(self.hidden(state), _label(tree, device))
+        results = [self._encode_with_loss(child, device) for child in tree.children]
         state = self.cell(*[r[0] for r in results])
-        return state, self.head(self.hidden(state), self._label(tree), *[r[1] for r in results])
+        return state, self.head(self.hidden(state), _label(tree, device),
+                                *[r[1] for r in results])
 
-    def _word(self, tree):
-        if tree.word_id is None:
-            raise ValueError(f"leaf {tree.word!r} has no word_id; index the trees with "
-                             "Vocab.index_trees first")
-        return torch.tensor(tree.word_id, device=self.head.out.weight.device)
 
-    def _label(self, tree):
-        label = tree.label
-        if label.__class__ is not int:
-            raise ValueError(f"tree label {label!r} is not a class index (int)")
-        return torch.tensor(label, device=self.head.out.weight.device)
+def _word(tree, device):
+    """The leaf's word id as a 0-d long tensor."""
+    if tree.word_id is None:
+        raise ValueError(f"leaf {tree.word!r} has no word_id; index the trees with "
+                         "Vocab.index_trees first")
+    return torch.tensor(tree.word_id, device=device)
+
+
+def _label(tree, device):
+    """The node's label as a 0-d long tensor."""
+    label = tree.label
+    if label.__class__ is not int:
+        raise ValueError(f"tree label {label!r} is not a class index (int)")
+    return torch.tensor(label, device=device)
 
 
 def _labelled_nodes(tree):

@@ -168,7 +168,8 @@ class SequencePredictor(nn.Module, SaveLoadMixin):
     @dynnet.function
     def loss(self, ids):
         """The mean negative log-likelihood per predicted token of the sentence."""
-        return self.token_nll(ids) / self.num_tokens(_token_list(ids))
+        count = float(self.num_tokens(_token_list(ids)))  # a tensor: see TreeClassifier.loss
+        return self.token_nll(ids) / torch.tensor(count, device=self.head.out.weight.device)
 
     @dynnet.function
     def generate(self, prefix_ids, max_len=50, greedy=True, temperature=1.0):
