@@ -202,12 +202,21 @@ def _batched_while_stmt(active, test_fn, body, get_state, set_state):
 
 
 def static_test(cond):
-    """The test of an `if`/`while` that a block keeps as a Python statement."""
-    if is_batched(cond):
-        raise NotImplementedError(
-            "this if/while in a module's forward depends on tensor values (one per row) "
-            "but cannot run as a select of both branches or a masked loop: its body "
-            "holds a return inside a loop/with/try, a break or continue that leaves "
-            "it, or nonlocal. Rewrite it without them (e.g. with a flag variable), or "
-            "call the module from a @dynnet.function, where any Python code works")
-    return cond
+    """The test of an `if`/`while` that a block keeps as a Python statement.
+
+    A batched condition is fine while every row agrees (Python's control flow is
+    then each row's); rows that disagree raise an error saying why.
+    """
+    if not is_batched(cond):
+        return cond
+    mask = _row_truth(cond)
+    if all_rows(mask):
+        return True
+    if not any_row(mask):
+        return False
+    raise NotImplementedError(
+        "this if/while in a module's forward depends on tensor values that differ "
+        "between rows, but cannot run as a select of both branches or a masked loop: "
+        "its body holds a return inside a loop/with/try, a break or continue that "
+        "leaves it, or nonlocal. Rewrite it without them (e.g. with a flag variable), "
+        "or call the module from a @dynnet.function, where any Python code works")

@@ -23,6 +23,7 @@ import io
 import torch
 
 from dynnet import tracing
+from dynnet.converter.transformer import RUNTIME
 from dynnet.lazy import LazyTensor
 from dynnet.runtime import Suspend, complete
 
@@ -111,6 +112,8 @@ def _keys(items, key):
         return items
     from dynnet.converter.operators.call import call
 
+    if getattr(getattr(key, "__code__", None), "co_freevars", ()).count(RUNTIME):
+        call = _call_as_is  # a lambda of converted code: converted already
     keys = []
     for x in items:
         k = call(key, x)
@@ -118,6 +121,10 @@ def _keys(items, key):
             k = yield k
         keys.append(k)
     return keys
+
+
+def _call_as_is(fn, *args):
+    return fn(*args)
 
 
 def _concrete(keys):

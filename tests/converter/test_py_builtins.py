@@ -1,0 +1,112 @@
+"""Builtins where Python would need a lazy value: they pause (once) and then
+decide as Python does, returning the original items so gradients flow."""
+
+import pytest
+import torch
+
+import dynnet
+from tests.converter._oracle import batch_matches, same_as_original
+
+
+def python_uses(xs):
+    return (max(xs), min(xs), max(*xs), min(xs, key=lambda v: -v), sorted(xs),
+            sorted(xs, key=abs, reverse=True), any(v > 2 for v in xs), all(xs),
+            sum(xs), abs(xs[0]), len(xs), list(enumerate(xs)), list(zip(xs, xs[1:])),
+            list(reversed(xs)), round(2.567, 1), str(xs), repr(xs), format(3.14159, ".2f"),
+            type(xs).__name__, max([], default=None))
+
+
+@pytest.mark.parametrize("xs", [[3, -1, 2], [0.5, 0.5, -7.0, 4]])
+def test_python_values_unchanged(xs):
+    same_as_original(python_uses, xs)
+
+
+def test_empty_max_raises_as_python():
+    def f(xs):
+        return max(xs)
+
+    same_as_original(f, [])
+
+
+@dynnet.function
+def extremes(x):
+    rows = list(x)  # rows of a lazy tensor
+    big = max(rows)
+    small = min(rows, key=lambda r: r.abs())
+    two = max(x[0], x[1])
+    ordered = torch.stack(sorted(rows, key=lambda r: -r))
+    return big * 2, small, two, ordered, any(r > 1 for r in rows), all(r > -1 for r in rows)
+
+
+def test_extremes_on_lazy_rows_match_and_carry_gradients():
+    torch.manual_seed(0)
+    xs = [torch.randn(n, requires_grad=True) for n in (4, 4, 4)]
+    batch_matches(extremes, xs)
+
+
+def test_builtins_on_ragged_lazy_rows():
+    torch.manual_seed(0)
+    xs = [torch.randn(n, 2, requires_grad=True) for n in (1, 3, 5)]
+
+    @dynnet.function
+    def f(x):
+        best = max(x, key=lambda r: r.sum())
+        total = sum(r.sum() for r in x)
+        pairs = [a * b for a, b in zip(x, reversed(x))]
+        return best, total, torch.stack(pairs).sum(0), len(x)
+
+    batch_matches(f, xs)
+
+
+def test_one_pause_for_all_items():
+    @dynnet.function
+    def f(x):
+        return max(list(x))
+
+    with dynnet.profile() as p:
+        f.batch([torch.randn(6) for _ in range(4)])
+    assert p.rounds == 1  # one wait for every key; the result is a computed row
+
+
+def test_scalar_conversions():
+    @dynnet.function
+    def f(x):
+        n = int(x.sum().abs()) % 3
+        return float(x.max()) + n, bool(x.min() > 0), [float(v) for v in x]
+
+    batch_matches(f, [torch.tensor([1.5, 2.5]), torch.tensor([-0.5, 3.0])])
+
+
+@pytest.mark.parametrize("convert, error", [(int, ValueError), (float, ValueError),
+                                            (bool, RuntimeError)])
+def test_conversion_of_a_multi_element_lazy_raises_torchs_error(convert, error):
+    @dynnet.function
+    def f(x):
+        return convert(x)
+
+    with pytest.raises(error) as info:
+        f.batch([torch.ones(2)])
+    with pytest.raises(error) as eager:
+        convert(torch.ones(2))
+    assert str(eager.value) in str(info.value)
+
+
+def test_range_of_a_lazy_value_and_type_and_isinstance():
+    @dynnet.function
+    def f(x):
+        acc = x
+        for _ in range(int(x.sum())):
+            acc = acc * 0.5
+        return acc, type(x) is torch.Tensor, isinstance(x, torch.Tensor)
+
+    batch_matches(f, [torch.tensor([1.0, 2.0], requires_grad=True),
+                      torch.tensor([0.0, 0.5], requires_grad=True)])
+
+
+def test_round_of_a_lazy_value_raises_as_torch_does():
+    @dynnet.function
+    def f(x):
+        return round(x)
+
+    with pytest.raises(TypeError, match="type Tensor doesn't define __round__"):
+        f.batch([torch.ones(())])
