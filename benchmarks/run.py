@@ -261,6 +261,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: CUDA is not available")
+    env = environment(args.device)  # before measuring: the commit that was measured
     benches = []
     if "tree" in args.only:
         benches.append(tree_lstm.benchmark(args.trees, args.batch_sizes, args.device,
@@ -281,7 +282,6 @@ def main(argv=None):
                 notes.append(line)
 
     cells = table_cells(rows)
-    env = environment(args.device)
     print(env)
     print(format_text(cells))
     print(LEGEND)
