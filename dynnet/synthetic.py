@@ -137,7 +137,7 @@ def _bag_key(tree):
     return pos, neg, nots
 
 
-def sentiment_trees(n, seed=0, min_leaves=4, max_leaves=12, p_negation=0.25,
+def sentiment_trees(n, seed=0, min_leaves=4, max_leaves=16, p_negation=0.25,
                     p_sentiment=0.45):
     """Generates ``n`` trees with positive or negative roots, half of each.
 
@@ -147,7 +147,7 @@ def sentiment_trees(n, seed=0, min_leaves=4, max_leaves=12, p_negation=0.25,
     the arguments.
 
     Args:
-        n: number of trees (an odd ``n`` gets one more negative than positive tree).
+        n: number of trees (for an odd ``n``, one pair is cut in half).
         seed: seed of the generator.
         min_leaves, max_leaves: range of the number of leaves (words) per tree.
         p_negation: chance that a node of two or more leaves is a negation ``(not X)``.
@@ -180,7 +180,7 @@ def sentiment_trees(n, seed=0, min_leaves=4, max_leaves=12, p_negation=0.25,
     return out
 
 
-def splits(train=4000, dev=500, test=500, seed=0, **kwargs):
+def splits(train=5000, dev=500, test=1000, seed=0, **kwargs):
     """The default train/dev/test sets: independent draws (seeds seed, seed+1, seed+2).
 
     Keyword arguments go to ``sentiment_trees``.

@@ -1,0 +1,495 @@
+"""The command line: ``dynnet train``, ``dynnet eval``, ``dynnet bench``.
+
+    dynnet train tree-lstm                       # the built-in synthetic treebank
+    dynnet train tree-lstm --data ../shared/data/sst --binary --epochs 10
+    dynnet eval runs/tree-lstm --split test
+    torchrun --nproc_per_node=2 -m dynnet train tree-lstm --out runs/ddp
+    dynnet bench --quick
+
+``python -m dynnet ...`` is the same. See ``dynnet <command> --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from dynnet import synthetic
+from dynnet.data import binary_label, read_sentences, read_trees
+from dynnet.errors import DynnetError
+from dynnet.vocab import Vocab, atomic_write_text
+
+__all__ = ["main"]
+
+RUN_FILE = "run.json"
+VOCAB_FILE = "vocab.json"
+IGNORE_LABEL = -100  # F.cross_entropy's ignore_index (dynnet.models.classifier)
+SYNTHETIC_SIZES = {"train": 5000, "dev": 500, "test": 1000}
+SPLITS = ("train", "dev", "test")
+BOS, EOS = "<s>", "</s>"
+DEFAULTS = {"batch_size": 32, "lr": 1e-3, "seed": 0, "model_args": {}, "binary": False,
+            "max_examples": None}
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+# -------------------- argument parsing --------------------
+
+def _model_names():
+    from dynnet.models import MODEL_REGISTRY
+
+    return sorted(MODEL_REGISTRY)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="dynnet", description="Train, evaluate and benchmark dynnet models.",
+        epilog="Also runs as `python -m dynnet` and under `torchrun ... -m dynnet train`.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    train = commands.add_parser(
+        "train", help="train a model", description=(
+            "Train a registered model with Adam on shuffled, length-bucketed batches. "
+            "Writes OUT/run.json, OUT/vocab.json, OUT/metrics.jsonl (one JSON line per "
+            "epoch) and OUT/checkpoint/ (model + optimizer + RNG states, rewritten "
+            "atomically after every epoch), then evaluates the test split. Under torchrun "
+            "every process trains on its shard of each global batch "
+            "(DistributedDataParallel; gloo on the CPU, NCCL on CUDA)."),
+        epilog="Without --data, tree models train on a generated treebank where negation "
+               "words flip the sentiment of their subtree (a bag of words cannot solve "
+               "it), and lm on the phrases of that treebank.")
+    train.add_argument("model", metavar="MODEL",
+                       help=f"registered model name: {', '.join(_model_names())}")
+    train.add_argument("--data", metavar="PATH", help=(
+        "tree models: a directory with SST-style train.txt/dev.txt/test.txt, or one file "
+        "of bracketed trees (training only); lm: a directory with train.txt or (as PTB) "
+        "valid.txt to train on and test.txt to evaluate, or one text file of sentences. "
+        "Default: the built-in synthetic data"))
+    train.add_argument("--binary", action="store_true", default=None, help=(
+        "tree models: the binary sentiment task; trees with a neutral root are dropped "
+        "and node labels 0,1 -> 0 and 3,4 -> 1 (neutral nodes are ignored by the loss)"))
+    train.add_argument("--epochs", type=_positive_int, default=5, metavar="N",
+                       help="total number of epochs; with --resume, training continues up "
+                            "to this total (default: 5)")
+    train.add_argument("--batch-size", type=_positive_int, metavar="B",
+                       help="examples per optimizer step, over all processes (default: 32)")
+    train.add_argument("--lr", type=float, help="Adam learning rate (default: 0.001)")
+    train.add_argument("--seed", type=int,
+                       help="seed of the initial weights and the batch order (default: 0)")
+    train.add_argument("--device", default="cpu",
+                       help="cpu or cuda (cuda:LOCAL_RANK under torchrun) (default: cpu)")
+    train.add_argument("--threads", type=_positive_int, default=1, metavar="T",
+                       help="torch CPU threads per process; dynamic batches are many small "
+                            "ops, where extra threads mostly contend (default: 1)")
+    train.add_argument("--out", metavar="DIR",
+                       help="output directory (default: runs/MODEL)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its last checkpoint, with the "
+                            "settings it was started with; gives the same result as an "
+                            "uninterrupted run")
+    train.add_argument("--overwrite", action="store_true",
+                       help="start over when --out already holds a run (its run files "
+                            "are deleted)")
+    train.add_argument("--max-examples", type=_positive_int, metavar="N",
+                       help="use at most the first N examples of each split")
+    train.add_argument("--model-args", type=_json_object, metavar="JSON",
+                       help='extra model constructor arguments, e.g. \'{"hidden_dim": 64, '
+                            '"node_loss": true}\'')
+    train.add_argument("--no-progress", action="store_true",
+                       help="no progress bar; without it, a bar is shown when stderr is a "
+                            "terminal (the per-epoch lines are always printed)")
+
+    evaluate = commands.add_parser(
+        "eval", help="evaluate a trained model", description=(
+            "Evaluate the model of a `dynnet train` output directory: root accuracy for "
+            "tree models, perplexity for lm. Uses the run's data and vocabulary unless "
+            "--data is given."))
+    evaluate.add_argument("dir", metavar="DIR",
+                          help="the --out directory of `dynnet train` (or its checkpoint/)")
+    evaluate.add_argument("--data", metavar="PATH",
+                          help="data to evaluate on, as for train (default: the run's data)")
+    evaluate.add_argument("--split", default="test", choices=SPLITS,
+                          help="which split of the data (default: test); ignored when "
+                               "--data is a single file")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=256, metavar="B",
+                          help="examples per batch (default: 256)")
+    evaluate.add_argument("--max-examples", type=_positive_int, metavar="N",
+                          help="evaluate at most the first N examples")
+    evaluate.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    evaluate.add_argument("--threads", type=_positive_int, default=1, metavar="T",
+                          help="torch CPU threads (default: 1)")
+
+    commands.add_parser(
+        "bench", add_help=False, help="run the benchmarks (benchmarks/run.py of a source "
+                                      "checkout; arguments are passed on, see "
+                                      "`dynnet bench --help`)")
+    return parser
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _json_object(text):
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"invalid JSON ({e.msg} at column {e.colno})") \
+            from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object of keyword arguments")
+    return value
+
+
+def main(argv=None):
+    """Runs the command line; returns the exit status (0 ok, 2 usage or data error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":
+        return bench(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            train(args)
+        else:
+            evaluate(args)
+    except (CLIError, DynnetError, FileNotFoundError) as error:
+        print(f"dynnet {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        _leave_distributed()
+    return 0
+
+
+# -------------------- data --------------------
+
+def task_kind(model_cls):
+    """"tree" or "sequence", from the model constructor's arguments."""
+    params = inspect.signature(model_cls).parameters
+    if "num_classes" in params:
+        return "tree"
+    if "eos_id" in params:
+        return "sequence"
+    raise CLIError(f"{model_cls.__qualname__} takes neither num_classes (a tree "
+                   "classifier) nor eos_id (a language model); dynnet train does not know "
+                   "what data it needs")
+
+
+def load_splits(kind, data, names, binary=False, max_examples=None):
+    """Reads the splits ``names`` of ``data`` (None: the synthetic set).
+
+    Returns ``(splits, source)``: split name -> examples (trees, or token lists), for
+    the splits that exist; and a one-line description of the source.
+    """
+    if data is None:
+        sizes = {n: SYNTHETIC_SIZES[n] for n in names}
+        if max_examples:
+            sizes = {n: min(s, max_examples) for n, s in sizes.items()}
+        train, dev, test = (sizes.get(n, 0) for n in SPLITS)
+        generated = dict(zip(SPLITS, synthetic.splits(train, dev, test)))
+        splits = {n: generated[n] for n in names}
+        if kind == "sequence":
+            splits = {n: [t.leaves() for t in trees] for n, trees in splits.items()}
+        source = "synthetic sentiment treebank (negation flips its subtree)"
+    else:
+        path = Path(data)
+        if not path.exists():
+            raise CLIError(f"--data {data}: no such file or directory")
+        read = read_trees if kind == "tree" else read_sentences
+        if path.is_file():
+            splits = {n: read(path) for n in names[:1]}
+            source = str(path)
+        else:
+            files = _split_files(kind, path)
+            if not files:
+                expected = ("train.txt, dev.txt, test.txt" if kind == "tree"
+                            else "train.txt or valid.txt, and test.txt")
+                raise CLIError(f"--data {data}: no data files found (expected {expected})")
+            splits = {n: read(files[n]) for n in names if n in files}
+            source = ", ".join(f"{n}={files[n]}" for n in names if n in files)
+        if max_examples:
+            splits = {n: x[:max_examples] for n, x in splits.items()}
+    if kind == "tree":
+        splits = {n: _tree_view(trees, binary, n) for n, trees in splits.items()}
+    return splits, source
+
+
+def _split_files(kind, directory):
+    found = {n: directory / f"{n}.txt" for n in ("train", "dev", "valid", "test")}
+    found = {n: p for n, p in found.items() if p.is_file()}
+    if kind == "tree":
+        return {n: found[n] for n in SPLITS if n in found}
+    files = {}
+    if "train" in found:
+        files["train"] = found["train"]
+        if "valid" in found or "dev" in found:
+            files["dev"] = found.get("valid", found.get("dev"))
+    elif "valid" in found:  # PTB as shared: valid trains, test evaluates
+        files["train"] = found["valid"]
+    if "test" in found:
+        files["test"] = found["test"]
+    return files
+
+
+def _tree_view(trees, binary, split):
+    """Checks the labels; for ``binary``, drops neutral roots and maps node labels."""
+    out = []
+    for index, tree in enumerate(trees):
+        for node in tree.nodes():
+            if not isinstance(node.label, int) or not 0 <= node.label <= 4:
+                raise CLIError(f"{split} tree {index + 1}: label {node.label!r} is not a "
+                               "sentiment class 0-4")
+        if binary:
+            if binary_label(tree.label) is None:
+                continue
+            for node in tree.nodes():
+                label = binary_label(node.label)
+                node.label = IGNORE_LABEL if label is None else label
+        out.append(tree)
+    return out
+
+
+def build_vocab(kind, train, data):
+    if kind == "tree":
+        if data is None:
+            return Vocab(synthetic.VOCABULARY)
+        return Vocab.from_trees(train)
+    return Vocab.build(train, specials=(BOS, EOS))
+
+
+def encode_splits(kind, splits, vocab):
+    """Sets word ids on trees; turns token lists into id lists."""
+    if kind == "tree":
+        for trees in splits.values():
+            vocab.index_trees(trees)
+        return splits
+    return {n: [vocab.encode(s) for s in sentences] for n, sentences in splits.items()}
+
+
+def _task(kind):
+    from dynnet.train import SequenceTask, TreeTask
+
+    return TreeTask() if kind == "tree" else SequenceTask()
+
+
+def _model_kwargs(kind, vocab, binary, model_args):
+    if kind == "tree":
+        base = {"vocab_size": len(vocab), "num_classes": 2 if binary else 5}
+    else:
+        base = {"vocab_size": len(vocab), "eos_id": vocab[EOS], "bos_id": vocab[BOS]}
+    return {**base, **model_args}
+
+
+# -------------------- train --------------------
+
+def _device(name):
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CLIError(f"--device {name!r}: expected cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(f"--device {name}: CUDA is not available on this machine")
+    if device.type not in ("cpu", "cuda"):
+        raise CLIError(f"--device {name!r}: expected cpu or cuda")
+    return device
+
+
+def _run_exists(out):
+    return (out / RUN_FILE).exists() or (out / "checkpoint").exists()
+
+
+def train(args):
+    from dynnet.models import MODEL_REGISTRY
+    from dynnet.train import CHECKPOINT_DIR, METRICS_FILE, Trainer, init_distributed
+
+    torch.set_num_threads(args.threads)
+    if args.model not in MODEL_REGISTRY:
+        raise CLIError(f"unknown model {args.model!r}; registered models: "
+                       f"{', '.join(_model_names())}")
+    cls = MODEL_REGISTRY[args.model]
+    kind = task_kind(cls)
+    device = _device(args.device)
+    out = Path(args.out or Path("runs") / args.model)
+
+    # settings: a resumed run keeps the ones it was started with
+    given = {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+             "model_args": args.model_args, "binary": args.binary,
+             "max_examples": args.max_examples,
+             "data": None if args.data is None else str(Path(args.data).absolute())}
+    if args.resume:
+        if not (out / CHECKPOINT_DIR).is_dir():
+            raise CLIError(f"--resume: {out} has no checkpoint to resume from")
+        run = _read_run(out)
+        if run["model"] != args.model:
+            raise CLIError(f"--resume: {out} holds a {run['model']} run, not {args.model}")
+        for key, value in given.items():
+            if value is not None and value != run.get(key):
+                flag = "--" + key.replace("_", "-")
+                raise CLIError(f"--resume: {flag} {value} differs from the run's "
+                               f"{run.get(key)}; a resumed run keeps its settings")
+        settings = {k: run.get(k, DEFAULTS.get(k)) for k in given}
+    else:
+        if _run_exists(out) and not args.overwrite:
+            raise CLIError(f"{out} already holds a training run; pass --resume to continue "
+                           "it, --overwrite to start over, or another --out")
+        settings = {k: DEFAULTS.get(k) if v is None else v for k, v in given.items()}
+    if settings["binary"] and kind != "tree":
+        raise CLIError("--binary applies to tree models only")
+
+    rank, world = init_distributed(device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    _sync(world)  # every process has checked --out before the first one writes
+    say = print if rank == 0 else (lambda *a, **k: None)
+
+    started = time.perf_counter()
+    names = ("train", "dev", "test")
+    splits, source = load_splits(kind, settings["data"], names, settings["binary"],
+                                 settings["max_examples"])
+    if not splits.get("train"):
+        raise CLIError(f"no training examples in {source}")
+    vocab = Vocab.load(out / VOCAB_FILE) if args.resume else \
+        build_vocab(kind, splits["train"], settings["data"])
+    splits = encode_splits(kind, splits, vocab)
+    kwargs = _model_kwargs(kind, vocab, settings["binary"], settings["model_args"])
+
+    if rank == 0 and not args.resume:
+        if args.overwrite:
+            for name in (RUN_FILE, VOCAB_FILE, METRICS_FILE):
+                (out / name).unlink(missing_ok=True)
+            shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+        out.mkdir(parents=True, exist_ok=True)
+        vocab.save(out / VOCAB_FILE)
+        run = {"format": 1, "model": args.model, "task": kind, "model_kwargs": kwargs,
+               **settings}
+        atomic_write_text(out / RUN_FILE, json.dumps(run, indent=1) + "\n")
+    _sync(world)
+
+    torch.manual_seed(settings["seed"])
+    random.seed(settings["seed"])
+    try:
+        model = cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise CLIError(f"cannot build {args.model} from {kwargs}: {e}") from None
+    counts = ", ".join(f"{len(x)} {n}" for n, x in splits.items())
+    say(f"{args.model}: {sum(p.numel() for p in model.parameters())} parameters; "
+        f"data: {source} ({counts}); device {device}"
+        + (f", {world} processes" if world > 1 else ""))
+
+    trainer = Trainer(model, _task(kind), splits["train"], dev=splits.get("dev"),
+                      epochs=args.epochs, batch_size=settings["batch_size"],
+                      lr=settings["lr"], seed=settings["seed"], out_dir=out, device=device,
+                      progress=False if args.no_progress else None, log=say)
+    trainer.fit(resume=args.resume)
+    if splits.get("test") and rank == 0:
+        metrics = trainer.evaluate(splits["test"])
+        trainer.record({"epoch": trainer.epoch, "test": metrics})
+        say(_describe("test", metrics, trainer.task.unit))
+    _sync(world)
+    say(f"done in {time.perf_counter() - started:.1f} s; model and metrics in {out} "
+        f"(dynnet eval {out})")
+
+
+def _sync(world):
+    if world > 1:
+        torch.distributed.barrier()
+
+
+def _leave_distributed():
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and \
+            int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        torch.distributed.destroy_process_group()
+
+
+def _describe(split, metrics, unit):
+    if "accuracy" in metrics:
+        return f"{split} accuracy {metrics['accuracy']:.4f} ({metrics['examples']} {unit})"
+    return (f"{split} perplexity {metrics['perplexity']:.2f} ({metrics['examples']} {unit}, "
+            f"{metrics['tokens']} tokens)")
+
+
+def _read_run(out):
+    path = Path(out) / RUN_FILE
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CLIError(f"{out} is not a dynnet training run (no {RUN_FILE})") from None
+    except json.JSONDecodeError as e:
+        raise CLIError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    if not isinstance(run, dict) or run.get("format") != 1:
+        raise CLIError(f"{path}: not a dynnet run description")
+    return run
+
+
+# -------------------- eval --------------------
+
+def evaluate(args):
+    from dynnet.models import load_model
+    from dynnet.train import CHECKPOINT_DIR
+
+    torch.set_num_threads(args.threads)
+    device = _device(args.device)
+    directory = Path(args.dir)
+    if not directory.exists():
+        raise CLIError(f"{directory}: no such directory")
+    if (directory / RUN_FILE).is_file():
+        out, checkpoint = directory, directory / CHECKPOINT_DIR
+    elif (directory.parent / RUN_FILE).is_file():
+        out, checkpoint = directory.parent, directory
+    else:
+        raise CLIError(f"{directory} is not a dynnet training run (no {RUN_FILE}); "
+                       "pass the --out directory of `dynnet train`")
+    run = _read_run(out)
+    model = load_model(checkpoint, map_location=device)
+    vocab = Vocab.load(out / VOCAB_FILE)
+    kind = run["task"]
+    data = run.get("data") if args.data is None else args.data
+    splits, source = load_splits(kind, data, (args.split,), run.get("binary", False),
+                                 args.max_examples)
+    if args.split not in splits:
+        raise CLIError(f"{source or data} has no {args.split} split")
+    examples = encode_splits(kind, splits, vocab)[args.split]
+    if not examples:
+        raise CLIError(f"the {args.split} split of {source} is empty")
+    task = _task(kind)
+    model.eval()
+    metrics = task.evaluate(model, examples, args.batch_size)
+    print(f"{run['model']} from {checkpoint} on {source}")
+    print(_describe(args.split, metrics, task.unit))
+    return metrics
+
+
+# -------------------- bench --------------------
+
+def bench(argv):
+    """Runs ``benchmarks/run.py`` of the checkout this package was installed from."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "benchmarks" / "run.py").is_file():
+        print("dynnet bench: error: the benchmarks are not installed with the package; run "
+              "`dynnet bench` (or `python -m benchmarks.run`) from an editable install of "
+              f"a dynnet source checkout (looked for {root / 'benchmarks' / 'run.py'})",
+              file=sys.stderr)
+        return 2
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from benchmarks import run
+
+    run.main(argv)
+    return 0

@@ -1,0 +1,499 @@
+"""The training loop behind `dynnet train`: epochs of shuffled, length-bucketed batches.
+
+    task = TreeTask()
+    trainer = Trainer(model, task, train, dev=dev, epochs=5, batch_size=32, out_dir="run")
+    trainer.fit()                  # or trainer.fit(resume=True) to continue from run/
+    trainer.evaluate(test)         # {"accuracy": ..., "examples": ...}
+
+A task says how to train and score one kind of model: ``TreeTask`` (tree classifiers,
+root accuracy) and ``SequenceTask`` (language models, perplexity).
+
+Output directory::
+
+    metrics.jsonl       one JSON object per epoch (loss, examples/s, dev metrics)
+    checkpoint/         the model (config.json + weights.safetensors, see
+                        dynnet.models.save_model) plus trainer.json and
+                        trainer.safetensors: optimizer state, epoch and RNG states
+
+The checkpoint is rewritten after every epoch, atomically (built next to the old one,
+then renamed into place). Nothing is pickled: tensors go to safetensors, the rest to
+JSON. The order of the batches depends only on the seed and the epoch, and the RNG
+states are restored, so a run resumed from the epoch-k checkpoint ends with the same
+parameters as an uninterrupted run.
+
+Distributed: when ``torch.distributed`` is initialised (``torchrun``, see
+``init_distributed``), the model runs under ``DistributedDataParallel``; every process
+draws the same global batches and computes the losses of its shard
+(``batch[rank::world]``). Each process's loss is the sum over its shard times
+``world / len(batch)``, so DDP's gradient average equals the gradient of the mean loss
+over the global batch: the same step as one process on the whole batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import secrets
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from dynnet.data import BucketBatchSampler
+from dynnet.errors import DynnetError
+from dynnet.models.io import load_model, save_model
+from dynnet.vocab import atomic_write_text
+
+__all__ = ["CheckpointError", "SequenceTask", "Trainer", "TreeTask", "init_distributed",
+           "load_checkpoint", "save_checkpoint"]
+
+CHECKPOINT_DIR = "checkpoint"
+METRICS_FILE = "metrics.jsonl"
+TRAINER_JSON = "trainer.json"
+TRAINER_TENSORS = "trainer.safetensors"
+_FORMAT = 1
+
+
+class CheckpointError(DynnetError):
+    """A training checkpoint that is missing or cannot be read."""
+
+
+# -------------------- tasks --------------------
+
+class TreeTask:
+    """Tree classification: ``model.loss(tree)`` to train, root accuracy to evaluate.
+
+    The model needs ``loss`` and ``predict`` dynnet functions (see
+    ``dynnet.models.tree_lstm``); trees need ``word_id`` on their leaves and a class
+    index as the root label.
+    """
+
+    unit = "trees"
+
+    def length(self, tree):
+        return tree.size()
+
+    def losses(self, model, trees):
+        return model.loss.batch(trees)
+
+    @torch.no_grad()
+    def evaluate(self, model, trees, batch_size=256):
+        correct = 0
+        for i in range(0, len(trees), batch_size):
+            chunk = trees[i:i + batch_size]
+            predicted = _stack(model.predict.batch(chunk)).argmax(-1).cpu()
+            correct += int((predicted == torch.tensor([t.label for t in chunk])).sum())
+        return {"accuracy": correct / max(len(trees), 1), "examples": len(trees)}
+
+
+class SequenceTask:
+    """Language modelling: ``model.loss(ids)`` (mean token NLL) to train, perplexity to
+    evaluate (``exp`` of the total NLL over the total number of predicted tokens)."""
+
+    unit = "sentences"
+
+    def length(self, ids):
+        return len(ids)
+
+    def losses(self, model, sentences):
+        return model.loss.batch(sentences)
+
+    @torch.no_grad()
+    def evaluate(self, model, sentences, batch_size=256):
+        total, tokens = 0.0, 0
+        for i in range(0, len(sentences), batch_size):
+            chunk = sentences[i:i + batch_size]
+            total += float(_stack(model.token_nll.batch(chunk)).sum())
+            tokens += sum(model.num_tokens(s) for s in chunk)
+        nll = total / max(tokens, 1)
+        return {"perplexity": math.exp(nll), "nll": nll, "tokens": tokens,
+                "examples": len(sentences)}
+
+
+def _stack(outputs):
+    """``.batch`` returns a stacked tensor, or a list when shapes differ."""
+    return outputs if isinstance(outputs, torch.Tensor) else torch.stack(list(outputs))
+
+
+# -------------------- distributed --------------------
+
+def init_distributed(device="cpu"):
+    """Joins the process group that ``torchrun`` describes in the environment.
+
+    Does nothing (returns ``(0, 1)``) unless ``WORLD_SIZE`` is above 1. Uses NCCL for
+    CUDA and gloo for the CPU. Returns ``(rank, world_size)``.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _world():
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _ShardLoss(nn.Module):
+    """``forward(shard, scale)``: the summed loss of the shard times ``scale``.
+
+    The module DDP wraps: its parameters are the model's. An empty shard (a global
+    batch smaller than the number of processes) gives a zero that still depends on
+    every parameter, so the process takes part in the gradient all-reduce.
+    """
+
+    def __init__(self, model, task):
+        super().__init__()
+        self.model = model
+        self.task = task
+
+    def forward(self, shard, scale):
+        if not shard:
+            return sum(p.sum() for p in self.model.parameters()) * 0.0
+        return self.task.losses(self.model, shard).sum() * scale
+
+
+# -------------------- checkpoints --------------------
+
+def save_checkpoint(directory, model, optimizer, state):
+    """Writes a training checkpoint directory atomically.
+
+    Args:
+        directory: the checkpoint directory (replaced if it exists).
+        model: a registered model (saved with ``save_model``).
+        optimizer: a torch optimizer; its state tensors go to safetensors, its
+            hyperparameters to JSON.
+        state: JSON-serialisable trainer state (epoch, settings).
+
+    The torch (and CUDA) RNG states and Python's ``random`` state are saved too.
+    """
+    directory = Path(directory).absolute()
+    tmp = directory.parent / f".{directory.name}.tmp-{secrets.token_hex(6)}"
+    try:
+        save_model(model, tmp)
+        tensors, optimizer_json = _optimizer_to_save(optimizer.state_dict())
+        tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            for i, s in enumerate(torch.cuda.get_rng_state_all()):
+                tensors[f"rng.cuda.{i}"] = s
+        save_file(tensors, str(tmp / TRAINER_TENSORS))
+        data = {"format": _FORMAT, "state": state, "optimizer": optimizer_json,
+                "python_random": _jsonable(random.getstate())}
+        atomic_write_text(tmp / TRAINER_JSON, json.dumps(data, indent=1) + "\n")
+        _swap_into_place(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_checkpoint(directory, optimizer_factory, map_location=None):
+    """Reads a checkpoint written by ``save_checkpoint``; restores the RNG states.
+
+    Args:
+        directory: the checkpoint directory.
+        optimizer_factory: ``model -> optimizer``; the optimizer then gets the saved
+            state.
+        map_location: device for the model (None: the CPU).
+
+    Returns:
+        ``(model, optimizer, state)``.
+
+    Raises:
+        CheckpointError: missing or malformed trainer files.
+        dynnet.models.ModelLoadError: the model part cannot be loaded.
+    """
+    directory = Path(directory)
+    json_path, tensor_path = directory / TRAINER_JSON, directory / TRAINER_TENSORS
+    if not json_path.is_file() or not tensor_path.is_file():
+        raise CheckpointError(f"{directory} is not a training checkpoint (it needs "
+                              f"{TRAINER_JSON} and {TRAINER_TENSORS})")
+    try:
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{json_path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") \
+            from None
+    if not isinstance(data, dict) or data.get("format") != _FORMAT:
+        raise CheckpointError(f"{json_path}: not a dynnet trainer state (format {_FORMAT})")
+    model = load_model(directory, map_location=map_location)
+    optimizer = optimizer_factory(model)
+    tensors = load_file(str(tensor_path), device="cpu")
+    optimizer.load_state_dict(_optimizer_from_saved(data["optimizer"], tensors))
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states[:torch.cuda.device_count()])
+    random.setstate(_python_random_state(data["python_random"]))
+    return model, optimizer, data["state"]
+
+
+def _optimizer_to_save(state_dict):
+    tensors, other = {}, {}
+    for index, entries in state_dict["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                other.setdefault(str(index), {})[name] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "state": other}
+
+
+def _optimizer_from_saved(saved, tensors):
+    state = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    for index, entries in saved["state"].items():
+        state.setdefault(int(index), {}).update(entries)
+    groups = []
+    for group in saved["param_groups"]:
+        group = dict(group)
+        if isinstance(group.get("betas"), list):
+            group["betas"] = tuple(group["betas"])
+        groups.append(group)
+    return {"state": state, "param_groups": groups}
+
+
+def _jsonable(value):
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _python_random_state(saved):
+    version, internal, gauss = saved
+    return version, tuple(internal), gauss
+
+
+def _swap_into_place(new, directory):
+    """Renames ``new`` to ``directory``; an old one is moved aside first, removed last."""
+    if not os.path.lexists(directory):
+        os.rename(new, directory)
+        return
+    old = directory.parent / f".{directory.name}.old-{secrets.token_hex(6)}"
+    os.rename(directory, old)
+    try:
+        os.rename(new, directory)
+    except BaseException:
+        os.rename(old, directory)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# -------------------- the trainer --------------------
+
+class Trainer:
+    """Trains ``model`` on ``train`` with Adam, an epoch at a time.
+
+    Args:
+        model: the model (moved to ``device``).
+        task: ``TreeTask()``, ``SequenceTask()`` or an object with ``length``,
+            ``losses`` and ``evaluate`` methods like them.
+        train: the training examples.
+        dev: examples evaluated after every epoch (None: none).
+        epochs: the total number of epochs (``fit(resume=True)`` continues up to it).
+        batch_size: examples per optimizer step (the global batch under torchrun).
+        lr: Adam's learning rate.
+        seed: seed of the batch order (with the epoch; the CLI also seeds the model's
+            initialisation with it).
+        out_dir: where metrics and checkpoints go; None: nowhere.
+        device: "cpu", "cuda", "cuda:1", ...
+        progress: a tqdm progress bar (loss and examples/s) on the first process: True,
+            False, or None for one only when stderr is a terminal.
+        log: ``str -> None`` for the one-line epoch summaries; None for silence.
+        settings: JSON-serialisable extra state saved in checkpoints.
+    """
+
+    def __init__(self, model, task, train, *, dev=None, epochs=5, batch_size=32, lr=1e-3,
+                 seed=0, out_dir=None, device="cpu", progress=True, log=print, settings=None):
+        if not train:
+            raise ValueError("no training examples")
+        if batch_size < 1 or epochs < 0:
+            raise ValueError(f"need batch_size >= 1 and epochs >= 0, got {batch_size}, "
+                             f"{epochs}")
+        self.task = task
+        self.train = list(train)
+        self.dev = dev
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.seed = seed
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        self.device = torch.device(device)
+        self.progress = progress
+        self.log = log
+        self.settings = settings or {}
+        self.rank, self.world = _world()
+        self.epoch = 0  # epochs completed
+        self.sampler = BucketBatchSampler([task.length(x) for x in self.train], batch_size,
+                                          shuffle=True, seed=seed)
+        self._attach(model.to(self.device), self._make_optimizer(model))
+
+    def _make_optimizer(self, model):
+        return torch.optim.Adam(model.parameters(), lr=self.lr)
+
+    def _attach(self, model, optimizer):
+        self.model = model
+        self.optimizer = optimizer
+        self._loss = _ShardLoss(model, self.task)
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._loss = DistributedDataParallel(self._loss, device_ids=ids,
+                                                 find_unused_parameters=True)
+
+    @property
+    def is_main(self):
+        """True on the process that logs and writes files (rank 0)."""
+        return self.rank == 0
+
+    # -------------------- steps and epochs --------------------
+
+    def step(self, batch):
+        """One optimizer step on the global batch ``batch``; returns its mean loss.
+
+        Under torchrun this process computes ``batch[rank::world]`` only.
+        """
+        shard = batch[self.rank::self.world]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self._loss(shard, self.world / len(batch))
+        loss.backward()
+        self.optimizer.step()
+        value = loss.detach()
+        if self.world > 1:
+            value = value.clone()
+            dist.all_reduce(value)
+            return float(value) / self.world
+        return float(value)
+
+    def train_epoch(self):
+        """Runs one epoch; returns ``{"loss", "examples_per_s", "seconds"}``."""
+        self.model.train()
+        self.sampler.set_epoch(self.epoch)
+        batches = list(self.sampler)
+        bar = None
+        if self.progress is not False and self.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(self.train), unit=" " + self.task.unit[:-1], leave=False,
+                       desc=f"epoch {self.epoch + 1}/{self.epochs}", dynamic_ncols=True,
+                       mininterval=0.5, disable=None if self.progress is None else False)
+        total, seen, start = 0.0, 0, time.perf_counter()
+        try:
+            for indices in batches:
+                loss = self.step([self.train[i] for i in indices])
+                total += loss * len(indices)
+                seen += len(indices)
+                if bar is not None:
+                    bar.update(len(indices))
+                    bar.set_postfix(loss=f"{total / seen:.4f}", refresh=False)
+        finally:
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - start
+        self.epoch += 1
+        return {"loss": total / max(seen, 1), "examples_per_s": seen / seconds,
+                "seconds": seconds}
+
+    def evaluate(self, examples, batch_size=256):
+        """The task's metrics on ``examples`` (evaluation mode, no gradients)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self.task.evaluate(self.model, examples, batch_size)
+        finally:
+            self.model.train(was_training)
+
+    def fit(self, resume=False):
+        """Trains until ``epochs`` epochs are done; returns the per-epoch metrics.
+
+        With ``resume``, first loads the last checkpoint in ``out_dir`` (model,
+        optimizer, epoch, RNG states) and drops metrics lines of later epochs.
+        """
+        if resume:
+            self.resume()
+        history = []
+        while self.epoch < self.epochs:
+            metrics = {"epoch": self.epoch + 1, **self.train_epoch()}
+            if self.dev:
+                if self.is_main:
+                    metrics["dev"] = self.evaluate(self.dev)
+                if self.world > 1:
+                    dist.barrier()
+            if self.is_main:
+                if self.out_dir is not None:
+                    self.save()
+                    self.record(metrics)
+                if self.log:
+                    self.log(_summary(metrics, self.epochs, self.task.unit))
+            history.append(metrics)
+        return history
+
+    # -------------------- files --------------------
+
+    @property
+    def checkpoint_dir(self):
+        return None if self.out_dir is None else self.out_dir / CHECKPOINT_DIR
+
+    def save(self):
+        """Writes the checkpoint of the current epoch (first process only)."""
+        if self.out_dir is None:
+            raise ValueError("this Trainer has no out_dir to save to")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        state = {"epoch": self.epoch, "seed": self.seed, "batch_size": self.batch_size,
+                 "lr": self.lr, "settings": self.settings}
+        save_checkpoint(self.checkpoint_dir, self.model, self.optimizer, state)
+
+    def resume(self):
+        """Loads the last checkpoint of ``out_dir`` into this trainer."""
+        directory = self.checkpoint_dir
+        if directory is None or not directory.is_dir():
+            raise CheckpointError(f"no checkpoint to resume from in {self.out_dir}")
+        model, optimizer, state = load_checkpoint(directory, self._make_optimizer,
+                                                  map_location=self.device)
+        self._attach(model, optimizer)
+        self.epoch = int(state["epoch"])
+        if self.is_main:
+            self._truncate_metrics(self.epoch)
+
+    def record(self, metrics):
+        """Appends ``metrics`` as one JSON line to ``out_dir/metrics.jsonl``."""
+        with open(self.out_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(metrics) + "\n")
+
+    def _truncate_metrics(self, epoch):
+        """Keeps the metrics of epochs up to ``epoch`` (a crash may have left more)."""
+        path = self.out_dir / METRICS_FILE
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("epoch", 0) <= epoch \
+                    and "test" not in record:
+                kept.append(line)
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _summary(metrics, epochs, unit):
+    parts = [f"epoch {metrics['epoch']}/{epochs}", f"loss {metrics['loss']:.4f}"]
+    for name, value in metrics.get("dev", {}).items():
+        if name not in ("examples", "tokens"):
+            parts.append(f"dev {name} {value:.4f}")
+    parts.append(f"{metrics['examples_per_s']:.0f} {unit}/s")
+    parts.append(f"{metrics['seconds']:.1f} s")
+    return "  ".join(parts)
