@@ -134,6 +134,35 @@ def while_break_else(x):
 
 
 @program(vectors(6, scale=4.0))
+def walrus_while(x):
+    seen = []
+    while (total := x.abs().sum()) > 1:
+        seen.append(total)
+        x = x * 0.6
+    return x, len(seen)
+
+
+@program(vectors(6, scale=4.0))
+def early_return_in_while(x):
+    k = 0
+    while True:
+        k += 1
+        if x.max() < 0.5:
+            return x * k
+        if k > 6:
+            return -x
+        x = x - 0.4
+
+
+@program(vectors(6, scale=2.0))
+def mixed_python_and_lazy_tests(x):
+    flags = [x.shape[0] == D, x.sum() > 0, True]
+    if all(flags) or x.min() < -1 and not any([False, x.max() > 3]):
+        return x * 2
+    return x
+
+
+@program(vectors(6, scale=4.0))
 def while_continue(x):
     steps = 0
     while steps < 6:
