@@ -24,7 +24,7 @@ class GroupResult:
 def execute_group(sig, nodes):
     """Executes `nodes` (all of signature `sig`) as one batched call; stores results."""
     kind = sig.kind
-    if kind == "op":
+    if kind == "op" or kind == "segment":
         outputs = _run_op(sig, nodes)
     elif kind == "const":
         aval = sig.out_avals[0]
@@ -48,7 +48,10 @@ def _run_op(sig, nodes):
     B = len(nodes)
     slots = [gather([n.inputs[j] for n in nodes]) for j in range(len(sig.in_avals))]
     try:
-        out = sig.rule(BatchedCall(sig, slots, B))
+        if sig.kind == "segment":
+            out = sig.fn.run_batched(slots, B)
+        else:
+            out = sig.rule(BatchedCall(sig, slots, B))
     except Exception as e:
         raise _locate_failure(sig, nodes, e) from None
     leaves = []
@@ -73,8 +76,9 @@ def _shape_error(sig, nodes, leaf, aval):
 def _locate_failure(sig, nodes, error):
     """Runs the group's nodes one by one to name the example that fails."""
     for node in nodes:
-        values = iter([t.node.group.outputs[t.index][t.node.row] for t in node.inputs])
-        args, kwargs = rebuild(sig.template, values)
+        values = [t.node.group.outputs[t.index][t.node.row] for t in node.inputs]
+        args, kwargs = (values, {}) if sig.kind == "segment" else rebuild(sig.template,
+                                                                          iter(values))
         try:
             sig.fn(*args, **kwargs)
         except Exception as e:

@@ -9,6 +9,9 @@ Pass order, and why:
    adds `yield`s; marks nested defs.
 2. comprehensions: lowers comprehensions to local functions with loops, so that the
    calls and tests inside them become pause points in the passes below.
+2b. segments: outlines straight-line runs of tensor statements (recorded as one node
+   each); after comprehensions, whose lowered calls end runs, and before the passes
+   below, which convert the guarded original statements but skip the segment bodies.
 3. asserts, control_flow, conditional_expressions: wrap the truth tests of
    `assert`, `if`/`while` and `a if c else b` in `dn__.test` pause points.
 4. logical_expressions: after them, so that an `and`/`or`/`not` that a test of
@@ -40,10 +43,11 @@ from dynnet.converter.passes import (
     formatted_values,
     functions,
     logical_expressions,
+    segments,
 )
 from dynnet.converter.transformer import RUNTIME, Context
 
-PASSES = [functions, comprehensions, asserts, control_flow, conditional_expressions,
+PASSES = [functions, comprehensions, segments, asserts, control_flow, conditional_expressions,
           logical_expressions, comparisons, formatted_values, call_trees]
 CO_GENERATOR = 0x20
 
@@ -94,7 +98,8 @@ def convert_code(fn):
 
 def _convert(fn):
     node, filename, _ = parser.parse_function(fn)
-    ctx = Context(Namer(node), filename, getattr(fn, "__qualname__", fn.__name__))
+    ctx = Context(Namer(node), filename, getattr(fn, "__qualname__", fn.__name__),
+                  namespace=_namespace(fn), class_methods=_class_methods(fn))
     for p in PASSES:
         node = p.transform(node, ctx)
     node = templates.fix_locations(node)
@@ -110,6 +115,31 @@ def _convert(fn):
     inner = next(c for c in factory_code.co_consts
                  if isinstance(c, types.CodeType) and c.co_name == node.name)
     return inner, source
+
+
+def _namespace(fn):
+    """The objects `fn` can name: its globals and closure (for static decisions only)."""
+    names = dict(fn.__globals__)
+    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
+        try:
+            names[name] = cell.cell_contents
+        except ValueError:  # an empty cell
+            pass
+    return names
+
+
+def _class_methods(fn):
+    """Names of the functions defined on the class that defines method `fn`."""
+    owner = fn.__globals__
+    parts = fn.__qualname__.split(".")[:-1]
+    for part in parts:
+        owner = owner.get(part) if isinstance(owner, dict) else getattr(owner, part, None)
+        if owner is None or part == "<locals>":
+            return ()
+    if not isinstance(owner, type):
+        return ()
+    return {name for klass in owner.__mro__ for name, value in vars(klass).items()
+            if callable(value) or isinstance(value, (staticmethod, classmethod))}
 
 
 def _instantiate(fn):

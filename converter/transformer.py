@@ -12,10 +12,12 @@ RESULT = "dn__r"  # holds a helper's result while testing whether it is a Suspen
 class Context:
     """What every pass of one conversion shares."""
 
-    def __init__(self, namer, filename, function_name):
+    def __init__(self, namer, filename, function_name, namespace=None, class_methods=()):
         self.namer = namer
         self.filename = filename
         self.function_name = function_name
+        self.namespace = namespace or {}  # names the function can see -> objects
+        self.class_methods = set(class_methods)  # method names of the defining class
 
     def error(self, node, what):
         line = getattr(node, "lineno", "?")
@@ -36,6 +38,8 @@ class Base(gast.NodeTransformer):
     def visit(self, node):
         if isinstance(node, list):
             raise ValueError('to visit lists of nodes, use "visit_block" instead')
+        if getattr(node, "dn_skip", False):  # generated code that later passes leave alone
+            return node
         return super().visit(node)
 
     def visit_block(self, stmts):

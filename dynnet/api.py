@@ -17,6 +17,7 @@ class DynFunction:
     def __init__(self, fn, schedule=None):
         self.fn = fn
         self.schedule = schedule
+        self._converted = None
         functools.update_wrapper(self, fn)
 
     def __get__(self, obj, objtype=None):
@@ -26,11 +27,15 @@ class DynFunction:
 
     @property
     def converted(self):
-        return converted_function(self.fn)
+        """The `ConvertedFunction` (converted on first use)."""
+        if self._converted is None:
+            self._converted = converted_function(self.fn)
+        return self._converted
 
     def start(self, args, kwargs):
         """Begins a call from converted code (resumable)."""
-        return self.converted.start(args, kwargs)
+        converted = self._converted or self.converted
+        return converted.start(args, kwargs)
 
     def __call__(self, *args, **kwargs):
         """Runs one example and returns its outputs as torch tensors."""
@@ -73,7 +78,9 @@ class BoundDynFunction:
         self.obj = obj
 
     def start(self, args, kwargs):
-        return self.function.start((self.obj,) + args, kwargs)
+        function = self.function
+        converted = function._converted or function.converted
+        return converted.start((self.obj, *args), kwargs)
 
     def __call__(self, *args, **kwargs):
         return self.function(self.obj, *args, **kwargs)
@@ -91,7 +98,7 @@ class BoundDynFunction:
 
 
 register_startable(DynFunction)
-register_startable(BoundDynFunction)
+register_startable(BoundDynFunction, cacheable=False)
 
 
 def _returning(value):

@@ -102,7 +102,8 @@ def build_parser():
                        help="start over when --out already holds a run (its run files "
                             "are deleted)")
     train.add_argument("--max-examples", type=_positive_int, metavar="N",
-                       help="use at most the first N examples of each split")
+                       help="use at most N examples of each split (a fixed random sample, the "
+                            "same in every run)")
     train.add_argument("--model-args", type=_json_object, metavar="JSON",
                        help='extra model constructor arguments, e.g. \'{"hidden_dim": 64, '
                             '"node_loss": true}\'')
@@ -125,7 +126,7 @@ def build_parser():
     evaluate.add_argument("--batch-size", type=_positive_int, default=256, metavar="B",
                           help="examples per batch (default: 256)")
     evaluate.add_argument("--max-examples", type=_positive_int, metavar="N",
-                          help="evaluate at most the first N examples")
+                          help="evaluate at most N examples (a fixed random sample)")
     evaluate.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     evaluate.add_argument("--threads", type=_positive_int, default=1, metavar="T",
                           help="torch CPU threads (default: 1)")
@@ -224,10 +225,19 @@ def load_splits(kind, data, names, binary=False, max_examples=None):
             splits = {n: read(files[n]) for n in names if n in files}
             source = ", ".join(f"{n}={files[n]}" for n in names if n in files)
         if max_examples:
-            splits = {n: x[:max_examples] for n, x in splits.items()}
+            splits = {n: _sample(x, max_examples) for n, x in splits.items()}
     if kind == "tree":
         splits = {n: _tree_view(trees, binary, n) for n, trees in splits.items()}
     return splits, source
+
+
+def _sample(examples, n):
+    """A fixed random subset of ``n`` examples in file order (files may be sorted by
+    label, so the first ``n`` would be a biased sample)."""
+    if len(examples) <= n:
+        return examples
+    keep = sorted(random.Random(0).sample(range(len(examples)), n))
+    return [examples[i] for i in keep]
 
 
 def _split_files(kind, directory):
@@ -478,9 +488,10 @@ def evaluate(args):
 
 # -------------------- bench --------------------
 
-def bench(argv):
-    """Runs ``benchmarks/run.py`` of the checkout this package was installed from."""
-    root = Path(__file__).resolve().parents[1]
+def bench(argv, root=None):
+    """Runs ``benchmarks/run.py`` of the checkout this package was installed from
+    (``root``: the checkout; default: the folder above this package)."""
+    root = Path(__file__).resolve().parents[1] if root is None else Path(root)
     if not (root / "benchmarks" / "run.py").is_file():
         print("dynnet bench: error: the benchmarks are not installed with the package; run "
               "`dynnet bench` (or `python -m benchmarks.run`) from an editable install of "

@@ -14,7 +14,6 @@ import operator
 
 import torch
 
-from dynnet import tracing
 from dynnet.errors import ConcretizationError, where
 
 
@@ -27,39 +26,52 @@ class Node:
       payload: per-example data of source nodes (inputs, constants); None otherwise.
       depth: 1 + max depth of unexecuted inputs (0 once executed).
       instance: index of the example that recorded it.
-      origin: `(filename, lineno)` of the user code that recorded it.
       group, row: after execution, the group result holding the value and its row.
     """
 
-    __slots__ = ("sig", "inputs", "payload", "depth", "instance", "origin", "group", "row")
+    __slots__ = ("sig", "inputs", "payload", "depth", "instance", "group", "row")
 
-    def __init__(self, sig, inputs, payload, depth, instance, origin):
+    def __init__(self, sig, inputs, depth, instance):
         self.sig = sig
         self.inputs = inputs
-        self.payload = payload
+        self.payload = None
         self.depth = depth
         self.instance = instance
-        self.origin = origin
         self.group = None
         self.row = 0
+
+    @property
+    def origin(self):
+        """`(filename, lineno)` of the user code that first recorded this op."""
+        return self.sig.origin
 
     def __repr__(self):
         return f"Node({self.sig.name}, example={self.instance}, at {where(self.origin)})"
 
 
 class LazyTensor:
-    """Output `index` of `node`, with per-example shape `shape` (a torch.Size)."""
+    """Output `index` of `node`; `aval` holds its per-example shape, dtype, device."""
 
-    __slots__ = ("node", "index", "shape", "dtype", "device", "__weakref__")
+    __slots__ = ("node", "index", "aval", "__weakref__")
 
-    def __init__(self, node, index, shape, dtype, device):
+    def __init__(self, node, index, aval):
         self.node = node
         self.index = index
-        self.shape = shape
-        self.dtype = dtype
-        self.device = device
+        self.aval = aval
 
     # -------------------- static facts --------------------
+    @property
+    def shape(self):
+        return self.aval.shape
+
+    @property
+    def dtype(self):
+        return self.aval.dtype
+
+    @property
+    def device(self):
+        return self.aval.device
+
     @property
     def ndim(self):
         return len(self.shape)
@@ -212,3 +224,6 @@ for _name, _op in [("neg", operator.neg), ("pos", operator.pos), ("abs", operato
                    ("invert", operator.invert)]:
     setattr(LazyTensor, f"__{_name}__",
             (lambda op: lambda self: tracing.record(op, (self,), {}))(_op))
+
+
+from dynnet import tracing  # noqa: E402  (tracing.py imports this module)

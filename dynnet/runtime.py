@@ -8,6 +8,7 @@ until it pauses or finishes, the pending graph of all of them executes batched,
 the needed values are read back, and the paused examples resume.
 """
 
+import gc
 import sys
 import time
 
@@ -52,8 +53,15 @@ class Profile:
         self.group_sizes = {}  # Signature -> sizes of its groups, in execution order
 
     def groups_of(self, fn):
-        """Sizes of the groups that ran op or module `fn`, in execution order."""
-        return [n for sig, sizes in self.group_sizes.items() if sig.fn is fn for n in sizes]
+        """Sizes of the groups that ran op or module `fn` (also inside segments)."""
+        out = []
+        for sig, sizes in self.group_sizes.items():
+            uses = sig.fn is fn
+            if sig.kind == "segment":
+                uses = any(op_sig.fn is fn for op_sig, _, _ in sig.fn.ops)
+            if uses:
+                out.extend(sizes)
+        return out
 
     @property
     def trace_seconds(self):
@@ -217,6 +225,10 @@ def run_batch(make_generator, per_example_args, strategy=None):
     tracing._active.append(trace)
     start = time.perf_counter()
     examples = []
+    # a trace allocates many small objects that live until the batch ends: the
+    # cyclic collector would scan them again and again for nothing
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         for i, args in enumerate(per_example_args):
             trace.instance = i
@@ -237,6 +249,8 @@ def run_batch(make_generator, per_example_args, strategy=None):
                 _resolve(paused)
             runnable = paused
     finally:
+        if gc_was_enabled:
+            gc.enable()
         tracing._active.pop()
         trace.emit_outputs()
         for p in _profiles:

@@ -54,9 +54,13 @@ class Signature:
 
 
 class Aval:
-    """Abstract value of one per-example tensor: shape, dtype, device."""
+    """Abstract value of one per-example tensor: shape, dtype, device.
 
-    __slots__ = ("shape", "dtype", "device")
+    Avals are interned (`aval`): equal avals are the same object, so signature keys
+    hash and compare them by identity.
+    """
+
+    __slots__ = ("shape", "dtype", "device", "__weakref__")
 
     def __init__(self, shape, dtype, device):
         self.shape = torch.Size(shape)
@@ -73,9 +77,22 @@ class Aval:
         return f"{self.dtype}{list(self.shape)}"
 
 
+_avals = {}
+
+
+def aval(shape, dtype, device):
+    """The interned `Aval` of (shape, dtype, device)."""
+    key = (tuple(shape), dtype, device)
+    a = _avals.get(key)
+    if a is None:
+        a = _avals[key] = Aval(shape, dtype, device)
+    return a
+
+
 # -------------------- the active trace --------------------
 
 _active = []
+_capture = None  # while dynnet.segments captures a segment: the list of nodes recorded
 
 
 def current():
@@ -126,24 +143,23 @@ def user_origin(depth=2):
 # -------------------- flattening arguments --------------------
 
 
-def _key_and_slots(obj, key, slots, LazyTensor):
+def _key_and_slots(obj, key, slots):
     cls = obj.__class__
     if cls is LazyTensor:
         slots.append(obj)
-        key.append(SLOT)
-        key.append(obj.shape)
-        key.append(obj.dtype)
-        key.append(obj.device)
+        key.append(obj.aval)
+    elif cls is int or cls is str or obj is None:
+        key.append(obj)
     elif cls is tuple or cls is list:
         key.append(cls)
         key.append(len(obj))
         for x in obj:
-            _key_and_slots(x, key, slots, LazyTensor)
+            _key_and_slots(x, key, slots)
     elif cls is dict:
         key.append(dict)
         key.append(tuple(obj))
         for x in obj.values():
-            _key_and_slots(x, key, slots, LazyTensor)
+            _key_and_slots(x, key, slots)
     elif isinstance(obj, torch.Tensor) or isinstance(obj, torch.nn.Module):
         key.append(torch.Tensor)
         key.append(id(obj))
@@ -156,14 +172,14 @@ def _key_and_slots(obj, key, slots, LazyTensor):
             key.append(id(obj))
 
 
-def _template(obj, LazyTensor):
+def _template(obj):
     cls = obj.__class__
     if cls is LazyTensor:
         return SLOT
     if cls is tuple or cls is list:
-        return cls(_template(x, LazyTensor) for x in obj)
+        return cls(_template(x) for x in obj)
     if cls is dict:
-        return {k: _template(v, LazyTensor) for k, v in obj.items()}
+        return {k: _template(v) for k, v in obj.items()}
     return obj
 
 
@@ -238,60 +254,73 @@ def op_name(fn):
     return getattr(fn, "__qualname__", name)
 
 
+_KWARGS = object()  # separates positional from keyword arguments in a key
+
+
 def record(fn, args, kwargs):
     """Records `fn(*args, **kwargs)` where some argument leaves are lazy tensors.
 
     Returns the op's output structure with lazy tensors as leaves. Runs the op
     eagerly when no argument is lazy.
     """
-    from dynnet.lazy import LazyTensor, Node
-
     key = [fn]
     slots = []
-    _key_and_slots(args, key, slots, LazyTensor)
+    for a in args:  # inline fast path for the common leaves
+        cls = a.__class__
+        if cls is LazyTensor:
+            slots.append(a)
+            key.append(a.aval)
+        elif cls is int:
+            key.append(a)
+        else:
+            _key_and_slots(a, key, slots)
     if kwargs:
-        _key_and_slots(kwargs, key, slots, LazyTensor)
+        key.append(_KWARGS)
+        _key_and_slots(kwargs, key, slots)
     if not slots:
-        factory = _factories.get(fn)
-        if factory is not None and _active:
+        factory = _factories.get(fn) if _active else None
+        if factory is not None:
             return factory(fn, args, kwargs)
         return fn(*args, **kwargs)
-    trace = _active[-1] if _active else None
-    if trace is None:
+    if not _active:
         raise ConcretizationError(
             f"{op_name(fn)} was applied to a lazy tensor outside of a batched call "
             f"(the lazy value was created at {where(slots[0].node.origin)}); lazy values "
             "are only valid while their batch runs")
+    trace = _active[-1]
     key = tuple(key)
     sig = _signatures.get(key)
-    origin = user_origin(2)
     if sig is None:
-        sig = _new_signature(fn, args, kwargs, slots, key, origin, trace)
+        sig = _new_signature(fn, args, kwargs, slots, key, user_origin(2), trace)
     depth = 0
     for t in slots:
         d = t.node.depth
         if d > depth:
             depth = d
-    node = Node(sig, slots, None, depth + 1, trace.instance, origin)
+    node = Node(sig, slots, depth + 1, trace.instance)
     trace.pending.append(node)
-    avals = sig.out_avals
+    if _capture is not None:
+        _capture.append(node)
     if sig.out_template is SLOT:
-        a = avals[0]
-        return LazyTensor(node, 0, a.shape, a.dtype, a.device)
-    outs = iter([LazyTensor(node, i, a.shape, a.dtype, a.device) for i, a in enumerate(avals)])
+        return LazyTensor(node, 0, sig.out_avals[0])
+    outs = iter([LazyTensor(node, i, a) for i, a in enumerate(sig.out_avals)])
     return rebuild_outputs(sig.out_template, outs)
+
+
+_tensor_methods = {}
 
 
 def record_method(name, tensor, args, kwargs):
     """Records the tensor method `tensor.name(*args, **kwargs)`."""
-    return record(getattr(torch.Tensor, name), (tensor, *args), kwargs)
+    fn = _tensor_methods.get(name)
+    if fn is None:
+        fn = _tensor_methods[name] = getattr(torch.Tensor, name)
+    return record(fn, (tensor, *args), kwargs)
 
 
 def _new_signature(fn, args, kwargs, slots, key, origin, trace):
-    from dynnet.lazy import LazyTensor
-
-    template = (_template(args, LazyTensor), _template(kwargs, LazyTensor))
-    in_avals = tuple(Aval(t.shape, t.dtype, t.device) for t in slots)
+    template = (_template(args), _template(kwargs))
+    in_avals = tuple(t.aval for t in slots)
     sig = Signature("op", fn, op_name(fn), template, in_avals, origin)
     values = iter([a.placeholder() for a in in_avals])
     ex_args, ex_kwargs = rebuild(template, values)
@@ -306,7 +335,7 @@ def _new_signature(fn, args, kwargs, slots, key, origin, trace):
         raise BatchingError(
             f"{sig.name} at {where(origin)} (example {trace.instance}) returns no tensor "
             f"({type(out).__name__}); only ops that return tensors can take lazy inputs")
-    sig.out_avals = tuple(Aval(x.shape, x.dtype, x.device) for x in leaves)
+    sig.out_avals = tuple(aval(x.shape, x.dtype, x.device) for x in leaves)
     from dynnet.backends import rule_for
 
     sig.rule = rule_for(sig)
@@ -328,31 +357,33 @@ def _user_error(e, name, origin, instance):
 # -------------------- source nodes: inputs and constants --------------------
 
 
-def _source_signature(kind, fn, name, aval):
-    key = (kind, fn, aval.shape, aval.dtype, aval.device)
+def _source_signature(kind, fn, name, out):
+    key = (kind, fn, out)
     sig = _signatures.get(key)
     if sig is None:
         sig = Signature(kind, fn, name, None, (), None)
-        sig.out_avals = (aval,)
+        sig.out_avals = (out,)
         _signatures[key] = sig
+    if sig.origin is None:
+        sig.origin = user_origin(3)
     return sig
 
 
-def source(kind, fn, name, payload, shape, dtype, device, origin=None):
+def source(kind, fn, name, payload, shape, dtype, device):
     """Records a node with no inputs whose per-example value is `payload`."""
-    from dynnet.lazy import LazyTensor, Node
-
     trace = _active[-1]
-    sig = _source_signature(kind, fn, name, Aval(shape, dtype, device))
-    node = Node(sig, (), payload, 1, trace.instance, origin or user_origin(3))
+    out = aval(shape, dtype, device)
+    node = Node(_source_signature(kind, fn, name, out), (), 1, trace.instance)
+    node.payload = payload
     trace.pending.append(node)
-    return LazyTensor(node, 0, sig.out_avals[0].shape, dtype, device)
+    if _capture is not None:
+        _capture.append(node)
+    return LazyTensor(node, 0, out)
 
 
 def lazy_input(tensor):
     """A per-example input tensor as a lazy value (stacked once per group)."""
-    return source("stack", None, "input", tensor, tensor.shape, tensor.dtype, tensor.device,
-                  origin=("<batch input>", 0))
+    return source("stack", None, "input", tensor, tensor.shape, tensor.dtype, tensor.device)
 
 
 _SCALAR_DTYPES = {bool: torch.bool, int: torch.int64}
@@ -390,3 +421,6 @@ for _f in (torch.zeros, torch.ones, torch.full, torch.empty, torch.arange, torch
            torch.linspace, torch.rand, torch.randn, torch.randint, torch.randperm,
            torch.zeros_like, torch.ones_like, torch.full_like):
     _factories[_f] = _eager_constant
+
+
+from dynnet.lazy import LazyTensor, Node  # noqa: E402  (lazy.py imports this module)

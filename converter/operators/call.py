@@ -41,10 +41,22 @@ class LocalFunction:
     completion.
     """
 
+    __slots__ = ("fn", "is_generator")
+
     def __init__(self, fn):
         self.fn = fn
         self.is_generator = bool(fn.__code__.co_flags & CO_GENERATOR)
-        functools.update_wrapper(self, fn)
+
+    @property
+    def __name__(self):
+        return self.fn.__name__
+
+    @property
+    def __wrapped__(self):
+        return self.fn
+
+    def __repr__(self):
+        return f"<converted local function {self.fn.__qualname__}>"
 
     def __call__(self, *args, **kwargs):
         if not self.is_generator:
@@ -121,46 +133,85 @@ def call(fn, /, *args, **kwargs):
         if need is not None:
             return need(fn.tensor, args, kwargs)
         return tracing.record_method(fn.name, fn.tensor, args, kwargs)
+    if cls in _UNCACHED:
+        return _UNCACHED[cls](fn, args, kwargs)
+    try:
+        handler = _handlers[fn]
+    except KeyError:
+        handler = _classify(fn)
+        if cls in _CACHEABLE:
+            if len(_handlers) > 50_000:
+                _handlers.clear()
+            _handlers[fn] = handler
+    except TypeError:  # unhashable callable
+        handler = _classify(fn)
+    return handler(fn, args, kwargs)
+
+
+_handlers = {}  # stable callable -> how to call it
+
+
+def _classify(fn):
+    """The handler `(fn, args, kwargs) -> result or Suspend` for callable `fn`."""
+    cls = fn.__class__
     if cls is _BUILTIN:
         overload = _OVERLOADS.get(fn)
         if overload is not None:
-            return overload(args, kwargs)
-        module = fn.__module__
-        if module is not None and module.startswith("torch"):
-            return tracing.record(fn, args, kwargs)
-        return fn(*args, **kwargs)
-    if cls is _METHOD_DESCRIPTOR and fn.__objclass__ in _TENSOR_CLASSES:
-        return tracing.record(fn, args, kwargs)
-    start = getattr(fn, "start", None)
-    if start is not None and isinstance(fn, _STARTABLE):
-        return start(args, kwargs)
+            return lambda fn, args, kwargs: overload(args, kwargs)
+        if (fn.__module__ or "").startswith("torch"):
+            return _record
+        return _direct
+    if cls is _METHOD_DESCRIPTOR:
+        return _record if fn.__objclass__ in _TENSOR_CLASSES else _direct
+    if isinstance(fn, _STARTABLE):
+        return _start
     if cls is types.FunctionType:
         if is_user_function(fn):
             from dynnet.converter import converted_function
 
-            return converted_function(fn).start(args, kwargs)
-        if (fn.__module__ or "").startswith("torch") and _has_lazy(args, kwargs):
-            return tracing.record(fn, args, kwargs)
-        return fn(*args, **kwargs)
-    if cls is types.MethodType:
-        func = fn.__func__
-        if isinstance(func, _STARTABLE):
-            return func.start((fn.__self__,) + args, kwargs)
-        if func.__class__ is types.FunctionType and is_user_function(func):
-            from dynnet.converter import converted_function
-
-            return converted_function(func).start((fn.__self__,) + args, kwargs)
-        return fn(*args, **kwargs)
+            start = converted_function(fn).start
+            return lambda fn, args, kwargs: start(args, kwargs)
+        if (fn.__module__ or "").startswith("torch"):
+            return _record_if_lazy
+        return _direct
     if isinstance(fn, torch.nn.Module):
         forward = getattr(type(fn), "forward", None)
         if isinstance(forward, _STARTABLE):
-            return forward.start((fn,) + args, kwargs)
-        if _has_lazy(args, kwargs):
-            return tracing.record(fn, args, kwargs)
-        return fn(*args, **kwargs)
-    overload = _OVERLOADS.get(fn) if cls is type else None
-    if overload is not None:
-        return overload(args, kwargs)
+            return lambda fn, args, kwargs: forward.start((fn,) + args, kwargs)
+        return _record_if_lazy
+    if cls is type:
+        overload = _OVERLOADS.get(fn)
+        if overload is not None:
+            return lambda fn, args, kwargs: overload(args, kwargs)
+    return _direct
+
+
+def _record(fn, args, kwargs):
+    return tracing.record(fn, args, kwargs)
+
+
+def _record_if_lazy(fn, args, kwargs):
+    if _has_lazy(args, kwargs):
+        return tracing.record(fn, args, kwargs)
+    return fn(*args, **kwargs)
+
+
+def _direct(fn, args, kwargs):
+    return fn(*args, **kwargs)
+
+
+def _start(fn, args, kwargs):
+    return fn.start(args, kwargs)
+
+
+def _method(fn, args, kwargs):
+    func = fn.__func__
+    if isinstance(func, _STARTABLE):
+        return func.start((fn.__self__,) + args, kwargs)
+    if func.__class__ is types.FunctionType and is_user_function(func):
+        from dynnet.converter import converted_function
+
+        return converted_function(func).start((fn.__self__,) + args, kwargs)
     return fn(*args, **kwargs)
 
 
@@ -173,14 +224,23 @@ def call_now(fn, /, *args, **kwargs):
 
 
 _BUILTIN = type(len)
+_CACHEABLE = {_BUILTIN, type(torch.Tensor.add), types.FunctionType, type}
 _TENSOR_CLASSES = (torch.Tensor, torch._C.TensorBase)
 _METHOD_DESCRIPTOR = type(torch.Tensor.add)
 _STARTABLE = (LocalFunction,)  # extended by dynnet.api with DynFunction
 
 
-def register_startable(cls):
+_UNCACHED = {LocalFunction: _start, types.MethodType: _method}  # made anew for each call
+
+
+def register_startable(cls, cacheable=True):
+    """Declares that calls of `cls` instances start resumable runs (`fn.start`)."""
     global _STARTABLE
     _STARTABLE = _STARTABLE + (cls,)
+    if cacheable:
+        _CACHEABLE.add(cls)
+    else:
+        _UNCACHED[cls] = _start
 
 
 # -------------------- values needed from lazy tensors --------------------

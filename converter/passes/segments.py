@@ -1,0 +1,251 @@
+"""Segments: straight-line runs of tensor code recorded as ONE node.
+
+A run of consecutive simple statements (assignments to names, a final `return`)
+whose expressions are only calls, operators, attributes, subscripts, names and
+constants becomes a local function and a guarded call site:
+
+    i, o, u = torch.chunk(self.leaf(x), 3)        def dn__seg_1(self, x):
+    c = torch.sigmoid(i) * torch.tanh(u)              i, o, u = dn__.seg_call(torch.chunk, ...)
+    return torch.sigmoid(o) * torch.tanh(c)   ->      ...
+                                                      return (c, i, o, u, <returned value>)
+                                                  dn__seg_2 = dn__.segment(dn__seg_1, (self, x))
+                                                  if dn__seg_2 is dn__.NO_SEGMENT:
+                                                      <the original statements>
+                                                  else:
+                                                      return dn__seg_2[4]
+
+At run time (dynnet/segments.py) the first call with given input avals runs the
+segment once, capturing the ops it records; later calls record one node whose
+group execution replays those ops on the stacked batch. When the run turns out
+not to be straight-line tensor code (it calls user code, pauses, has side
+effects, or reads a per-example Python object), the original statements run.
+
+Statically excluded, to keep segments likely to succeed: calls of names that do
+not resolve to torch, calls of the class's own methods (`self.encode(...)`),
+mutating methods (`xs.append(h)`), and factory calls fed by the function's
+parameters (`torch.tensor(tree.word_id)`: a per-example constant).
+"""
+
+import builtins
+import types
+
+import gast
+
+from dynnet.converter import templates
+from dynnet.converter.transformer import RUNTIME, Base, runtime_call
+
+_ALLOWED = (gast.Name, gast.Attribute, gast.Call, gast.BinOp, gast.UnaryOp, gast.Subscript,
+            gast.Slice, gast.Constant, gast.Tuple, gast.List, gast.keyword, gast.Starred,
+            gast.Load, gast.Store, gast.operator, gast.unaryop, gast.expr_context)
+_OPS = (gast.Call, gast.BinOp, gast.UnaryOp, gast.Subscript)
+_MUTATORS = {"append", "extend", "insert", "pop", "remove", "update", "add", "setdefault",
+             "clear", "write", "discard", "sort", "reverse", "popitem", "copy_", "fill_",
+             "zero_", "add_", "mul_", "item", "tolist", "numpy", "backward"}
+_FACTORIES = {"tensor", "as_tensor", "zeros", "ones", "full", "empty", "arange", "eye",
+              "linspace", "rand", "randn", "randint", "randperm", "from_numpy"}
+MIN_OPS = 3
+
+
+def _targets_are_names(target):
+    if isinstance(target, gast.Name):
+        return True
+    if isinstance(target, (gast.Tuple, gast.List)):
+        return all(_targets_are_names(t) for t in target.elts)
+    return False
+
+
+def _names(node, ctx_type):
+    return [n.id for n in gast.walk(node) if isinstance(n, gast.Name) and
+            isinstance(n.ctx, ctx_type)]
+
+
+class SegmentTransformer(Base):
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.namespace = getattr(ctx, "namespace", {}) or {}
+        self.methods = getattr(ctx, "class_methods", set())
+        self.params = set()
+        self.self_name = None
+
+    # -------------------- which statements qualify --------------------
+    def _call_ok(self, call):
+        func = call.func
+        if isinstance(func, gast.Name):
+            return _is_torch(self.namespace.get(func.id, getattr(builtins, func.id, None)))
+        if not isinstance(func, gast.Attribute):
+            return False
+        if func.attr in _MUTATORS:
+            return False
+        base = func.value
+        if isinstance(base, gast.Name):
+            if base.id == self.self_name and func.attr in self.methods:
+                return False
+            obj = self.namespace.get(base.id)
+            if isinstance(obj, types.ModuleType):
+                if not obj.__name__.startswith("torch"):
+                    return False
+                if func.attr in _FACTORIES and self.params & set(_names(call, gast.Load)):
+                    return False
+        return True
+
+    def _qualifies(self, stmt):
+        if isinstance(stmt, gast.Assign):
+            if not all(_targets_are_names(t) for t in stmt.targets):
+                return False
+            value = stmt.value
+        elif isinstance(stmt, gast.AugAssign):
+            if not isinstance(stmt.target, gast.Name):
+                return False
+            value = stmt
+        elif isinstance(stmt, gast.Return):
+            if stmt.value is None:
+                return False
+            value = stmt.value
+        else:
+            return False
+        for node in gast.walk(value):
+            if not isinstance(node, _ALLOWED):
+                return False
+            if isinstance(node, gast.Call) and not self._call_ok(node):
+                return False
+            if isinstance(node, gast.Name) and node.id.startswith(RUNTIME):
+                return False
+        return True
+
+    # -------------------- runs --------------------
+    def visit_FunctionDef(self, node):
+        saved = (self.params, self.self_name)
+        args = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+        names = [a.id for a in args]
+        for extra in (node.args.vararg, node.args.kwarg):
+            if extra is not None:
+                names.append(extra.id)
+        self.self_name = names[0] if names and names[0] == "self" else None
+        self.params = set(names) - {self.self_name}
+        self.can_yield.append(True)
+        try:
+            node.body = self.visit_block(node.body)
+            for field in ("decorator_list",):
+                setattr(node, field, [self.visit(d) for d in getattr(node, field)])
+        finally:
+            self.can_yield.pop()
+            self.params, self.self_name = saved
+        return node
+
+    def visit_block(self, stmts):
+        stmts = [self.visit(s) for s in stmts]
+        out, run = [], []
+
+        def close():
+            if _count_ops(run) >= MIN_OPS and self.can_yield[-1]:
+                out.extend(self._segment(list(run)))
+            else:
+                out.extend(run)
+            run.clear()
+
+        for stmt in stmts:
+            if isinstance(stmt, list):
+                close()
+                out.extend(stmt)
+                continue
+            if self._qualifies(stmt):
+                run.append(stmt)
+                if isinstance(stmt, gast.Return):
+                    close()
+            else:
+                close()
+                out.append(stmt)
+        close()
+        return out
+
+    def generic_visit(self, node):
+        for field, value in gast.iter_fields(node):
+            if isinstance(value, list) and value and isinstance(value[0], gast.stmt):
+                setattr(node, field, self.visit_block(value))
+            elif isinstance(value, list):
+                setattr(node, field, [self.visit(v) if isinstance(v, gast.AST) else v
+                                      for v in value])
+            elif isinstance(value, gast.AST):
+                setattr(node, field, self.visit(value))
+        return node
+
+    def _segment(self, run):
+        """The statements replacing `run`: the segment function and its call site."""
+        written, read = [], []
+        for stmt in run:
+            value = stmt if isinstance(stmt, gast.AugAssign) else stmt.value
+            for name in _names(value, gast.Load):
+                if name not in written and name not in read and not self._is_global(name):
+                    read.append(name)
+            if isinstance(stmt, gast.AugAssign) and stmt.target.id not in written:
+                if stmt.target.id not in read:
+                    read.append(stmt.target.id)
+            targets = stmt.targets if isinstance(stmt, gast.Assign) else (
+                [stmt.target] if isinstance(stmt, gast.AugAssign) else [])
+            for t in targets:
+                for name in _names(t, gast.Store):
+                    if name not in written:
+                        written.append(name)
+        returns = isinstance(run[-1], gast.Return)
+        fn_name = self.ctx.namer.new_symbol("seg")
+        result = self.ctx.namer.new_symbol("seg")
+        body = [_to_seg_calls(_clone(s)) for s in run]
+        if returns:
+            body[-1] = gast.Assign(targets=[gast.Name(id="dn__returned", ctx=gast.Store(),
+                                                      annotation=None, type_comment=None)],
+                                   value=body[-1].value, type_comment=None)
+        out_names = written + (["dn__returned"] if returns else [])
+        fn = templates.replace(f"def {fn_name}({', '.join(read)}):\n"
+                               f"    return ({', '.join(out_names)},)")[0]
+        fn.body = body + fn.body
+        fn.dn_skip = True  # later passes leave the segment's own body alone
+        call = templates.replace(
+            f"{result} = {RUNTIME}.segment({fn_name}, ({''.join(n + ', ' for n in read)}))\n"
+            f"if {result} is {RUNTIME}.NO_SEGMENT:\n    pass\nelse:\n    pass")
+        guard = call[1]
+        guard.body = run
+        if returns:
+            guard.orelse = templates.replace(f"return {result}[{len(out_names) - 1}]")
+        else:
+            target = ", ".join(written) + ("," if len(written) == 1 else "")
+            guard.orelse = templates.replace(f"{target} = {result}[:{len(written)}]")
+        for stmt in [fn] + call:
+            gast.copy_location(stmt, run[0])
+        return [fn] + call
+
+    def _is_global(self, name):
+        """Names the segment reads directly: torch-like modules, builtins."""
+        obj = self.namespace.get(name, getattr(builtins, name, None))
+        return isinstance(obj, types.ModuleType) or (name not in self.namespace
+                                                     and hasattr(builtins, name))
+
+
+def _is_torch(obj):
+    module = getattr(obj, "__module__", None) or ""
+    if isinstance(obj, types.ModuleType):
+        return obj.__name__.startswith("torch")
+    return module.startswith("torch") and not isinstance(obj, type)
+
+
+def _count_ops(run):
+    return sum(isinstance(n, _OPS) for stmt in run for n in gast.walk(stmt))
+
+
+def _clone(node):
+    import copy
+
+    return copy.deepcopy(node)
+
+
+class _SegCalls(gast.NodeTransformer):
+    def visit_Call(self, node):
+        self.generic_visit(node)
+        return runtime_call("seg_call", [node.func] + node.args, node.keywords)
+
+
+def _to_seg_calls(stmt):
+    return _SegCalls().visit(stmt)
+
+
+def transform(node, ctx):
+    return SegmentTransformer(ctx).visit(node)

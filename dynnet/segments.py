@@ -1,0 +1,261 @@
+"""Segments at run time: a straight-line run of tensor code recorded as ONE node.
+
+The converter (converter/passes/segments.py) outlines runs of tensor statements
+into local functions and calls `segment(fn, inputs)` before running them. The
+first call for an input key (the code, the avals of lazy inputs, the identity of
+modules and shared tensors, the value of Python scalars) runs `fn` while
+capturing the nodes it records, and keeps them as a `SegmentTemplate` when the
+run was pure tensor code. Later calls with the same key record a single node; a
+group of such nodes runs the template's ops on the stacked batch through the
+batching rules, op after op, with no per-example Python at all.
+
+Anything else (a call of user code, a pause, a side effect, a per-example Python
+object among the inputs) makes `segment` return NO_SEGMENT, and the converted
+code runs the original statements.
+"""
+
+import torch
+
+from dynnet import tracing
+from dynnet.lazy import LazyTensor, Node
+from dynnet.tracing import Signature, flatten_outputs
+
+NO_SEGMENT = object()
+_UNSEGMENTABLE = object()
+_MAX_KEYS_PER_CODE = 256
+_RANDOM_FACTORIES = {torch.rand, torch.randn, torch.randint, torch.randperm, torch.rand_like,
+                     torch.randn_like, torch.randint_like, torch.bernoulli, torch.normal,
+                     torch.multinomial, torch.poisson}
+_STABLE = (torch.nn.Module, torch.Tensor, type, torch.dtype, torch.device,
+           type(torch), type(len), type(lambda: 0))
+
+_templates = {}  # key -> SegmentTemplate or _UNSEGMENTABLE
+_keys_per_code = {}
+
+
+class _Abort(Exception):
+    """Raised inside a capture run when the code is not straight-line tensor code."""
+
+
+class SegmentTemplate:
+    """The ops one segment records, replayable on a stacked batch.
+
+    Attributes:
+      sig: the signature of the segment's nodes (kind "segment", fn = self).
+      ops: per captured node, `(signature, payload, refs)`; a ref `(-1, k)` is the
+        segment's k-th lazy input, `(j, i)` is output i of op j.
+      outputs: per output of `fn`, `("ref", ref)` or `("const", value)`.
+    """
+
+    def __init__(self, name, in_avals, ops, outputs, origin):
+        self.ops = ops
+        self.outputs = outputs
+        self.lazy_outputs = []
+        self._collect(outputs)
+        self.sig = Signature("segment", self, name, None, in_avals, origin)
+        self.sig.out_avals = tuple(ops[j][0].out_avals[i] for j, i in self.lazy_outputs)
+
+    def _collect(self, entries):
+        for kind, ref in entries:
+            if kind == "ref":
+                if ref[0] >= 0:
+                    self.lazy_outputs.append(ref)
+            elif kind != "const":  # a tuple or list of entries
+                self._collect(ref)
+
+    def _build(self, entries, node, lazies, counter):
+        outs = []
+        for kind, ref in entries:
+            if kind == "const":
+                outs.append(ref)
+            elif kind == "ref":
+                if ref[0] < 0:
+                    outs.append(lazies[ref[1]])
+                else:
+                    k = counter[0]
+                    counter[0] = k + 1
+                    outs.append(LazyTensor(node, k, self.sig.out_avals[k]))
+            else:
+                outs.append(kind(self._build(ref, node, lazies, counter)))
+        return outs
+
+    def record(self, lazies, trace):
+        """Records one segment node for the current example; returns fn's outputs."""
+        depth = 0
+        for t in lazies:
+            d = t.node.depth
+            if d > depth:
+                depth = d
+        node = Node(self.sig, lazies, depth + 1, trace.instance)
+        trace.pending.append(node)
+        return tuple(self._build(self.outputs, node, lazies, [0]))
+
+    def run_batched(self, inputs, size):
+        """The segment's lazy outputs for a group: its ops on the stacked inputs."""
+        from dynnet.backends.rules import BatchedCall
+
+        values = []
+        for sig, payload, refs in self.ops:
+            slots = [inputs[i] if j < 0 else values[j][i] for j, i in refs]
+            if sig.kind == "op":
+                leaves = []
+                flatten_outputs(sig.rule(BatchedCall(sig, slots, size)), leaves)
+            else:  # a constant with static arguments: the same value for every row
+                value = payload if sig.kind == "stack" else torch.tensor(
+                    payload, dtype=sig.out_avals[0].dtype, device=sig.out_avals[0].device)
+                leaves = [value.expand(size, *value.shape)]
+            values.append(leaves)
+        return [values[j][i] for j, i in self.lazy_outputs]
+
+    def __call__(self, *inputs):
+        """One example, unbatched (used to locate a failing example)."""
+        outs = self.run_batched([x.unsqueeze(0) for x in inputs], 1)
+        return tuple(o[0] for o in outs)
+
+
+def _key(fn, inputs):
+    """The cache key of a call and its lazy inputs, or None for unstable inputs."""
+    key = [fn.__code__]
+    lazies = []
+    for v in inputs:
+        cls = v.__class__
+        if cls is LazyTensor:
+            key.append(v.aval)
+            lazies.append(v)
+        elif cls is int or cls is float or cls is bool or cls is str or v is None:
+            key.append(cls)
+            key.append(v)
+        elif isinstance(v, _STABLE):
+            key.append(id(v))
+        else:
+            return None, None
+    if len(lazies) > 1 and len({(id(t.node), t.index) for t in lazies}) < len(lazies):
+        return None, None  # one value under two names: the template could not tell them apart
+    return tuple(key), lazies
+
+
+def segment(fn, inputs):
+    """Records the segment `fn(*inputs)` as one node, or returns NO_SEGMENT."""
+    trace = tracing.current()
+    if trace is None:
+        return NO_SEGMENT
+    key, lazies = _key(fn, inputs)
+    if key is None or not lazies:
+        return NO_SEGMENT
+    template = _templates.get(key)
+    if template is None:
+        return _capture(fn, inputs, key, lazies, trace)
+    if template is _UNSEGMENTABLE:
+        return NO_SEGMENT
+    return template.record(lazies, trace)
+
+
+def _capture(fn, inputs, key, lazies, trace):
+    """Runs `fn` once, recording normally, and keeps its ops as a template."""
+    code = fn.__code__
+    count = _keys_per_code.get(code, 0)
+    if count >= _MAX_KEYS_PER_CODE:
+        _templates[key] = _UNSEGMENTABLE
+        return NO_SEGMENT
+    _keys_per_code[code] = count + 1
+    start = len(trace.pending)
+    previous = tracing._capture
+    tracing._capture = captured = []
+    try:
+        outputs = fn(*inputs)
+    except _Abort:
+        del trace.pending[start:]  # pure, unreferenced nodes
+        _templates[key] = _UNSEGMENTABLE
+        return NO_SEGMENT
+    finally:
+        tracing._capture = previous
+    template = _template(code, lazies, captured, outputs)
+    if template is not None:
+        # the key holds ids of modules and shared tensors: keep them alive so that no
+        # other object can take an id while the template is cached
+        template.keepalive = [v for v in inputs if isinstance(v, _STABLE)]
+    _templates[key] = template if template is not None else _UNSEGMENTABLE
+    return outputs
+
+
+_PURE_CONSTANTS = (int, float, bool, str, type(None), torch.Size, torch.dtype, torch.device)
+
+
+def _template(code, lazies, captured, outputs):
+    """A SegmentTemplate of the captured nodes, or None when one cannot be replayed."""
+    position = {id(n): j for j, n in enumerate(captured)}
+    inputs = {id(t): k for k, t in enumerate(lazies)}
+    input_nodes = {(id(t.node), t.index): k for k, t in enumerate(lazies)}
+    ops = []
+    for node in captured:
+        sig = node.sig
+        if sig.kind not in ("op", "const", "stack") or sig.fn in _RANDOM_FACTORIES:
+            return None
+        refs = []
+        for t in node.inputs:
+            j = position.get(id(t.node))
+            if j is not None:
+                refs.append((j, t.index))
+            elif (id(t.node), t.index) in input_nodes:
+                refs.append((-1, input_nodes[(id(t.node), t.index)]))
+            else:
+                return None  # reads a lazy value that is not an input
+        if isinstance(node.payload, torch.Tensor) and node.payload.requires_grad:
+            return None
+        ops.append((sig, node.payload, tuple(refs)))
+    outs = []
+
+    def describe(value):
+        if value.__class__ is LazyTensor:
+            j = position.get(id(value.node))
+            if j is not None:
+                return ("ref", (j, value.index))
+            if id(value) in inputs:
+                return ("ref", (-1, inputs[id(value)]))
+            return None
+        if value.__class__ is tuple or value.__class__ is list:
+            items = [describe(v) for v in value]
+            return None if None in items else (value.__class__, items)
+        if isinstance(value, _PURE_CONSTANTS):
+            return ("const", value)
+        return None
+
+    for value in outputs:
+        entry = describe(value)
+        if entry is None:
+            return None
+        outs.append(entry)
+    name = f"segment {code.co_name}@{code.co_firstlineno}"
+    origin = (code.co_filename, code.co_firstlineno)
+    return SegmentTemplate(name, tuple(t.aval for t in lazies), ops, outs, origin)
+
+
+def seg_call(fn, /, *args, **kwargs):
+    """A call inside a segment: torch ops are recorded; anything else aborts capture."""
+    cls = fn.__class__
+    from dynnet.lazy import LazyMethod
+
+    if cls is LazyMethod:
+        from dynnet.converter.operators.call import _METHOD_NEEDS
+
+        if fn.name in _METHOD_NEEDS or tracing._capture is None:
+            raise _Abort
+        return tracing.record_method(fn.name, fn.tensor, args, kwargs)
+    from dynnet.converter.operators.call import _classify, _record, _record_if_lazy
+
+    try:
+        hash(fn)
+    except TypeError:
+        raise _Abort from None
+    handler = _classify(fn)
+    if handler is _record or handler is _record_if_lazy:
+        if fn in _RANDOM_FACTORIES:
+            raise _Abort
+        return handler(fn, args, kwargs)
+    if fn in _PURE_BUILTINS:
+        return fn(*args, **kwargs)
+    raise _Abort
+
+
+_PURE_BUILTINS = {len, abs, tuple, list, isinstance, getattr}
+
