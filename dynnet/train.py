@@ -464,8 +464,31 @@ class Trainer:
                                                   map_location=self.device)
         self._attach(model, optimizer)
         self.epoch = int(state["epoch"])
+        self._warm_up()
         if self.is_main:
             self._truncate_metrics(self.epoch)
+
+    def _warm_up(self):
+        """Runs the model once over the training (and dev) examples without touching
+        the RNG streams, when the model has active dropout.
+
+        Work-around: dynnet infers the output shape of an op the first time it sees its
+        signature by running it on placeholder tensors, and for a dropout module in
+        training mode that draws random numbers. A resumed process starts with no
+        signatures cached, where the uninterrupted one had them all from the earlier
+        epochs; warming the cache first makes the random draws of the following
+        epochs the same.
+        """
+        if not any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0
+                   for m in self.model.modules()):
+            return
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            self.model.train()
+            for i in range(0, len(self.train), 256):
+                self.task.losses(self.model, self.train[i:i + 256])
+            if self.dev:
+                self.evaluate(self.dev)
 
     def record(self, metrics):
         """Appends ``metrics`` as one JSON line to ``out_dir/metrics.jsonl``."""

@@ -1,0 +1,264 @@
+"""Tests of the command line (dynnet.cli) and the training loop behind it (dynnet.train)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dynnet import cli
+from dynnet.cli import main
+
+TINY = ["--model-args", '{"embed_dim": 8, "hidden_dim": 8}', "--no-progress"]
+
+
+def _train(out, *extra, model="tree-lstm", examples=48):
+    return main(["train", model, "--out", str(out), "--max-examples", str(examples),
+                 "--batch-size", "16", *TINY, *extra])
+
+
+def _metrics(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+# -------------------- parsing and help --------------------
+
+def test_help_lists_commands_models_and_flags(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert all(name in text for name in ("train", "eval", "bench"))
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--data", "--epochs", "--batch-size", "--lr", "--device", "--out", "--resume",
+                 "--seed", "--max-examples", "--binary"):
+        assert flag in text
+    for name in ("tree-lstm", "child-sum-tree-lstm", "recursive-nn", "lm"):
+        assert name in text
+
+
+def test_defaults_in_help_match_the_parser():
+    args = cli.build_parser().parse_args(["train", "tree-lstm"])
+    assert args.epochs == 5 and args.device == "cpu" and args.threads == 1
+    assert args.batch_size is None and args.lr is None and args.seed is None  # -> DEFAULTS
+    assert cli.DEFAULTS["batch_size"] == 32 and cli.DEFAULTS["lr"] == 1e-3
+    args = cli.build_parser().parse_args(["eval", "runs/x"])
+    assert args.split == "test" and args.batch_size == 256
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "tree-lstm", "--epochs", "0"],
+    ["train", "tree-lstm", "--batch-size", "x"],
+    ["train", "tree-lstm", "--model-args", "{not json"],
+    ["train", "tree-lstm", "--model-args", "[1, 2]"],
+    ["eval", "runs/x", "--split", "validation"],
+    ["frobnicate"],
+])
+def test_bad_arguments_exit_with_usage_error(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs_the_cli():
+    result = subprocess.run([sys.executable, "-m", "dynnet", "eval", "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "--split" in result.stdout
+
+
+# -------------------- train and eval --------------------
+
+def test_train_writes_run_metrics_checkpoint_then_eval_agrees(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(out, "--epochs", "2") == 0
+    printed = capsys.readouterr().out
+    assert "epoch 2/2" in printed and "test accuracy" in printed
+
+    records = _metrics(out)
+    assert [r["epoch"] for r in records] == [1, 2, 2]
+    assert all(r["examples_per_s"] > 0 and "accuracy" in r["dev"] for r in records[:2])
+    assert records[2]["test"]["examples"] == 48
+    run = json.loads((out / "run.json").read_text())
+    assert run["model"] == "tree-lstm" and run["task"] == "tree" and run["data"] is None
+
+    checkpoint = out / "checkpoint"
+    assert sorted(os.listdir(checkpoint)) == ["config.json", "trainer.json",
+                                              "trainer.safetensors", "weights.safetensors"]
+    state = json.loads((checkpoint / "trainer.json").read_text())
+    assert state["state"]["epoch"] == 2
+    tensors = load_file(str(checkpoint / "trainer.safetensors"))  # no pickle anywhere
+    assert "rng.torch" in tensors and any(k.startswith("optimizer.") for k in tensors)
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]  # no temp dirs
+
+    import dynnet.models
+    model = dynnet.models.load(checkpoint)
+    assert model.hidden_dim == 8
+
+    assert main(["eval", str(out), "--max-examples", "48"]) == 0
+    printed = capsys.readouterr().out
+    accuracy = float(printed.split("test accuracy ")[1].split()[0])
+    assert accuracy == pytest.approx(records[2]["test"]["accuracy"], abs=1e-4)
+    assert main(["eval", str(checkpoint), "--split", "dev", "--max-examples", "10"]) == 0
+    assert "dev accuracy" in capsys.readouterr().out
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    extra = ["--model-args", '{"embed_dim": 8, "hidden_dim": 8, "dropout": 0.3}', "--seed", "3"]
+    assert _train(straight, "--epochs", "2", *extra) == 0
+    assert _train(resumed, "--epochs", "1", *extra) == 0
+    assert main(["train", "tree-lstm", "--out", str(resumed), "--resume", "--epochs", "2",
+                 "--no-progress"]) == 0
+
+    for name in ("weights.safetensors", "trainer.safetensors"):
+        a = load_file(str(straight / "checkpoint" / name))
+        b = load_file(str(resumed / "checkpoint" / name))
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{name}: {key} differs"
+    la, lb = _metrics(straight), _metrics(resumed)
+    assert [r["epoch"] for r in lb] == [1, 2, 2]  # the epoch-1 test line was dropped
+    assert la[1]["loss"] == lb[1]["loss"] and la[1]["dev"] == lb[1]["dev"]
+
+
+def test_resume_refuses_changed_settings_and_missing_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "tree-lstm", "--out", str(out), "--resume"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    assert _train(out, "--epochs", "1") == 0
+    capsys.readouterr()
+    assert main(["train", "tree-lstm", "--out", str(out), "--resume", "--lr", "0.1"]) == 2
+    assert "--lr 0.1 differs" in capsys.readouterr().err
+    assert main(["train", "lm", "--out", str(out), "--resume"]) == 2
+    assert "holds a tree-lstm run" in capsys.readouterr().err
+    # training again into the same directory needs --resume or --overwrite
+    assert _train(out, "--epochs", "1") == 2
+    assert "already holds a training run" in capsys.readouterr().err
+    assert _train(out, "--epochs", "1", "--overwrite", "--seed", "1") == 0
+
+
+def test_clear_errors_for_bad_models_paths_and_devices(tmp_path, capsys):
+    assert main(["train", "no-such-model", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'no-such-model'" in err and "tree-lstm" in err
+    assert main(["train", "tree-lstm", "--data", str(tmp_path / "missing"),
+                 "--out", str(tmp_path / "b")]) == 2
+    assert "no such file or directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "tree-lstm", "--data", str(tmp_path / "empty"),
+                 "--out", str(tmp_path / "c")]) == 2
+    assert "no data files" in capsys.readouterr().err
+    assert main(["train", "lm", "--binary", "--out", str(tmp_path / "d")]) == 2
+    assert "tree models only" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "nowhere")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "empty")]) == 2
+    assert "not a dynnet training run" in capsys.readouterr().err
+    assert main(["train", "tree-lstm", "--device", "tpu", "--out", str(tmp_path / "e")]) == 2
+    assert "--device" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["train", "tree-lstm", "--device", "cuda", "--out",
+                     str(tmp_path / "f")]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "e").exists()
+
+
+def test_malformed_tree_file_names_line_and_column(tmp_path, capsys):
+    bad = tmp_path / "trees.txt"
+    bad.write_text("(3 (2 a) (3 b))\n(3 (2 a) (3 b)\n")
+    assert main(["train", "tree-lstm", "--data", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert f"{bad}:2:" in capsys.readouterr().err
+
+
+# -------------------- data sources --------------------
+
+SST_TREES = [
+    "(3 (2 it) (3 (3 works) (2 well)))",
+    "(1 (2 it) (1 (2 not) (3 good)))",
+    "(2 (2 a) (2 film))",
+    "(4 (4 great) (2 fun))",
+    "(0 (0 awful) (2 mess))",
+]
+
+
+def _sst_dir(path):
+    path.mkdir()
+    for split in ("train", "dev", "test"):
+        (path / f"{split}.txt").write_text("\n".join(SST_TREES) + "\n")
+    return path
+
+
+def test_sst_directory_and_binary_view(tmp_path):
+    data = _sst_dir(tmp_path / "sst")
+    splits, source = cli.load_splits("tree", str(data), ("train", "test"))
+    assert set(splits) == {"train", "test"} and "train.txt" in source
+    assert [t.label for t in splits["train"]] == [3, 1, 2, 4, 0]
+    splits, _ = cli.load_splits("tree", str(data), ("train",), binary=True)
+    trees = splits["train"]
+    assert [t.label for t in trees] == [1, 0, 1, 0]  # the neutral root is dropped
+    assert trees[0].children[0].label == cli.IGNORE_LABEL  # neutral node: ignored by loss
+    assert trees[1].children[1].children[1].label == 1
+
+
+def test_train_binary_sst_then_eval_on_a_file(tmp_path, capsys):
+    data = _sst_dir(tmp_path / "sst")
+    out = tmp_path / "run"
+    assert main(["train", "tree-lstm", "--data", str(data), "--binary", "--epochs", "1",
+                 "--out", str(out), *TINY]) == 0
+    assert json.loads((out / "run.json").read_text())["model_kwargs"]["num_classes"] == 2
+    capsys.readouterr()
+    assert main(["eval", str(out), "--data", str(data / "dev.txt")]) == 0
+    printed = capsys.readouterr().out
+    assert "test accuracy" in printed and "(4 trees)" in printed
+
+
+def test_lm_on_a_text_file_then_eval(tmp_path, capsys):
+    text = tmp_path / "sentences.txt"
+    text.write_text("the cat sat\nthe dog ran far\na cat ran\n\nthe end\n")
+    out = tmp_path / "lm"
+    assert main(["train", "lm", "--data", str(text), "--epochs", "2", "--out", str(out),
+                 *TINY]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["task"] == "sequence"
+    assert run["model_kwargs"]["bos_id"] != run["model_kwargs"]["eos_id"]
+    capsys.readouterr()
+    assert main(["eval", str(out), "--data", str(text)]) == 0
+    printed = capsys.readouterr().out
+    assert "test perplexity" in printed and "(4 sentences" in printed
+
+
+def test_lm_default_data_is_the_synthetic_phrases(tmp_path, capsys):
+    assert _train(tmp_path / "lm", "--epochs", "1", model="lm", examples=32) == 0
+    assert "test perplexity" in capsys.readouterr().out
+
+
+def test_ptb_directory_trains_on_valid_and_tests_on_test(tmp_path):
+    ptb = tmp_path / "ptb"
+    ptb.mkdir()
+    (ptb / "valid.txt").write_text("a b c\n")
+    (ptb / "test.txt").write_text("c b a\nb\n")
+    splits, _ = cli.load_splits("sequence", str(ptb), ("train", "dev", "test"))
+    assert splits == {"train": [["a", "b", "c"]], "test": [["c", "b", "a"], ["b"]]}
+
+
+# -------------------- bench --------------------
+
+def test_bench_passes_arguments_to_the_benchmark_runner(capsys):
+    if not (Path(cli.__file__).resolve().parents[1] / "benchmarks" / "run.py").is_file():
+        pytest.skip("no benchmarks folder next to the package")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--help"])
+    assert exit_info.value.code == 0
+    assert "--quick" in capsys.readouterr().out
+
+
+def test_bench_without_benchmarks_says_so(tmp_path, capsys):
+    assert cli.bench(["--quick"], root=tmp_path) == 2
+    assert "benchmarks are not installed" in capsys.readouterr().err
