@@ -8,6 +8,7 @@ depending on the example, executes in at most 50 batched rounds.
 """
 
 import contextlib
+import inspect
 
 import pytest
 import torch
@@ -598,3 +599,19 @@ def test_while_rounds_do_not_grow_with_the_batch():
     assert max(tests) == 50 and min(tests) == 1
     assert p.rounds <= 50
     torch.testing.assert_close(out, torch.stack([shrink.fn(x) for x in xs]))
+
+
+CONTROL_FLOW = ["if_elif_else", "nested_ifs", "ternary", "and_or_values", "chained_comparison",
+                "while_halving", "while_break_else", "while_continue", "walrus_while",
+                "early_return_in_while", "for_continue_break_else", "asserted",
+                "greedy_decoding", "mixed_python_and_lazy_tests"]
+
+
+@pytest.mark.parametrize("name", CONTROL_FLOW)
+def test_to_code_compiles_and_stays_within_twice_the_source(name):
+    f = PROGRAMS[name][0]
+    source = dynnet.to_code(f)
+    compile(source, "<to_code>", "exec")
+    original = [line for line in inspect.getsource(f.fn).strip().splitlines()
+                if not line.lstrip().startswith("@")]
+    assert len(source.strip().splitlines()) <= 2 * len(original)
