@@ -130,15 +130,16 @@ def _namespace(fn):
 
 def _class_methods(fn):
     """Names of the functions defined on the class that defines method `fn`."""
-    owner = fn.__globals__
-    parts = fn.__qualname__.split(".")[:-1]
-    for part in parts:
-        owner = owner.get(part) if isinstance(owner, dict) else getattr(owner, part, None)
-        if owner is None or part == "<locals>":
-            return ()
+    owner = getattr(fn, "__dynnet_owner__", None)
+    if owner is None:
+        owner = fn.__globals__
+        for part in fn.__qualname__.split(".")[:-1]:
+            owner = owner.get(part) if isinstance(owner, dict) else getattr(owner, part, None)
+            if owner is None or part == "<locals>":
+                return {fn.__name__}
     if not isinstance(owner, type):
-        return ()
-    return {name for klass in owner.__mro__ for name, value in vars(klass).items()
+        return {fn.__name__}
+    return {fn.__name__} | {name for klass in owner.__mro__ for name, value in vars(klass).items()
             if callable(value) or isinstance(value, (staticmethod, classmethod))}
 
 

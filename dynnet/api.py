@@ -20,6 +20,10 @@ class DynFunction:
         self._converted = None
         functools.update_wrapper(self, fn)
 
+    def __set_name__(self, owner, name):
+        # the converter reads the class's methods (calls of them end segments)
+        self.fn.__dynnet_owner__ = owner
+
     def __get__(self, obj, objtype=None):
         if obj is None:
             return self

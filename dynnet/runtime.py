@@ -199,6 +199,7 @@ def _annotate(error, index):
     """Adds the example index and the user's file:line to an escaping exception."""
     if getattr(error, "_dynnet_noted", False):
         return
+
     tb, origin = error.__traceback__, None
     while tb is not None:
         filename = tb.tb_frame.f_code.co_filename

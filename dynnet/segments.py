@@ -10,8 +10,8 @@ group of such nodes runs the template's ops on the stacked batch through the
 batching rules, op after op, with no per-example Python at all.
 
 Anything else (a call of user code, a pause, a side effect, a per-example Python
-object among the inputs) makes `segment` return NO_SEGMENT, and the converted
-code runs the original statements.
+object among the inputs) makes `segment` simply run `fn`, op by op, its calls
+completing at once.
 """
 
 import torch
@@ -20,7 +20,6 @@ from dynnet import tracing
 from dynnet.lazy import LazyTensor, Node
 from dynnet.tracing import Signature, flatten_outputs
 
-NO_SEGMENT = object()
 _UNSEGMENTABLE = object()
 _MAX_KEYS_PER_CODE = 256
 _RANDOM_FACTORIES = {torch.rand, torch.randn, torch.randint, torch.randperm, torch.rand_like,
@@ -135,18 +134,18 @@ def _key(fn, inputs):
 
 
 def segment(fn, inputs):
-    """Records the segment `fn(*inputs)` as one node, or returns NO_SEGMENT."""
+    """Records the segment `fn(*inputs)` as one node, or runs it op by op."""
     trace = tracing.current()
     if trace is None:
-        return NO_SEGMENT
+        return fn(*inputs)
     key, lazies = _key(fn, inputs)
     if key is None or not lazies:
-        return NO_SEGMENT
+        return fn(*inputs)
     template = _templates.get(key)
     if template is None:
         return _capture(fn, inputs, key, lazies, trace)
     if template is _UNSEGMENTABLE:
-        return NO_SEGMENT
+        return fn(*inputs)
     return template.record(lazies, trace)
 
 
@@ -156,19 +155,22 @@ def _capture(fn, inputs, key, lazies, trace):
     count = _keys_per_code.get(code, 0)
     if count >= _MAX_KEYS_PER_CODE:
         _templates[key] = _UNSEGMENTABLE
-        return NO_SEGMENT
+        return fn(*inputs)
     _keys_per_code[code] = count + 1
     start = len(trace.pending)
     previous = tracing._capture
     tracing._capture = captured = []
+    aborted = False
     try:
         outputs = fn(*inputs)
     except _Abort:
-        del trace.pending[start:]  # pure, unreferenced nodes
-        _templates[key] = _UNSEGMENTABLE
-        return NO_SEGMENT
+        aborted = True
     finally:
         tracing._capture = previous
+    if aborted:
+        del trace.pending[start:]  # pure, unreferenced nodes; nothing else happened yet
+        _templates[key] = _UNSEGMENTABLE
+        return fn(*inputs)
     template = _template(code, lazies, captured, outputs)
     if template is not None:
         # the key holds ids of modules and shared tensors: keep them alive so that no
@@ -231,14 +233,19 @@ def _template(code, lazies, captured, outputs):
 
 
 def seg_call(fn, /, *args, **kwargs):
-    """A call inside a segment: torch ops are recorded; anything else aborts capture."""
+    """A call inside a segment: while capturing, torch ops are recorded and anything
+    else aborts the capture; otherwise the call completes at once (`call_now`)."""
+    if tracing._capture is None:
+        from dynnet.converter.operators.call import call_now
+
+        return call_now(fn, *args, **kwargs)
     cls = fn.__class__
     from dynnet.lazy import LazyMethod
 
     if cls is LazyMethod:
         from dynnet.converter.operators.call import _METHOD_NEEDS
 
-        if fn.name in _METHOD_NEEDS or tracing._capture is None:
+        if fn.name in _METHOD_NEEDS:
             raise _Abort
         return tracing.record_method(fn.name, fn.tensor, args, kwargs)
     from dynnet.converter.operators.call import _classify, _record, _record_if_lazy

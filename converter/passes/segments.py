@@ -2,28 +2,28 @@
 
 A run of consecutive simple statements (assignments to names, a final `return`)
 whose expressions are only calls, operators, attributes, subscripts, names and
-constants becomes a local function and a guarded call site:
+constants becomes a local function and one call:
 
     i, o, u = torch.chunk(self.leaf(x), 3)        def dn__seg_1(self, x):
     c = torch.sigmoid(i) * torch.tanh(u)              i, o, u = dn__.seg_call(torch.chunk, ...)
     return torch.sigmoid(o) * torch.tanh(c)   ->      ...
                                                       return (c, i, o, u, <returned value>)
-                                                  dn__seg_2 = dn__.segment(dn__seg_1, (self, x))
-                                                  if dn__seg_2 is dn__.NO_SEGMENT:
-                                                      <the original statements>
-                                                  else:
-                                                      return dn__seg_2[4]
+                                                  c, i, o, u, dn__seg_2 = dn__.segment(
+                                                      dn__seg_1, (self, x))
+                                                  return dn__seg_2
 
 At run time (dynnet/segments.py) the first call with given input avals runs the
 segment once, capturing the ops it records; later calls record one node whose
 group execution replays those ops on the stacked batch. When the run turns out
 not to be straight-line tensor code (it calls user code, pauses, has side
-effects, or reads a per-example Python object), the original statements run.
+effects, or reads a per-example Python object), the function simply runs, its
+calls completing at once (`dn__.seg_call` then acts as `dn__.call_now`).
 
 Statically excluded, to keep segments likely to succeed: calls of names that do
 not resolve to torch, calls of the class's own methods (`self.encode(...)`),
-mutating methods (`xs.append(h)`), and factory calls fed by the function's
-parameters (`torch.tensor(tree.word_id)`: a per-example constant).
+mutating and value-reading methods (`xs.append(h)`, `x.item()`), and factory calls
+fed by the function's parameters (`torch.tensor(tree.word_id)`: a per-example
+constant).
 """
 
 import builtins
@@ -188,27 +188,25 @@ class SegmentTransformer(Base):
                         written.append(name)
         returns = isinstance(run[-1], gast.Return)
         fn_name = self.ctx.namer.new_symbol("seg")
-        result = self.ctx.namer.new_symbol("seg")
+        result = self.ctx.namer.new_symbol("returned")
         body = [_to_seg_calls(_clone(s)) for s in run]
         if returns:
-            body[-1] = gast.Assign(targets=[gast.Name(id="dn__returned", ctx=gast.Store(),
+            body[-1] = gast.Assign(targets=[gast.Name(id=result, ctx=gast.Store(),
                                                       annotation=None, type_comment=None)],
                                    value=body[-1].value, type_comment=None)
-        out_names = written + (["dn__returned"] if returns else [])
+        out_names = written + ([result] if returns else [])
         fn = templates.replace(f"def {fn_name}({', '.join(read)}):\n"
                                f"    return ({', '.join(out_names)},)")[0]
         fn.body = body + fn.body
         fn.dn_skip = True  # later passes leave the segment's own body alone
-        call = templates.replace(
-            f"{result} = {RUNTIME}.segment({fn_name}, ({''.join(n + ', ' for n in read)}))\n"
-            f"if {result} is {RUNTIME}.NO_SEGMENT:\n    pass\nelse:\n    pass")
-        guard = call[1]
-        guard.body = run
+        inputs = "".join(n + ", " for n in read)
         if returns:
-            guard.orelse = templates.replace(f"return {result}[{len(out_names) - 1}]")
+            targets = ", ".join(written + [result])
+            call = templates.replace(f"{targets}, = {RUNTIME}.segment({fn_name}, ({inputs}))\n"
+                                     f"return {result}")
         else:
-            target = ", ".join(written) + ("," if len(written) == 1 else "")
-            guard.orelse = templates.replace(f"{target} = {result}[:{len(written)}]")
+            call = templates.replace(f"{', '.join(written)}, = {RUNTIME}.segment("
+                                     f"{fn_name}, ({inputs}))[:{len(written)}]")
         for stmt in [fn] + call:
             gast.copy_location(stmt, run[0])
         return [fn] + call
