@@ -106,6 +106,12 @@ def _has_lazy(items):
     return False
 
 
+def _holds_lazy(items):
+    lazies = []
+    _collect(items, lazies)
+    return bool(lazies)
+
+
 def _keys(items, key):
     """Generator: `key(x)` for each item, calling `key` as converted code does."""
     if key is None:
@@ -143,7 +149,8 @@ def _extremum(builtin):
     def overload(args, kwargs):
         items = list(args[0]) if len(args) == 1 else list(args)
         key = kwargs.get("key")
-        if key is None and not _has_lazy(items) or not items:
+        if (key is None and not _holds_lazy(items)) or not items or \
+                set(kwargs) - {"key", "default"}:
             return builtin(items, **kwargs) if len(args) == 1 else builtin(*args, **kwargs)
         return Suspend(gen=_lazy_extremum(builtin, items, key))
 
@@ -156,11 +163,12 @@ def _lazy_extremum(builtin, items, key):
 
 
 def sorted_(args, kwargs):
-    (iterable,) = args
-    items = list(iterable)
+    if len(args) != 1 or set(kwargs) - {"key", "reverse"}:
+        return sorted(*args, **kwargs)
+    items = list(args[0])
     key = kwargs.get("key")
     reverse = kwargs.get("reverse", False)
-    if set(kwargs) - {"key", "reverse"} or key is None and not _has_lazy(items):
+    if key is None and not _holds_lazy(items):
         return sorted(items, **kwargs)
     return Suspend(gen=_lazy_sorted(items, key, reverse))
 

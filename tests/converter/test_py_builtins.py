@@ -110,3 +110,18 @@ def test_round_of_a_lazy_value_raises_as_torch_does():
 
     with pytest.raises(TypeError, match="type Tensor doesn't define __round__"):
         f.batch([torch.ones(())])
+
+
+def test_tuples_of_lazy_keys_and_argument_errors():
+    @dynnet.function
+    def f(x):
+        rows = list(x)
+        best = max((r.sum(), i) for i, r in enumerate(rows))
+        return best[0], best[1], sorted([(r.max(), -i) for i, r in enumerate(rows)])[0][1]
+
+    batch_matches(f, [torch.randn(3, 2, requires_grad=True), torch.randn(4, 2, requires_grad=True)])
+
+    def bad():
+        return sorted(), max([1], bogus=1)
+
+    same_as_original(bad)
