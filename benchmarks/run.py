@@ -245,7 +245,7 @@ def parse_args(argv=None):
                         help="folder holding sst/ and ptb/ (default %(default)s)")
     parser.add_argument("--out", help="also write the table as markdown to this file")
     args = parser.parse_args(argv)
-    quick = {"batch_sizes": [64], "trees": 256, "sentences": 64, "vectors": 256,
+    quick = {"batch_sizes": [64], "trees": 192, "sentences": 64, "vectors": 256,
              "repeats": 3}
     full = {"batch_sizes": [64, 256], "trees": 1024, "sentences": 256, "vectors": 1024,
             "repeats": 5}
