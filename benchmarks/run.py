@@ -276,10 +276,12 @@ def main(argv=None):
     for bench in benches:
         for batch_size in bench.batch_sizes:
             print(f"measuring {bench.name}, batch {batch_size} ...", file=sys.stderr)
-            rows += measure(bench, batch_size, args.repeats, args.device)
-            line = profile_dynnet(bench, batch_size)
-            if line:
-                notes.append(line)
+            measured = measure(bench, batch_size, args.repeats, args.device)
+            rows += measured
+            if any(r.variant == "dynnet" and r.train is not None for r in measured):
+                line = profile_dynnet(bench, batch_size)
+                if line:
+                    notes.append(line)
 
     cells = table_cells(rows)
     print(env)
