@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import dynnet
-from dynnet.models.classifier import row_wise
+from dynnet.models.classifier import init_embedding, row_wise
 from dynnet.models.io import SaveLoadMixin, register_model
 from dynnet.models.vectors import load_into_embedding
 
@@ -50,7 +50,7 @@ class RecurrentStep(nn.Module):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
-        self.embed = nn.Embedding(vocab_size, embed_dim)
+        self.embed = init_embedding(nn.Embedding(vocab_size, embed_dim))
         self.dropout = nn.Dropout(dropout)
         self.cell = CELLS[cell](embed_dim, hidden_dim)
         self.is_lstm = cell == "lstm"

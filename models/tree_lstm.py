@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dynnet.models.classifier import TreeClassifier, row_wise
+from dynnet.models.classifier import TreeClassifier, init_embedding, row_wise
 from dynnet.models.io import register_model
 
 __all__ = ["ChildSumTreeLSTM", "ChildSumTreeLSTMCell", "LeafLSTM", "NaryTreeLSTM",
@@ -32,7 +32,7 @@ class LeafLSTM(nn.Module):
 
     def __init__(self, vocab_size, embed_dim, hidden_dim, dropout=0.0):
         super().__init__()
-        self.embed = nn.Embedding(vocab_size, embed_dim)
+        self.embed = init_embedding(nn.Embedding(vocab_size, embed_dim))
         self.dropout = nn.Dropout(dropout)
         self.gates = nn.Linear(embed_dim, 3 * hidden_dim)
 
