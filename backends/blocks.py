@@ -21,7 +21,8 @@ first, in block mode (AutoGraph's functional form; converter/passes/block_*.py):
   tensor (`torch._C._functorch._unwrap_batched`), which escapes vmap only to
   read that one bool.
 - `a if c else b`, `and`/`or`/`not`, comparison chains and `assert` select or
-  check per row the same way; returns inside branches move to the function's end.
+  check per row the same way; returns inside branches move to the function's end;
+  `break` and `continue` become flags (AutoGraph's lowering).
 - calls go through `block_call`: user modules and user functions called by the
   forward are converted the same way (recursively); `nn.Sequential` applies its
   children through `block_call`; library modules and functions run as they are.
@@ -31,9 +32,9 @@ branch that selects per row runs both branches, so their side effects (list
 appends, attribute writes, prints) happen for every row; variables must hold
 tensors or Python values equal in both branches; Python numbers changed by a
 masked loop become tensors; `int(x)`, `x.item()` and other Python conversions of
-batched values still fail under vmap; a `break`/`continue`/`return` inside a
-loop whose test is batched is not supported (its `if` stays Python and a batched
-test there raises). Module hooks are not called on the converted path. Rows that
+batched values still fail under vmap; a `return` inside a loop is not moved (the
+`if`s around it stay Python: right while all rows agree, an error when they
+differ). Module hooks are not called on the converted path. Rows that
 finished a masked loop still run its body (results discarded), so a body that
 produces inf/nan on finished rows can poison gradients (0 * nan).
 """
@@ -48,7 +49,9 @@ from dynnet.converter.naming import Namer
 from dynnet.converter.passes import (
     block_calls,
     block_control_flow,
+    break_statements,
     comparisons,
+    continue_statements,
     functions,
     logical_expressions,
     return_statements,
@@ -73,12 +76,16 @@ class _NoPause:
 # Block passes, in order:
 # 1. functions: rejects async and generators.
 # 2. return_statements: moves returns out of branches, before branches become functions.
+# 2b. break_statements, continue_statements: lower break/continue to flags, so that the
+#    loops and branches around them can become functions; before 3, after 2 (a loop
+#    that holds a return is left alone either way).
 # 3. block_control_flow: if/while/ternary/assert become runtime calls on functions.
 # 4. logical_expressions, comparisons (in their no-pause form): and/or/not and
 #    comparison chains become `dn__.and_(lambda: a, lambda: b)`, ... which select per
 #    row; after 3, which leaves these operators in place inside the tests it moves.
 # 5. block_calls: last, so it also routes the calls inside the code made above.
-BLOCK_PASSES = [functions, return_statements, block_control_flow,
+BLOCK_PASSES = [functions, return_statements, break_statements, continue_statements,
+                block_control_flow,
                 _NoPause(logical_expressions.LogicalExpressionTransformer),
                 _NoPause(comparisons.ComparisonTransformer), block_calls]
 

@@ -3,6 +3,7 @@
 from dynnet.converter.operators.call import LocalFunction, call, call_now, local
 from dynnet.converter.operators.control_flow import (
     Undefined,
+    all_true,
     if_exp,
     if_stmt,
     static_test,
@@ -16,7 +17,7 @@ from dynnet.converter.operators.py_builtins import value_of, value_of_now
 from dynnet.runtime import Suspend
 from dynnet.segments import seg_call, segment
 
-__all__ = ["LocalFunction", "Suspend", "Undefined", "and_", "assert_stmt",
+__all__ = ["LocalFunction", "Suspend", "Undefined", "all_true", "and_", "assert_stmt",
            "assert_test", "call", "call_now", "compare_chain", "if_exp", "if_stmt", "local",
            "not_", "or_", "seg_call", "segment", "static_test", "test", "test_now", "value_of",
            "value_of_now", "while_stmt"]

@@ -217,6 +217,13 @@ def static_test(cond):
     raise NotImplementedError(
         "this if/while in a module's forward depends on tensor values that differ "
         "between rows, but cannot run as a select of both branches or a masked loop: "
-        "its body holds a return inside a loop/with/try, a break or continue that "
-        "leaves it, or nonlocal. Rewrite it without them (e.g. with a flag variable), "
-        "or call the module from a @dynnet.function, where any Python code works")
+        "its body holds a return inside a loop, with or try, or a nonlocal statement. "
+        "Rewrite it without them (e.g. with a flag variable), or call the module from "
+        "a @dynnet.function, where any Python code works")
+
+
+def all_true(flag):
+    """True when `flag` holds in every row (or is a true Python value)."""
+    if is_batched(flag):
+        return all_rows(_row_truth(flag))
+    return bool(flag)

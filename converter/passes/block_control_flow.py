@@ -24,9 +24,10 @@ that the branch functions can declare them `nonlocal`. `a if c else b` becomes
 `dn__.assert_stmt(c, lambda: m)`.
 
 An `if` or `while` whose body holds a `return` (one that return_statements could
-not move), a `break` or `continue` leaving it, `yield`, or `nonlocal` stays a
-Python statement, with its test checked by `dn__.static_test`: a condition that
-is batched there raises an error saying why.
+not move), a `break` or `continue` leaving it (break_statements and
+continue_statements lower those first), `yield`, or `nonlocal` stays a Python
+statement, with its test checked by `dn__.static_test`: right while every row
+agrees, an error saying why when rows differ.
 """
 
 import gast

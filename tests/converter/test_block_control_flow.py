@@ -172,23 +172,101 @@ def test_python_conditions_stay_python():
     batch_matches(apply(m), examples(), params=list(m.parameters()))
 
 
-class Breaks(nn.Module):
+class Jumps(nn.Module):
+    """break/continue in tensor-dependent loops, lowered to flags."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(DIM, DIM)
+
     def forward(self, x):
+        k = 0
         while x.sum() > 0:
             x = x - 1
+            k = k + 1
             if x.max() < 0.5:
                 break
+            if x.min() < -0.5:
+                continue
+            x = self.lin(x) * 0.5 + x
+        else:
+            x = x * 10
+        for i in range(4):
+            if x.mean() > 0.1 * i:
+                continue
+            x = x + i
+            if x.norm() > 5:
+                break
+            x = x * 0.9
+        else:
+            x = x - 1
+        return x * (k + 1)
+
+
+def test_break_and_continue_in_tensor_dependent_loops():
+    m = Jumps()
+    xs = [torch.randn(DIM, generator=torch.Generator().manual_seed(s)).mul(s).requires_grad_()
+          for s in range(1, 9)]
+    batch_matches(apply(m), xs, params=list(m.parameters()))
+    source = block_source(Jumps.forward)
+    assert "dn__.while_stmt(" in source and "dn__break_1 = True" in source
+    assert "dn__continue_1 = True" in source and "dn__.all_true(dn__break_2)" in source
+
+
+class ReturnInLoop(nn.Module):
+    def forward(self, x):
+        for _ in range(3):
+            if x.sum() > 0:
+                return x * 2
+            x = x + 1
         return x
 
 
-def test_break_in_a_batched_loop_runs_while_rows_agree_and_is_reported_otherwise():
-    f = apply(Breaks())
+def test_return_in_a_loop_runs_while_rows_agree_and_is_reported_otherwise():
+    f = apply(ReturnInLoop())
     batch_matches(f, [torch.ones(DIM) * 2, torch.ones(DIM) * 3])  # rows agree throughout
-    with pytest.raises(dynnet.BatchingError, match="break or continue"):
-        f.batch([torch.ones(DIM) * 2, torch.tensor([1.0, 1.0, 1.0, -0.5])])
+    with pytest.raises(dynnet.BatchingError, match="return inside a loop"):
+        f.batch([torch.ones(DIM), -torch.ones(DIM)])
 
 
 def test_block_source_is_readable_python():
     source = block_source(Loop.forward)
     assert "dn__.while_stmt(" in source and "nonlocal x, steps" in source
     compile(source, "<block>", "exec")
+
+
+def python_jumps(n, stop):
+    total, log = 0, []
+    i = 0
+    while i < n:
+        i += 1
+        if i % 3 == 0:
+            continue
+        if i == stop:
+            log.append("stop")
+            break
+        total += i
+    else:
+        log.append("exhausted")
+    for j in range(n):
+        if j == stop:
+            break
+        if j % 2:
+            continue
+        total -= j
+    else:
+        total *= 2
+    if total > 10:
+        return total, log
+    elif total < 0:
+        if n > 5:
+            return -total, log
+        total = 0
+    return total + 1, log
+
+
+@pytest.mark.parametrize("n, stop", [(0, 0), (4, 2), (7, 5), (9, 20), (12, 6)])
+def test_block_conversion_keeps_python_semantics(n, stop):
+    from dynnet.backends.blocks import converted
+
+    assert converted(python_jumps)(n, stop) == python_jumps(n, stop)
