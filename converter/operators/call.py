@@ -139,7 +139,9 @@ def call(fn, /, *args, **kwargs):
         handler = _handlers[fn]
     except KeyError:
         handler = _classify(fn)
-        if cls in _CACHEABLE:
+        # bound builtin methods (`xs.append`) are new objects each time: not cached
+        if cls in _CACHEABLE and (cls is not _BUILTIN or isinstance(
+                getattr(fn, "__self__", None), (types.ModuleType, type(None)))):
             if len(_handlers) > 50_000:
                 _handlers.clear()
             _handlers[fn] = handler

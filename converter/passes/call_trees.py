@@ -20,7 +20,7 @@ _FRAME_BUILTINS = {"super", "locals", "globals", "vars", "eval", "exec"}
 class CallTransformer(Base):
     def visit_Call(self, node):
         self.generic_visit(node)
-        if is_runtime_call(node):
+        if is_runtime_call(node) or getattr(node, "dn_nowrap", False):
             return node
         if isinstance(node.func, gast.Name) and node.func.id in _FRAME_BUILTINS:
             return node

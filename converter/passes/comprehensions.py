@@ -15,12 +15,24 @@ becomes
 Only the first iterable is evaluated outside, as in Python. Generator expressions
 become lists (their elements are computed eagerly). Comprehensions in lambdas and
 class bodies stay as they are.
+
+A list, set or dict comprehension in an assignment, `return` or expression
+statement, with no call evaluated before it in that statement, is inlined instead:
+the loop runs just before the statement, with fresh names for its targets, so no
+function or generator is made per evaluation:
+
+    xs = [f(c) for c in cs]   ->   dn__out_1 = []
+                                   for dn__c_1 in cs:
+                                       dn__out_1.append(f(dn__c_1))
+                                   xs = dn__out_1
 """
 
 import gast
 
 from dynnet.converter import templates
 from dynnet.converter.transformer import Base
+
+_INLINE_IN = (gast.Assign, gast.AugAssign, gast.AnnAssign, gast.Return, gast.Expr)
 
 _INIT = {gast.ListComp: "[]", gast.GeneratorExp: "[]", gast.SetComp: "set()",
          gast.DictComp: "{}"}
@@ -30,12 +42,18 @@ class ComprehensionTransformer(Base):
     def __init__(self, ctx):
         super().__init__(ctx)
         self.hoisted = []
+        self.statement = None  # the statement whose comprehensions may be inlined
+        self.parents = {}
 
     def visit_block(self, stmts):
         out = []
         for stmt in stmts:
             saved, self.hoisted = self.hoisted, []
+            saved_statement = self.statement
+            self.statement = stmt if isinstance(stmt, _INLINE_IN) else None
+            self.parents = {id(c): p for p in gast.walk(stmt) for c in gast.iter_child_nodes(p)}
             new = self.visit(stmt)
+            self.statement = saved_statement
             out.extend(self.hoisted)
             self.hoisted = saved
             if new is not None:
@@ -53,9 +71,27 @@ class ComprehensionTransformer(Base):
                 setattr(node, field, self.visit(value))
         return node
 
+    def _inlinable(self, node):
+        """No call of the statement runs before `node` (its enclosing calls aside)."""
+        if self.statement is None or isinstance(node, gast.GeneratorExp):
+            return False
+        ancestors, parent = set(), self.parents.get(id(node))
+        while parent is not None:
+            ancestors.add(id(parent))
+            parent = self.parents.get(id(parent))
+        if any(isinstance(p, (gast.Lambda, gast.ListComp, gast.SetComp, gast.DictComp,
+                              gast.GeneratorExp)) for p in gast.walk(self.statement)
+               if id(p) in ancestors):
+            return False
+        here = (node.lineno, node.col_offset)
+        return not any(isinstance(n, gast.Call) and id(n) not in ancestors
+                       and (n.lineno, n.col_offset) < here for n in gast.walk(self.statement))
+
     def _visit_comprehension(self, node):
         if not self.can_yield[-1] or any(g.is_async for g in node.generators):
             return self.scoped(node, False)
+        if self._inlinable(node):
+            return self._inline(node)
         # the first iterable is evaluated outside; everything else inside the function,
         # so comprehensions nested there are hoisted into the function's body
         first = node.generators[0]
@@ -96,6 +132,62 @@ class ComprehensionTransformer(Base):
         self.hoisted.append(fn)
         return gast.Call(func=gast.Name(id=name, ctx=gast.Load(), annotation=None,
                                         type_comment=None), args=[first.iter], keywords=[])
+
+    def _inline(self, node):
+        """The comprehension as a loop before the statement; returns its result name."""
+        first = node.generators[0]
+        first.iter = self.visit(first.iter)
+        statement, self.statement = self.statement, None  # nested ones use functions
+        renames = {}
+        for gen in node.generators:
+            for name in gast.walk(gen.target):
+                if isinstance(name, gast.Name):
+                    renames[name.id] = self.ctx.namer.new_symbol(name.id)
+        scope = [getattr(node, f) for f in ("elt", "key", "value") if hasattr(node, f)]
+        for k, gen in enumerate(node.generators):
+            scope += [gen.target] + gen.ifs + ([gen.iter] if k else [])
+        for part in scope:  # not the first iterable: it is evaluated outside
+            for sub in gast.walk(part):
+                if isinstance(sub, gast.Name) and sub.id in renames:
+                    sub.id = renames[sub.id]
+        saved, self.hoisted = self.hoisted, []
+        for field in ("elt", "key", "value"):
+            if hasattr(node, field):
+                setattr(node, field, self.visit(getattr(node, field)))
+        for k, gen in enumerate(node.generators):
+            if k:
+                gen.iter = self.visit(gen.iter)
+            gen.ifs = [self.visit(cond) for cond in gen.ifs]
+        inner, self.hoisted = self.hoisted, saved
+        self.statement = statement
+        out_name = self.ctx.namer.new_symbol("out")
+        body = self._loops(node, out_name, first.iter)
+        init = templates.replace(f"out = {_INIT[type(node)]}", out=out_name)
+        for stmt in init + inner + body:
+            gast.copy_location(stmt, node)
+        self.hoisted.extend(init + inner + body)
+        return gast.Name(id=out_name, ctx=gast.Load(), annotation=None, type_comment=None)
+
+    def _loops(self, node, out_name, first_iter):
+        """`for` loops (and `if`s) that add each element to `out_name`."""
+        if isinstance(node, gast.DictComp):
+            add = templates.replace("out[key] = value", out=out_name, key=node.key,
+                                    value=node.value)
+        elif isinstance(node, gast.SetComp):
+            add = templates.replace("out.add(elt)", out=out_name, elt=node.elt)
+            add[0].value.dn_nowrap = True
+        else:
+            add = templates.replace("out.append(elt)", out=out_name, elt=node.elt)
+            add[0].value.dn_nowrap = True
+        body = add
+        for k in reversed(range(len(node.generators))):
+            gen = node.generators[k]
+            for cond in reversed(gen.ifs):
+                body = [gast.If(test=cond, body=body, orelse=[])]
+            it = first_iter if k == 0 else gen.iter
+            body = [gast.For(target=gen.target, iter=it, body=body, orelse=[],
+                             type_comment=None)]
+        return body
 
     visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _visit_comprehension
 
