@@ -147,20 +147,24 @@ def _world():
 class _ShardLoss(nn.Module):
     """``forward(shard, scale)``: the summed loss of the shard times ``scale``.
 
-    The module DDP wraps: its parameters are the model's. An empty shard (a global
-    batch smaller than the number of processes) gives a zero that still depends on
-    every parameter, so the process takes part in the gradient all-reduce.
+    The module DDP wraps: its parameters are the model's. With ``touch_all``, a zero
+    that depends on every parameter is added, so that every parameter gets a gradient
+    in every step (a shard may not use all of them, e.g. only one-word trees, or be
+    empty when the global batch is smaller than the number of processes): DDP then
+    needs no search for unused parameters.
     """
 
-    def __init__(self, model, task):
+    def __init__(self, model, task, touch_all=False):
         super().__init__()
         self.model = model
         self.task = task
+        self.touch_all = touch_all
 
     def forward(self, shard, scale):
-        if not shard:
-            return sum(p.sum() for p in self.model.parameters()) * 0.0
-        return self.task.losses(self.model, shard).sum() * scale
+        loss = self.task.losses(self.model, shard).sum() * scale if shard else 0.0
+        if self.touch_all:
+            loss = loss + sum(p.sum() for p in self.model.parameters()) * 0.0
+        return loss
 
 
 # -------------------- checkpoints --------------------
@@ -345,13 +349,12 @@ class Trainer:
     def _attach(self, model, optimizer):
         self.model = model
         self.optimizer = optimizer
-        self._loss = _ShardLoss(model, self.task)
+        self._loss = _ShardLoss(model, self.task, touch_all=self.world > 1)
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self._loss = DistributedDataParallel(self._loss, device_ids=ids,
-                                                 find_unused_parameters=True)
+            self._loss = DistributedDataParallel(self._loss, device_ids=ids)
 
     @property
     def is_main(self):
