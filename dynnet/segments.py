@@ -49,34 +49,40 @@ class SegmentTemplate:
     def __init__(self, name, in_avals, ops, outputs, origin):
         self.ops = ops
         self.outputs = outputs
-        self.lazy_outputs = []
+        self.lazy_outputs = []  # distinct (op, output) refs, in order
         self._collect(outputs)
         self.sig = Signature("segment", self, name, None, in_avals, origin)
         self.sig.out_avals = tuple(ops[j][0].out_avals[i] for j, i in self.lazy_outputs)
+        self.build = self._compile_builder()
 
     def _collect(self, entries):
         for kind, ref in entries:
             if kind == "ref":
-                if ref[0] >= 0:
+                if ref[0] >= 0 and ref not in self.lazy_outputs:
                     self.lazy_outputs.append(ref)
             elif kind != "const":  # a tuple or list of entries
                 self._collect(ref)
 
-    def _build(self, entries, node, lazies, counter):
-        outs = []
-        for kind, ref in entries:
+    def _compile_builder(self):
+        """A function `(node, lazies) -> outputs` made for this template's structure."""
+        constants = []
+
+        def expr(entry):
+            kind, ref = entry
             if kind == "const":
-                outs.append(ref)
-            elif kind == "ref":
-                if ref[0] < 0:
-                    outs.append(lazies[ref[1]])
-                else:
-                    k = counter[0]
-                    counter[0] = k + 1
-                    outs.append(LazyTensor(node, k, self.sig.out_avals[k]))
-            else:
-                outs.append(kind(self._build(ref, node, lazies, counter)))
-        return outs
+                constants.append(ref)
+                return f"C[{len(constants) - 1}]"
+            if kind == "ref":
+                return f"L[{ref[1]}]" if ref[0] < 0 else f"t{self.lazy_outputs.index(ref)}"
+            items = ", ".join(expr(e) for e in ref) + ("," if len(ref) == 1 else "")
+            return f"({items})" if kind is tuple else f"[{items}]"
+
+        lines = [f"    t{k} = T(node, {k}, A[{k}])" for k in range(len(self.lazy_outputs))]
+        source = "def build(node, L):\n" + "\n".join(lines) + \
+            f"\n    return {expr((tuple, self.outputs))}\n"
+        namespace = {"T": LazyTensor, "A": self.sig.out_avals, "C": constants}
+        exec(compile(source, "<dynnet segment outputs>", "exec"), namespace)
+        return namespace["build"]
 
     def record(self, lazies, trace):
         """Records one segment node for the current example; returns fn's outputs."""
@@ -87,7 +93,7 @@ class SegmentTemplate:
                 depth = d
         node = Node(self.sig, lazies, depth + 1, trace.instance)
         trace.pending.append(node)
-        return tuple(self._build(self.outputs, node, lazies, [0]))
+        return self.build(node, lazies)
 
     def run_batched(self, inputs, size):
         """The segment's lazy outputs for a group: its ops on the stacked inputs."""
@@ -112,20 +118,35 @@ class SegmentTemplate:
         return tuple(o[0] for o in outs)
 
 
+_LAZY, _VALUE, _IDENTITY, _UNSTABLE = range(4)
+_input_kinds = {}  # type -> how inputs of that type enter the key
+
+
+def _input_kind(cls):
+    if cls is LazyTensor:
+        return _LAZY
+    if cls in (int, float, bool, str, type(None)):
+        return _VALUE
+    return _IDENTITY if issubclass(cls, _STABLE) else _UNSTABLE
+
+
 def _key(fn, inputs):
     """The cache key of a call and its lazy inputs, or None for unstable inputs."""
     key = [fn.__code__]
     lazies = []
     for v in inputs:
         cls = v.__class__
-        if cls is LazyTensor:
+        kind = _input_kinds.get(cls)
+        if kind is None:
+            kind = _input_kinds[cls] = _input_kind(cls)
+        if kind == _LAZY:
             key.append(v.aval)
             lazies.append(v)
-        elif cls is int or cls is float or cls is bool or cls is str or v is None:
+        elif kind == _IDENTITY:
+            key.append(id(v))
+        elif kind == _VALUE:
             key.append(cls)
             key.append(v)
-        elif isinstance(v, _STABLE):
-            key.append(id(v))
         else:
             return None, None
     if len(lazies) > 1 and len({(id(t.node), t.index) for t in lazies}) < len(lazies):

@@ -66,6 +66,8 @@ class SegmentTransformer(Base):
         self.methods = getattr(ctx, "class_methods", set())
         self.params = set()
         self.self_name = None
+        self.loads = {}  # name -> number of loads in the current function
+        self.loops = 0  # how many loops enclose the current statement
 
     # -------------------- which statements qualify --------------------
     def _call_ok(self, call):
@@ -114,7 +116,10 @@ class SegmentTransformer(Base):
 
     # -------------------- runs --------------------
     def visit_FunctionDef(self, node):
-        saved = (self.params, self.self_name)
+        saved = (self.params, self.self_name, self.loads, self.loops)
+        self.loads, self.loops = {}, 0
+        for name in _names(node, gast.Load):
+            self.loads[name] = self.loads.get(name, 0) + 1
         args = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
         names = [a.id for a in args]
         for extra in (node.args.vararg, node.args.kwarg):
@@ -129,8 +134,17 @@ class SegmentTransformer(Base):
                 setattr(node, field, [self.visit(d) for d in getattr(node, field)])
         finally:
             self.can_yield.pop()
-            self.params, self.self_name = saved
+            self.params, self.self_name, self.loads, self.loops = saved
         return node
+
+    def _visit_loop(self, node):
+        self.loops += 1
+        try:
+            return self.generic_visit(node)
+        finally:
+            self.loops -= 1
+
+    visit_For = visit_While = _visit_loop
 
     def visit_block(self, stmts):
         stmts = [self.visit(s) for s in stmts]
@@ -194,7 +208,18 @@ class SegmentTransformer(Base):
             body[-1] = gast.Assign(targets=[gast.Name(id=result, ctx=gast.Store(),
                                                       annotation=None, type_comment=None)],
                                    value=body[-1].value, type_comment=None)
-        out_names = written + ([result] if returns else [])
+        if returns:  # nothing after a return reads the run's other names
+            written, out_names = [], [result]
+        else:  # names read again: elsewhere in the function, or in the run by a loop
+            in_run = {}
+            for stmt in run:
+                for name in _names(stmt, gast.Load):
+                    in_run[name] = in_run.get(name, 0) + 1
+            written = [n for n in written if self.loads.get(n, 0) > in_run.get(n, 0)
+                       or (self.loops and n in in_run)]
+            out_names = written
+        if not out_names:
+            return run
         fn = templates.replace(f"def {fn_name}({', '.join(read)}):\n"
                                f"    return ({', '.join(out_names)},)")[0]
         fn.body = body + fn.body
