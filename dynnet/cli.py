@@ -94,11 +94,12 @@ def build_parser():
                             "ops, where extra threads mostly contend (default: 1)")
     train.add_argument("--out", metavar="DIR",
                        help="output directory (default: runs/MODEL)")
-    train.add_argument("--resume", action="store_true",
+    again = train.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its last checkpoint, with the "
                             "settings it was started with; gives the same result as an "
                             "uninterrupted run")
-    train.add_argument("--overwrite", action="store_true",
+    again.add_argument("--overwrite", action="store_true",
                        help="start over when --out already holds a run (its run files "
                             "are deleted)")
     train.add_argument("--max-examples", type=_positive_int, metavar="N",
@@ -362,10 +363,15 @@ def train(args):
     if settings["binary"] and kind != "tree":
         raise CLIError("--binary applies to tree models only")
 
-    rank, world = init_distributed(device)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if local_rank >= torch.cuda.device_count():
+            raise CLIError(f"--device cuda under torchrun needs one GPU per process; process "
+                           f"{local_rank} found {torch.cuda.device_count()} GPU(s)")
+        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
+    rank, world = init_distributed(device)
     _sync(world)  # every process has checked --out before the first one writes
     say = print if rank == 0 else (lambda *a, **k: None)
 

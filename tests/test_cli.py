@@ -58,6 +58,7 @@ def test_defaults_in_help_match_the_parser():
     ["train", "tree-lstm", "--model-args", "{not json"],
     ["train", "tree-lstm", "--model-args", "[1, 2]"],
     ["eval", "runs/x", "--split", "validation"],
+    ["train", "tree-lstm", "--resume", "--overwrite"],
     ["frobnicate"],
 ])
 def test_bad_arguments_exit_with_usage_error(argv, capsys):
@@ -126,6 +127,16 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
     la, lb = _metrics(straight), _metrics(resumed)
     assert [r["epoch"] for r in lb] == [1, 2, 2]  # the epoch-1 test line was dropped
     assert la[1]["loss"] == lb[1]["loss"] and la[1]["dev"] == lb[1]["dev"]
+
+
+@pytest.mark.parametrize("model", ["child-sum-tree-lstm", "recursive-nn"])
+def test_every_tree_model_trains_binary_with_node_loss(tmp_path, model, capsys):
+    args = ["--model-args", '{"embed_dim": 8, "hidden_dim": 8, "node_loss": true}']
+    assert _train(tmp_path / model, "--epochs", "1", "--binary", *args, model=model,
+                  examples=24) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    run = json.loads((tmp_path / model / "run.json").read_text())
+    assert run["model_kwargs"]["num_classes"] == 2
 
 
 def test_resume_refuses_changed_settings_and_missing_checkpoint(tmp_path, capsys):
