@@ -92,6 +92,8 @@ class TreeClassifier(nn.Module, SaveLoadMixin):
     Subclasses set ``self.leaf`` (module: word id, a 0-d long tensor -> state),
     ``self.cell`` (module: ``cell(*child_states)`` -> state) and, when the state is not
     a tuple ``(h, ...)``, override ``hidden(state)``. ``self.head`` is built here.
+    ``leaf`` and ``cell`` must be row-wise (see ``row_wise``): with ``node_loss`` they
+    run inside ``NodeWithLoss``, which the engine calls directly on stacked batches.
 
     Labels are ``tree.label`` (class indices; ``IGNORE_LABEL`` nodes do not count).
     With ``node_loss`` the loss is the mean cross-entropy over the labelled nodes of
