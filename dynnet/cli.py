@@ -322,7 +322,9 @@ def _device(name):
 
 
 def _run_exists(out):
-    return (out / RUN_FILE).exists() or (out / "checkpoint").exists()
+    from dynnet.train import CHECKPOINT_DIR
+
+    return (out / RUN_FILE).exists() or (out / CHECKPOINT_DIR).exists()
 
 
 def train(args):
@@ -385,6 +387,12 @@ def train(args):
         build_vocab(kind, splits["train"], settings["data"])
     splits = encode_splits(kind, splits, vocab)
     kwargs = _model_kwargs(kind, vocab, settings["binary"], settings["model_args"])
+    torch.manual_seed(settings["seed"])
+    random.seed(settings["seed"])
+    try:
+        model = cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise CLIError(f"cannot build {args.model} from {kwargs}: {e}") from None
 
     if rank == 0 and not args.resume:
         if args.overwrite:
@@ -398,12 +406,6 @@ def train(args):
         atomic_write_text(out / RUN_FILE, json.dumps(run, indent=1) + "\n")
     _sync(world)
 
-    torch.manual_seed(settings["seed"])
-    random.seed(settings["seed"])
-    try:
-        model = cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise CLIError(f"cannot build {args.model} from {kwargs}: {e}") from None
     counts = ", ".join(f"{len(x)} {n}" for n, x in splits.items())
     say(f"{args.model}: {sum(p.numel() for p in model.parameters())} parameters; "
         f"data: {source} ({counts}); device {device}"

@@ -178,7 +178,10 @@ def test_clear_errors_for_bad_models_paths_and_devices(tmp_path, capsys):
         assert main(["train", "tree-lstm", "--device", "cuda", "--out",
                      str(tmp_path / "f")]) == 2
         assert "CUDA is not available" in capsys.readouterr().err
-    assert not (tmp_path / "a").exists() and not (tmp_path / "e").exists()
+    assert main(["train", "tree-lstm", "--model-args", '{"hidden_dimm": 3}', "--out",
+                 str(tmp_path / "g")]) == 2
+    assert "cannot build tree-lstm" in capsys.readouterr().err
+    assert not [p for p in "aeg" if (tmp_path / p).exists()]  # nothing written
 
 
 def test_malformed_tree_file_names_line_and_column(tmp_path, capsys):
