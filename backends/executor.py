@@ -25,7 +25,11 @@ def execute_group(sig, nodes):
     """Executes `nodes` (all of signature `sig`) as one batched call; stores results."""
     kind = sig.kind
     if kind == "op" or kind == "segment":
-        outputs = _run_op(sig, nodes)
+        if sig.grad_enabled or not torch.is_grad_enabled():
+            outputs = _run_op(sig, nodes)
+        else:  # recorded under torch.no_grad()
+            with torch.no_grad():
+                outputs = _run_op(sig, nodes)
     elif kind == "const":
         aval = sig.out_avals[0]
         outputs = [torch.tensor([n.payload for n in nodes], dtype=aval.dtype,

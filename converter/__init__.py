@@ -104,10 +104,13 @@ def _convert(fn):
         node = p.transform(node, ctx)
     node = templates.fix_locations(node)
     source = parser.unparse(node)
-    freevars = list(fn.__code__.co_freevars)
+    freevars = [v for v in fn.__code__.co_freevars if v != RUNTIME]
     factory = templates.replace(f"def dn__factory({', '.join([RUNTIME] + freevars)}):\n"
                                 "    pass")[0]
-    factory.body = [node]
+    # a function that calls itself by name must find itself as a global, not as the
+    # wrapper's local
+    factory.body = ([gast.Global(names=[node.name])] if node.name not in freevars else []) \
+        + [node]
     module = gast.Module(body=[factory], type_ignores=[])
     tree = templates.fix_locations(gast.gast_to_ast(module))
     code = compile(tree, filename, "exec")

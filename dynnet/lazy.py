@@ -158,8 +158,8 @@ class LazyTensor:
 
     def _concretize(self, what):
         raise ConcretizationError(
-            f"{what} of a lazy tensor (created at {where(self.node.origin)}, "
-            f"example {self.node.instance}) needs its value while the batch is being "
+            f"{what} of a lazy tensor at {where(tracing.user_origin(3))} (example "
+            f"{self.node.instance}) needs its value while the batch is being "
             "traced. Inside a @dynnet.function this is handled automatically; the call "
             "came from code dynnet did not convert (a library or a function marked not to "
             "be converted). Move the test into the converted function, or compute it with "

@@ -132,7 +132,7 @@ class Trace:
 
 
 class _Example:
-    __slots__ = ("index", "stack", "value", "need", "result")
+    __slots__ = ("index", "stack", "value", "need", "result", "grad_enabled")
 
     def __init__(self, index, gen):
         self.index = index
@@ -140,10 +140,23 @@ class _Example:
         self.value = None
         self.need = None
         self.result = None
+        self.grad_enabled = torch.is_grad_enabled()
 
 
 def _step(ex):
-    """Runs example `ex` until it pauses (returns True) or finishes (False)."""
+    """Runs example `ex` until it pauses (returns True) or finishes (False).
+
+    Grad mode belongs to the example: `with torch.no_grad():` around a pause holds
+    for that example alone (and ops record the mode in their signature).
+    """
+    torch._C._set_grad_enabled(ex.grad_enabled)
+    try:
+        return _run_until_pause(ex)
+    finally:
+        ex.grad_enabled = torch.is_grad_enabled()
+
+
+def _run_until_pause(ex):
     stack = ex.stack
     value = ex.value
     error = None
@@ -230,6 +243,7 @@ def run_batch(make_generator, per_example_args, strategy=None):
     # cyclic collector would scan them again and again for nothing
     gc_was_enabled = gc.isenabled()
     gc.disable()
+    grad_enabled = torch.is_grad_enabled()
     try:
         for i, args in enumerate(per_example_args):
             trace.instance = i
@@ -245,11 +259,13 @@ def run_batch(make_generator, per_example_args, strategy=None):
                 except BaseException as e:
                     _annotate(e, ex.index)
                     raise
+            torch._C._set_grad_enabled(grad_enabled)
             trace.flush()
             if paused:
                 _resolve(paused)
             runnable = paused
     finally:
+        torch._C._set_grad_enabled(grad_enabled)
         if gc_was_enabled:
             gc.enable()
         tracing._active.pop()
@@ -290,12 +306,18 @@ def complete(suspend):
 
 
 def lift_inputs(obj):
-    """Per-example tensors in an argument structure become lazy inputs."""
+    """Per-example tensors in an argument structure become lazy inputs.
+
+    Lists, tuples and dicts are copied only when they hold tensors, so a function
+    that changes a container it was given changes the caller's container.
+    """
     cls = obj.__class__
     if isinstance(obj, torch.Tensor):
         return tracing.lazy_input(obj)
     if cls is tuple or cls is list:
-        return cls(lift_inputs(x) for x in obj)
+        items = [lift_inputs(x) for x in obj]
+        return cls(items) if any(a is not b for a, b in zip(items, obj)) else obj
     if cls is dict:
-        return {k: lift_inputs(v) for k, v in obj.items()}
+        items = {k: lift_inputs(v) for k, v in obj.items()}
+        return items if any(items[k] is not obj[k] for k in obj) else obj
     return obj

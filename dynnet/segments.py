@@ -52,6 +52,7 @@ class SegmentTemplate:
         self.lazy_outputs = []  # distinct (op, output) refs, in order
         self._collect(outputs)
         self.sig = Signature("segment", self, name, None, in_avals, origin)
+        self.sig.grad_enabled = torch.is_grad_enabled()
         self.sig.out_avals = tuple(ops[j][0].out_avals[i] for j, i in self.lazy_outputs)
         self.build = self._compile_builder()
 
@@ -132,7 +133,7 @@ def _input_kind(cls):
 
 def _key(fn, inputs):
     """The cache key of a call and its lazy inputs, or None for unstable inputs."""
-    key = [fn.__code__]
+    key = [fn.__code__, torch.is_grad_enabled()]
     lazies = []
     for v in inputs:
         cls = v.__class__

@@ -32,7 +32,7 @@ class Signature:
     """
 
     __slots__ = ("kind", "fn", "name", "template", "in_avals", "out_template", "out_avals",
-                 "rule", "origin", "__weakref__")
+                 "rule", "origin", "grad_enabled", "__weakref__")
 
     def __init__(self, kind, fn, name, template, in_avals, origin):
         self.kind = kind
@@ -44,6 +44,7 @@ class Signature:
         self.out_avals = ()
         self.rule = None
         self.origin = origin
+        self.grad_enabled = True  # "op" and "segment" signatures: the mode they record
 
     def describe(self):
         """The op and its per-example input avals, e.g. 'Linear module(float32[16])'."""
@@ -255,6 +256,7 @@ def op_name(fn):
 
 
 _KWARGS = object()  # separates positional from keyword arguments in a key
+_grad_enabled = torch.is_grad_enabled
 
 
 def record(fn, args, kwargs):
@@ -263,7 +265,7 @@ def record(fn, args, kwargs):
     Returns the op's output structure with lazy tensors as leaves. Runs the op
     eagerly when no argument is lazy.
     """
-    key = [fn]
+    key = [fn, _grad_enabled()]
     slots = []
     for a in args:  # inline fast path for the common leaves
         cls = a.__class__
@@ -322,10 +324,11 @@ def _new_signature(fn, args, kwargs, slots, key, origin, trace):
     template = (_template(args), _template(kwargs))
     in_avals = tuple(t.aval for t in slots)
     sig = Signature("op", fn, op_name(fn), template, in_avals, origin)
+    sig.grad_enabled = key[1]
     values = iter([a.placeholder() for a in in_avals])
     ex_args, ex_kwargs = rebuild(template, values)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _rng_untouched(in_avals):
             out = fn(*ex_args, **ex_kwargs)
     except Exception as e:
         raise _user_error(e, sig.name, origin, trace.instance) from None
@@ -343,6 +346,23 @@ def _new_signature(fn, args, kwargs, slots, key, origin, trace):
         _signatures.clear()
     _signatures[key] = sig
     return sig
+
+
+class _rng_untouched:
+    """Shape inference of random ops (dropout) must not move the random streams, so
+    that results do not depend on which signatures were seen before."""
+
+    def __init__(self, avals):
+        self.cuda = sorted({a.device.index or 0 for a in avals if a.device.type == "cuda"})
+
+    def __enter__(self):
+        self.cpu_state = torch.get_rng_state()
+        self.cuda_states = [torch.cuda.get_rng_state(d) for d in self.cuda]
+
+    def __exit__(self, *exc):
+        torch.set_rng_state(self.cpu_state)
+        for d, state in zip(self.cuda, self.cuda_states):
+            torch.cuda.set_rng_state(state, d)
 
 
 def _user_error(e, name, origin, instance):

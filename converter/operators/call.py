@@ -104,8 +104,9 @@ def is_user_function(fn):
     """
     if _is_library_module(getattr(fn, "__module__", None)):
         return False
-    if fn.__code__.co_flags & _NOT_CONVERTED_FLAGS:
-        return False
+    code = fn.__code__
+    if code.co_flags & _NOT_CONVERTED_FLAGS or "dn__" in code.co_freevars:
+        return False  # generators and coroutines; lambdas of converted code
     filename = fn.__code__.co_filename
     if filename.startswith(_LIBRARY_DIRS) and "site-packages" in filename:
         return False

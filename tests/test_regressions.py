@@ -1,0 +1,66 @@
+"""Engine behaviours that once broke, each against the example-by-example oracle."""
+
+import torch
+
+import dynnet
+from tests.helpers import assert_batch_matches_loop
+
+
+def count_down(x, n):
+    return x if n == 0 else count_down(x * 2, n - 1)
+
+
+def test_function_calling_itself_by_name():
+    f = dynnet.function(lambda x: count_down(x, 3))
+    assert_batch_matches_loop(f, [torch.randn(2, requires_grad=True) for _ in range(3)])
+
+
+def test_lambda_defined_and_called_in_converted_code():
+    @dynnet.function
+    def f(x):
+        h = lambda v: v.sum() * 2  # noqa: E731
+        return h(x)
+
+    assert_batch_matches_loop(f, [torch.randn(3, requires_grad=True) for _ in range(3)])
+
+
+def test_no_grad_around_a_pause_holds_for_that_example_only():
+    w = torch.randn(3, requires_grad=True)
+
+    @dynnet.function
+    def f(x):
+        with torch.no_grad():
+            frozen = x * w
+            if frozen.sum() > 0:  # a pause inside no_grad
+                frozen = frozen * 2
+        return frozen + x * w
+
+    xs = [torch.randn(3) for _ in range(4)]
+    out = assert_batch_matches_loop(f, xs, [w])
+    assert out.requires_grad and torch.is_grad_enabled()
+
+
+def test_containers_passed_in_are_not_copied():
+    @dynnet.function
+    def f(x, seen):
+        seen.append(1)
+        return x * len(seen)
+
+    logs = [[], []]
+    f.batch([torch.ones(2), torch.ones(2)], logs)
+    assert logs == [[1], [1]]
+
+
+def test_shape_inference_leaves_the_random_stream_alone():
+    @dynnet.function
+    def f(x):
+        return torch.nn.functional.dropout(x, 0.5, training=True) * 1.5
+
+    from dynnet import tracing
+
+    tracing._signatures.clear()  # a cold cache: the signatures are inferred in this batch
+    torch.manual_seed(3)
+    cold = f.batch([torch.ones(4)] * 2)
+    torch.manual_seed(3)
+    warm = f.batch([torch.ones(4)] * 2)
+    torch.testing.assert_close(cold, warm)
