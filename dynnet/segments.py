@@ -150,7 +150,7 @@ def _key(fn, inputs):
             key.append(v)
         else:
             return None, None
-    if len(lazies) > 1 and len({(id(t.node), t.index) for t in lazies}) < len(lazies):
+    if len(lazies) > 1 and len(set(map(id, lazies))) < len(lazies):
         return None, None  # one value under two names: the template could not tell them apart
     return tuple(key), lazies
 

@@ -141,8 +141,9 @@ def call(fn, /, *args, **kwargs):
     except KeyError:
         handler = _classify(fn)
         # bound builtin methods (`xs.append`) are new objects each time: not cached
-        if cls in _CACHEABLE and (cls is not _BUILTIN or isinstance(
-                getattr(fn, "__self__", None), (types.ModuleType, type(None)))):
+        if (cls in _CACHEABLE and (cls is not _BUILTIN or isinstance(
+                getattr(fn, "__self__", None), (types.ModuleType, type(None))))) \
+                or isinstance(fn, torch.nn.Module):
             if len(_handlers) > 50_000:
                 _handlers.clear()
             _handlers[fn] = handler
