@@ -168,13 +168,16 @@ def synchronize(device):
         torch.cuda.synchronize()
 
 
+CLOCK = time.perf_counter  # set to time.process_time by ``run.py --clock process``
+
+
 def time_call(fn, device):
     """Runs ``fn()`` and returns the seconds it took, device work included."""
     synchronize(device)
-    start = time.perf_counter()
+    start = CLOCK()
     fn()
     synchronize(device)
-    return time.perf_counter() - start
+    return CLOCK() - start
 
 
 def median(values):

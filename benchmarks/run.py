@@ -19,6 +19,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from typing import NamedTuple
 
 import torch
@@ -244,6 +245,10 @@ def parse_args(argv=None):
     parser.add_argument("--data", default=str(common.DATA_DIR),
                         help="folder holding sst/ and ptb/ (default %(default)s)")
     parser.add_argument("--out", help="also write the table as markdown to this file")
+    parser.add_argument("--clock", choices=("wall", "process"), default="wall",
+                        help="wall time, or this process's CPU time (CPU runs on a loaded "
+                             "machine: waiting for a core is not counted; single-threaded "
+                             "CPU runs only)")
     args = parser.parse_args(argv)
     quick = {"batch_sizes": [64], "trees": 192, "sentences": 64, "vectors": 256,
              "repeats": 3}
@@ -259,9 +264,14 @@ def main(argv=None):
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.clock == "process":
+        if args.device != "cpu":
+            sys.exit("--clock process measures CPU time: use it with --device cpu")
+        common.CLOCK = time.process_time
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: CUDA is not available")
     env = environment(args.device)  # before measuring: the commit that was measured
+    env += f", clock: {'process CPU time' if args.clock == 'process' else 'wall time'}"
     benches = []
     if "tree" in args.only:
         benches.append(tree_lstm.benchmark(args.trees, args.batch_sizes, args.device,
