@@ -82,9 +82,8 @@ def test_two_processes_take_the_single_process_steps(tmp_path):
 def test_torchrun_trains_and_writes_one_run(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-               "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-               "-m", "dynnet", "train", "tree-lstm", "--epochs", "1",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", "-m", "dynnet", "train", "tree-lstm", "--epochs", "1",
                "--max-examples", "24", "--batch-size", "8", "--out", str(out),
                "--no-progress", "--model-args", '{"embed_dim": 6, "hidden_dim": 6}']
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
