@@ -53,7 +53,7 @@ def _run_op(sig, nodes):
     slots = [gather([n.inputs[j] for n in nodes]) for j in range(len(sig.in_avals))]
     try:
         if sig.kind == "segment":
-            out = sig.fn.run_batched(slots, B)
+            out = sig.fn.run_batched(slots, B, [n.payload for n in nodes])
         else:
             out = sig.rule(BatchedCall(sig, slots, B))
     except Exception as e:
@@ -81,8 +81,8 @@ def _locate_failure(sig, nodes, error):
     """Runs the group's nodes one by one to name the example that fails."""
     for node in nodes:
         values = [t.node.group.outputs[t.index][t.node.row] for t in node.inputs]
-        args, kwargs = (values, {}) if sig.kind == "segment" else rebuild(sig.template,
-                                                                          iter(values))
+        args, kwargs = (values, {"data": node.payload}) if sig.kind == "segment" else \
+            rebuild(sig.template, iter(values))
         try:
             sig.fn(*args, **kwargs)
         except Exception as e:

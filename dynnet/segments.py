@@ -36,6 +36,15 @@ class _Abort(Exception):
     """Raised inside a capture run when the code is not straight-line tensor code."""
 
 
+class _DataRef:
+    """In a template: the payload is data input `k` of each example."""
+
+    __slots__ = ("k",)
+
+    def __init__(self, k):
+        self.k = k
+
+
 class SegmentTemplate:
     """The ops one segment records, replayable on a stacked batch.
 
@@ -85,7 +94,7 @@ class SegmentTemplate:
         exec(compile(source, "<dynnet segment outputs>", "exec"), namespace)
         return namespace["build"]
 
-    def record(self, lazies, trace):
+    def record(self, lazies, data, trace):
         """Records one segment node for the current example; returns fn's outputs."""
         depth = 0
         for t in lazies:
@@ -93,11 +102,15 @@ class SegmentTemplate:
             if d > depth:
                 depth = d
         node = Node(self.sig, lazies, depth + 1, trace.instance)
+        node.payload = data
         trace.pending.append(node)
         return self.build(node, lazies)
 
-    def run_batched(self, inputs, size):
-        """The segment's lazy outputs for a group: its ops on the stacked inputs."""
+    def run_batched(self, inputs, size, data=None):
+        """The segment's lazy outputs for a group: its ops on the stacked inputs.
+
+        `data` holds each example's data inputs (the nodes' payloads), in row order.
+        """
         from dynnet.backends.rules import BatchedCall
 
         values = []
@@ -106,6 +119,10 @@ class SegmentTemplate:
             if sig.kind == "op":
                 leaves = []
                 flatten_outputs(sig.rule(BatchedCall(sig, slots, size)), leaves)
+            elif payload.__class__ is _DataRef:  # per-example scalars
+                aval = sig.out_avals[0]
+                leaves = [torch.tensor([d[payload.k] for d in data], dtype=aval.dtype,
+                                       device=aval.device)]
             else:  # a constant with static arguments: the same value for every row
                 value = payload if sig.kind == "stack" else torch.tensor(
                     payload, dtype=sig.out_avals[0].dtype, device=sig.out_avals[0].device)
@@ -113,9 +130,9 @@ class SegmentTemplate:
             values.append(leaves)
         return [values[j][i] for j, i in self.lazy_outputs]
 
-    def __call__(self, *inputs):
+    def __call__(self, *inputs, data=()):
         """One example, unbatched (used to locate a failing example)."""
-        outs = self.run_batched([x.unsqueeze(0) for x in inputs], 1)
+        outs = self.run_batched([x.unsqueeze(0) for x in inputs], 1, [data])
         return tuple(o[0] for o in outs)
 
 
@@ -126,8 +143,8 @@ _input_kinds = {}  # type -> how inputs of that type enter the key
 def _input_kind(cls):
     if cls is LazyTensor:
         return _LAZY
-    if cls in (int, float, bool, str, type(None)):
-        return _VALUE
+    if cls in (int, float, bool, str, type(None), torch.device, torch.dtype, torch.Size):
+        return _VALUE  # immutable: keyed by value (a new torch.device each call is common)
     return _IDENTITY if issubclass(cls, _STABLE) else _UNSTABLE
 
 
@@ -155,45 +172,67 @@ def _key(fn, inputs):
     return tuple(key), lazies
 
 
-def segment(fn, inputs):
-    """Records the segment `fn(*inputs)` as one node, or runs it op by op."""
+def segment(fn, inputs, data=()):
+    """Records the segment `fn(*inputs, *data)` as one node, or runs it op by op.
+
+    `data` holds per-example Python scalars that the segment turns into tensors
+    (`torch.tensor(tree.word_id)`); they vary per example without changing the key.
+    """
     trace = tracing.current()
     if trace is None:
-        return fn(*inputs)
+        return fn(*inputs, *data)
     key, lazies = _key(fn, inputs)
-    if key is None or not lazies:
-        return fn(*inputs)
+    if key is not None and data:
+        kinds = tuple(d.__class__ for d in data)
+        key = key + kinds if all(k in _DATUM for k in kinds) else None
+    if key is None or not (lazies or data):
+        return fn(*inputs, *data)
     template = _templates.get(key)
     if template is None:
-        return _capture(fn, inputs, key, lazies, trace)
+        return _capture(fn, inputs, data, key, lazies, trace)
     if template is _UNSEGMENTABLE:
-        return fn(*inputs)
-    return template.record(lazies, trace)
+        return fn(*inputs, *data)
+    return template.record(lazies, data, trace)
 
 
-def _capture(fn, inputs, key, lazies, trace):
+class _Datum:
+    """Marks data input `k` while a segment is captured (see `data_value`)."""
+
+    __slots__ = ("value", "k")
+
+    def __init__(self, value, k):
+        self.value = value
+        self.k = k
+
+
+_DATUM = {int: _Datum, float: _Datum, bool: _Datum}
+
+
+def _capture(fn, inputs, data, key, lazies, trace):
     """Runs `fn` once, recording normally, and keeps its ops as a template."""
     code = fn.__code__
     count = _keys_per_code.get(code, 0)
     if count >= _MAX_KEYS_PER_CODE:
         _templates[key] = _UNSEGMENTABLE
-        return fn(*inputs)
+        return fn(*inputs, *data)
     _keys_per_code[code] = count + 1
     start = len(trace.pending)
     previous = tracing._capture
     tracing._capture = captured = []
     aborted = False
     try:
-        outputs = fn(*inputs)
+        outputs = fn(*inputs, *[_Datum(d, k) for k, d in enumerate(data)])
     except _Abort:
         aborted = True
     finally:
         tracing._capture = previous
     if aborted:
+        tracing._capture_data.clear()
         del trace.pending[start:]  # pure, unreferenced nodes; nothing else happened yet
         _templates[key] = _UNSEGMENTABLE
-        return fn(*inputs)
-    template = _template(code, lazies, captured, outputs)
+        return fn(*inputs, *data)
+    template = _template(code, lazies, captured, outputs, data)
+    tracing._capture_data.clear()
     if template is not None:
         # the key holds ids of modules and shared tensors: keep them alive so that no
         # other object can take an id while the template is cached
@@ -205,7 +244,7 @@ def _capture(fn, inputs, key, lazies, trace):
 _PURE_CONSTANTS = (int, float, bool, str, type(None), torch.Size, torch.dtype, torch.device)
 
 
-def _template(code, lazies, captured, outputs):
+def _template(code, lazies, captured, outputs, data=()):
     """A SegmentTemplate of the captured nodes, or None when one cannot be replayed."""
     position = {id(n): j for j, n in enumerate(captured)}
     inputs = {id(t): k for k, t in enumerate(lazies)}
@@ -224,9 +263,12 @@ def _template(code, lazies, captured, outputs):
                 refs.append((-1, input_nodes[(id(t.node), t.index)]))
             else:
                 return None  # reads a lazy value that is not an input
-        if isinstance(node.payload, torch.Tensor) and node.payload.requires_grad:
+        payload = node.payload
+        if isinstance(payload, torch.Tensor) and payload.requires_grad:
             return None
-        ops.append((sig, node.payload, tuple(refs)))
+        if id(node) in tracing._capture_data:
+            payload = _DataRef(tracing._capture_data[id(node)])
+        ops.append((sig, payload, tuple(refs)))
     outs = []
 
     def describe(value):

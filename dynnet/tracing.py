@@ -94,6 +94,7 @@ def aval(shape, dtype, device):
 
 _active = []
 _capture = None  # while dynnet.segments captures a segment: the list of nodes recorded
+_capture_data = {}  # id(node) -> index of the segment data input that is its payload
 
 
 def current():
@@ -416,6 +417,10 @@ def _tensor_factory(fn, args, kwargs):
         return _eager_constant(fn, args, kwargs)
     data = args[0]
     cls = data.__class__
+    datum = None
+    if cls.__name__ == "_Datum":  # a segment's data input, while it is captured
+        datum, data = data, data.value
+        cls = data.__class__
     dtype = kwargs.get("dtype")
     if cls is float:
         dtype = dtype or torch.get_default_dtype()
@@ -425,7 +430,10 @@ def _tensor_factory(fn, args, kwargs):
         return _eager_constant(fn, args, kwargs)
     device = kwargs.get("device")
     device = torch.device(device) if device is not None else torch.device("cpu")
-    return source("const", dtype, "torch.tensor", data, (), dtype, device)
+    out = source("const", dtype, "torch.tensor", data, (), dtype, device)
+    if datum is not None:
+        _capture_data[id(out.node)] = datum.k
+    return out
 
 
 def _eager_constant(fn, args, kwargs):

@@ -44,3 +44,16 @@ def test_groups_do_not_grow_with_batch_size():
             model.loss.batch(trees)
         counts.append(prof.groups)
     assert counts[1] <= counts[0] + 15
+
+
+def test_segments_record_one_node_per_tree_node():
+    """Straight-line tensor code (with its `torch.tensor(tree.word_id)` data) becomes one
+    node per call once captured: the leaf's and the internal node's bodies."""
+    model = ModuleTreeLSTM()
+    trees = random_trees(20, max_depth=6, seed=4)
+    with torch.no_grad():
+        model.encode.batch(trees[:2])  # capture
+        with dynnet.profile() as prof:
+            model.encode.batch(trees)
+    assert prof.nodes == sum(t.size() for t in trees)
+    assert prof.groups <= max(_height(t) for t in trees)

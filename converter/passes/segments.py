@@ -87,8 +87,30 @@ class SegmentTransformer(Base):
                 if not obj.__name__.startswith("torch"):
                     return False
                 if func.attr in _FACTORIES and self.params & set(_names(call, gast.Load)):
-                    return False
+                    return self._data_argument(call) is not None
         return True
+
+    def _data_argument(self, call):
+        """For `torch.tensor(tree.word_id, ...)`: the per-example Python data argument.
+
+        It must be a plain read (name, attribute, constant subscript) and the call's only
+        use of the parameters; it becomes a data input of the segment (a scalar that
+        varies per example, stacked by the replay).
+        """
+        if call.func.attr not in ("tensor", "as_tensor") or len(call.args) != 1:
+            return None
+        data = call.args[0]
+        node = data
+        while isinstance(node, (gast.Attribute, gast.Subscript)):
+            if isinstance(node, gast.Subscript) and not isinstance(node.slice, gast.Constant):
+                return None
+            node = node.value
+        if not isinstance(node, gast.Name):
+            return None
+        rest = [n for kw in call.keywords for n in _names(kw.value, gast.Load)]
+        if self.params & set(rest):
+            return None
+        return data
 
     def _qualifies(self, stmt):
         if isinstance(stmt, gast.Assign):
@@ -203,7 +225,20 @@ class SegmentTransformer(Base):
         returns = isinstance(run[-1], gast.Return)
         fn_name = self.ctx.namer.new_symbol("seg")
         result = self.ctx.namer.new_symbol("returned")
-        body = [_to_seg_calls(_clone(s)) for s in run]
+        body = [_clone(s) for s in run]
+        data_names, data_exprs = [], []
+        for stmt in body:  # per-example data of factory calls become data inputs
+            for call in [n for n in gast.walk(stmt) if isinstance(n, gast.Call)]:
+                if isinstance(call.func, gast.Attribute) and call.func.attr in _FACTORIES \
+                        and self.params & set(_names(call, gast.Load)):
+                    name = self.ctx.namer.new_symbol("data")
+                    data_names.append(name)
+                    data_exprs.append(call.args[0])
+                    call.args[0] = gast.Name(id=name, ctx=gast.Load(), annotation=None,
+                                             type_comment=None)
+        read = [n for n in read if n not in self.params or any(
+            n in _names(stmt, gast.Load) for stmt in body)]
+        body = [_to_seg_calls(s) for s in body]
         if returns:
             body[-1] = gast.Assign(targets=[gast.Name(id=result, ctx=gast.Store(),
                                                       annotation=None, type_comment=None)],
@@ -220,18 +255,21 @@ class SegmentTransformer(Base):
             out_names = written
         if not out_names:
             return run
-        fn = templates.replace(f"def {fn_name}({', '.join(read)}):\n"
+        fn = templates.replace(f"def {fn_name}({', '.join(read + data_names)}):\n"
                                f"    return ({', '.join(out_names)},)")[0]
         fn.body = body + fn.body
         fn.dn_skip = True  # later passes leave the segment's own body alone
         inputs = "".join(n + ", " for n in read)
+        data = "".join(f"dn__data_expr_{k}, " for k in range(len(data_exprs)))
+        exprs = {f"dn__data_expr_{k}": e for k, e in enumerate(data_exprs)}
+        args = f"{fn_name}, ({inputs})" + (f", ({data})" if data_exprs else "")
         if returns:
             targets = ", ".join(written + [result])
-            call = templates.replace(f"{targets}, = {RUNTIME}.segment({fn_name}, ({inputs}))\n"
-                                     f"return {result}")
+            call = templates.replace(f"{targets}, = {RUNTIME}.segment({args})\n"
+                                     f"return {result}", **exprs)
         else:
             call = templates.replace(f"{', '.join(written)}, = {RUNTIME}.segment("
-                                     f"{fn_name}, ({inputs}))[:{len(written)}]")
+                                     f"{args})[:{len(written)}]", **exprs)
         for stmt in [fn] + call:
             gast.copy_location(stmt, run[0])
         return [fn] + call
