@@ -64,3 +64,23 @@ def test_shape_inference_leaves_the_random_stream_alone():
     torch.manual_seed(3)
     warm = f.batch([torch.ones(4)] * 2)
     torch.testing.assert_close(cold, warm)
+
+
+def test_segments_see_replaced_modules_and_changed_attributes():
+    class Scaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 3)
+            self.scale = 2.0
+
+        @dynnet.function
+        def forward_one(self, x):
+            y = torch.tanh(self.lin(x)) * self.scale
+            return torch.sigmoid(y) + y * 0.5
+
+    model = Scaled()
+    xs = [torch.randn(3) for _ in range(4)]
+    model.forward_one.batch(xs)  # captures the segment
+    model.scale = -1.0
+    model.lin = torch.nn.Linear(3, 3)
+    assert_batch_matches_loop(model.forward_one, xs, model.parameters())

@@ -236,8 +236,9 @@ class SegmentTransformer(Base):
                     data_exprs.append(call.args[0])
                     call.args[0] = gast.Name(id=name, ctx=gast.Load(), annotation=None,
                                              type_comment=None)
-        read = [n for n in read if n not in self.params or any(
-            n in _names(stmt, gast.Load) for stmt in body)]
+        attr_names, attr_exprs = self._hoist_self_attributes(body)
+        read = [n for n in read if (n not in self.params and n != self.self_name) or any(
+            n in _names(stmt, gast.Load) for stmt in body)] + attr_names
         body = [_to_seg_calls(s) for s in body]
         if returns:
             body[-1] = gast.Assign(targets=[gast.Name(id=result, ctx=gast.Store(),
@@ -259,9 +260,11 @@ class SegmentTransformer(Base):
                                f"    return ({', '.join(out_names)},)")[0]
         fn.body = body + fn.body
         fn.dn_skip = True  # later passes leave the segment's own body alone
-        inputs = "".join(n + ", " for n in read)
+        inputs = "".join(n + ", " for n in read[:len(read) - len(attr_names)])
+        inputs += "".join(f"dn__attr_expr_{k}, " for k in range(len(attr_exprs)))
         data = "".join(f"dn__data_expr_{k}, " for k in range(len(data_exprs)))
         exprs = {f"dn__data_expr_{k}": e for k, e in enumerate(data_exprs)}
+        exprs.update({f"dn__attr_expr_{k}": e for k, e in enumerate(attr_exprs)})
         args = f"{fn_name}, ({inputs})" + (f", ({data})" if data_exprs else "")
         if returns:
             targets = ", ".join(written + [result])
@@ -273,6 +276,40 @@ class SegmentTransformer(Base):
         for stmt in [fn] + call:
             gast.copy_location(stmt, run[0])
         return [fn] + call
+
+    def _hoist_self_attributes(self, body):
+        """`self.a.b` read in the run becomes an input (its value enters the key), so
+        a replaced module or a changed `self.scale` is never replayed stale."""
+        if self.self_name is None:
+            return [], []
+        chains = {}
+        parents = {id(c): p for stmt in body for p in gast.walk(stmt)
+                   for c in gast.iter_child_nodes(p)}
+        for stmt in body:
+            for node in list(gast.walk(stmt)):
+                if not (isinstance(node, gast.Attribute) and isinstance(node.ctx, gast.Load)):
+                    continue
+                parent = parents.get(id(node))
+                if isinstance(parent, gast.Attribute):
+                    continue  # not the longest chain
+                root = node
+                while isinstance(root, gast.Attribute):
+                    root = root.value
+                if not (isinstance(root, gast.Name) and root.id == self.self_name):
+                    continue
+                text = templates.unparse_expression(node) if hasattr(
+                    templates, "unparse_expression") else _unparse(node)
+                if text not in chains:
+                    chains[text] = (self.ctx.namer.new_symbol("attr"), _clone(node))
+                name = chains[text][0]
+                replacement = gast.Name(id=name, ctx=gast.Load(), annotation=None,
+                                        type_comment=None)
+                for field, value in gast.iter_fields(parent):
+                    if value is node:
+                        setattr(parent, field, replacement)
+                    elif isinstance(value, list):
+                        setattr(parent, field, [replacement if v is node else v for v in value])
+        return [n for n, _ in chains.values()], [e for _, e in chains.values()]
 
     def _is_global(self, name):
         """Names the segment reads directly: torch-like modules, builtins."""
@@ -286,6 +323,12 @@ def _is_torch(obj):
     if isinstance(obj, types.ModuleType):
         return obj.__name__.startswith("torch")
     return module.startswith("torch") and not isinstance(obj, type)
+
+
+def _unparse(node):
+    import ast
+
+    return ast.unparse(gast.gast_to_ast(node))
 
 
 def _count_ops(run):
