@@ -475,18 +475,18 @@ class Trainer:
         """Runs the model once over the training (and dev) examples without touching
         the RNG streams, when the model has active dropout.
 
-        Work-around: dynnet infers the output shape of an op the first time it sees its
-        signature by running it on placeholder tensors, and for a dropout module in
-        training mode that draws random numbers. A resumed process starts with no
-        signatures cached, where the uninterrupted one had them all from the earlier
-        epochs; warming the cache first makes the random draws of the following
-        epochs the same.
+        Why: dynnet captures each segment's ops on its first use (running one example
+        op by op), so how the ops of a batch are grouped, and so the order in which
+        dropout draws its random numbers, depends on the segments already captured.
+        A resumed process starts with none, where the uninterrupted one had them all
+        from the earlier epochs; capturing them first (with gradients on, as in
+        training) makes the random draws of the following epochs the same.
         """
         if not any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0
                    for m in self.model.modules()):
             return
         devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
+        with torch.random.fork_rng(devices=devices):
             self.model.train()
             for i in range(0, len(self.train), 256):
                 self.task.losses(self.model, self.train[i:i + 256])
