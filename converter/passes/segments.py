@@ -102,7 +102,7 @@ class SegmentTransformer(Base):
         data = call.args[0]
         node = data
         while isinstance(node, (gast.Attribute, gast.Subscript)):
-            if isinstance(node, gast.Subscript) and not isinstance(node.slice, gast.Constant):
+            if isinstance(node, gast.Subscript) and not _is_index(node.slice):
                 return None
             node = node.value
         if not isinstance(node, gast.Name):
@@ -237,8 +237,8 @@ class SegmentTransformer(Base):
                     call.args[0] = gast.Name(id=name, ctx=gast.Load(), annotation=None,
                                              type_comment=None)
         attr_names, attr_exprs = self._hoist_self_attributes(body)
-        read = [n for n in read if (n not in self.params and n != self.self_name) or any(
-            n in _names(stmt, gast.Load) for stmt in body)] + attr_names
+        still_read = {n for stmt in body for n in _names(stmt, gast.Load)}
+        read = [n for n in read if n in still_read] + attr_names
         body = [_to_seg_calls(s) for s in body]
         if returns:
             body[-1] = gast.Assign(targets=[gast.Name(id=result, ctx=gast.Store(),
@@ -323,6 +323,17 @@ def _is_torch(obj):
     if isinstance(obj, types.ModuleType):
         return obj.__name__.startswith("torch")
     return module.startswith("torch") and not isinstance(obj, type)
+
+
+def _is_index(node):
+    """A plain index: names and constants combined by arithmetic (`t`, `t + 1`)."""
+    if isinstance(node, (gast.Name, gast.Constant)):
+        return True
+    if isinstance(node, gast.BinOp):
+        return _is_index(node.left) and _is_index(node.right)
+    if isinstance(node, gast.UnaryOp) and isinstance(node.op, gast.USub):
+        return _is_index(node.operand)
+    return False
 
 
 def _unparse(node):
