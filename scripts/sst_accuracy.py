@@ -12,9 +12,15 @@ reports fine-grained (5-class) and binary root accuracy on dev and test:
   p(3) + p(4) > p(0) + p(1) under the 5-class model's softmax.
 
 The fine-grained and the binary figure each use the epoch that was best on dev for
-that measure. With ``--task binary`` a separate 2-class model is trained instead
-(neutral nodes carry no loss, neutral-root trees are dropped from evaluation).
-The last line printed is a JSON summary.
+that measure; the binary accuracy of the best fine-grained model is reported too.
+With ``--task binary`` a separate 2-class model is trained instead (neutral nodes
+carry no loss, neutral-root trees are dropped from evaluation). The last line
+printed is a JSON summary.
+
+Measured (2-core CPU shared with other jobs, one thread, torch 2.13): the command
+above early-stopped after 18 epochs in 14.4 minutes; test fine-grained 45.97% (dev
+46.87%, epoch 12), binary 84.29% (dev 84.52%, epoch 4); the epoch-12 model alone
+scores 83.47% binary on test.
 """
 
 from __future__ import annotations
@@ -210,6 +216,9 @@ def main(argv=None):
         summary[f"test_{measure}"] = round(test[measure], 4)
         summary[f"best_epoch_{measure}"] = epoch
         log(f"{measure}: best dev {value:.4f} at epoch {epoch} -> test {test[measure]:.4f}")
+        if measure == "fine":  # the one model that is best on dev fine-grained
+            summary["test_binary_of_best_fine"] = round(test["binary"], 4)
+            log(f"binary accuracy of that model: test {test['binary']:.4f}")
         if args.save and measure == ("fine" if args.task == "fine" else "binary"):
             model.save(args.save)
     print(json.dumps(summary), flush=True)
