@@ -24,7 +24,7 @@ class GroupResult:
 def execute_group(sig, nodes):
     """Executes `nodes` (all of signature `sig`) as one batched call; stores results."""
     kind = sig.kind
-    if kind == "op" or kind == "segment":
+    if kind == "op" or kind == "segment" or kind == "loop":
         if sig.grad_enabled or not torch.is_grad_enabled():
             outputs = _run_op(sig, nodes)
         else:  # recorded under torch.no_grad()
@@ -52,7 +52,7 @@ def _run_op(sig, nodes):
     B = len(nodes)
     slots = [gather([n.inputs[j] for n in nodes]) for j in range(len(sig.in_avals))]
     try:
-        if sig.kind == "segment":
+        if sig.kind == "segment" or sig.kind == "loop":
             out = sig.fn.run_batched(slots, B, [n.payload for n in nodes])
         else:
             out = sig.rule(BatchedCall(sig, slots, B))
@@ -81,8 +81,8 @@ def _locate_failure(sig, nodes, error):
     """Runs the group's nodes one by one to name the example that fails."""
     for node in nodes:
         values = [t.node.group.outputs[t.index][t.node.row] for t in node.inputs]
-        args, kwargs = (values, {"data": node.payload}) if sig.kind == "segment" else \
-            rebuild(sig.template, iter(values))
+        args, kwargs = (values, {"data": node.payload}) if sig.kind in ("segment", "loop") \
+            else rebuild(sig.template, iter(values))
         try:
             sig.fn(*args, **kwargs)
         except Exception as e:

@@ -330,3 +330,107 @@ def seg_call(fn, /, *args, **kwargs):
 
 _PURE_BUILTINS = {len, abs, tuple, list, isinstance, getattr}
 
+
+
+# -------------------- loops --------------------
+
+
+class LoopTemplate:
+    """A `while` loop of straight-line tensor code, run as one masked batched loop.
+
+    The group's rows that still pass the test run the body (on those rows only, so a
+    finished row is never computed again), until no row passes. Each row leaves
+    the loop exactly when its own example would.
+
+    Attributes:
+      sig: the signature of the loop's nodes (kind "loop", fn = self).
+      test, body: SegmentTemplates of the test (one bool scalar) and of the body
+        (the new state); both take the state then the loop's constant inputs.
+      n_state: how many lazy inputs are state (the rest are constants).
+    """
+
+    def __init__(self, name, test, body, n_state, origin):
+        self.test = test
+        self.body = body
+        self.n_state = n_state
+        in_avals = test.sig.in_avals
+        self.sig = Signature("loop", self, name, None, in_avals, origin)
+        self.sig.grad_enabled = torch.is_grad_enabled()
+        self.sig.out_avals = in_avals[:n_state]
+
+    def record(self, lazies, trace):
+        depth = max(t.node.depth for t in lazies) + 1
+        node = Node(self.sig, lazies, depth, trace.instance)
+        trace.pending.append(node)
+        return tuple(LazyTensor(node, k, a) for k, a in enumerate(self.sig.out_avals))
+
+    def run_batched(self, inputs, size, data=None):
+        state, consts = list(inputs[:self.n_state]), inputs[self.n_state:]
+        rows = torch.arange(size, device=state[0].device)
+        while True:
+            args = [x.index_select(0, rows) for x in state + list(consts)]
+            keep = self.test.run_batched(args, len(rows))[0].reshape(-1)
+            rows = rows[keep]
+            if rows.numel() == 0:
+                return state
+            args = [x.index_select(0, rows) for x in state + list(consts)]
+            new = self.body.run_batched(args, len(rows))
+            state = [x.index_copy(0, rows, n) for x, n in zip(state, new)]
+
+    def __call__(self, *inputs, data=()):
+        outs = self.run_batched([x.unsqueeze(0) for x in inputs], 1)
+        return tuple(o[0] for o in outs)
+
+
+def while_segment(test_fn, body_fn, state, consts):
+    """Records `while test_fn(*state, *consts): state = body_fn(...)` as one node.
+
+    Returns the final state, or None when the loop must run as Python (then nothing
+    was recorded).
+    """
+    trace = tracing.current()
+    if trace is None or not state or any(v.__class__ is not LazyTensor for v in state):
+        return None
+    key, lazies = _key(body_fn, state + consts)
+    if key is None:
+        return None
+    template = _templates.get(key)
+    if template is None:
+        template = _templates[key] = _capture_loop(test_fn, body_fn, state, consts, lazies,
+                                                   trace)
+    if template is _UNSEGMENTABLE:
+        return None
+    return template.record(lazies, trace)
+
+
+def _capture_loop(test_fn, body_fn, state, consts, lazies, trace):
+    """Templates of one test and one body iteration, captured on this example's values
+    and then dropped from the trace (the loop node replaces them)."""
+    start = len(trace.pending)
+    previous = tracing._capture
+    try:
+        templates = []
+        for fn in (test_fn, body_fn):
+            tracing._capture = captured = []
+            outputs = fn(*state, *consts)
+            if fn is test_fn:
+                outputs = (outputs,)
+            template = _template(fn.__code__, lazies, captured, outputs)
+            if template is None or len(template.lazy_outputs) != len(outputs):
+                return _UNSEGMENTABLE
+            templates.append(template)
+    except _Abort:
+        return _UNSEGMENTABLE
+    finally:
+        tracing._capture = previous
+        del trace.pending[start:]
+    test, body = templates
+    test_aval = test.sig.out_avals[0]
+    if test_aval.dtype != torch.bool or test_aval.shape.numel() != 1 or \
+            tuple(body.sig.out_avals) != tuple(t.aval for t in state):
+        return _UNSEGMENTABLE  # a shape-changing body or a non-scalar test
+    code = body_fn.__code__
+    template = LoopTemplate(f"while loop {code.co_name}@{code.co_firstlineno}", test, body,
+                            len(state), (code.co_filename, code.co_firstlineno))
+    template.keepalive = [v for v in consts if isinstance(v, _STABLE)]
+    return template

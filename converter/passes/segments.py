@@ -166,7 +166,101 @@ class SegmentTransformer(Base):
         finally:
             self.loops -= 1
 
-    visit_For = visit_While = _visit_loop
+    visit_For = _visit_loop
+
+    def visit_While(self, node):
+        replacement = self._while_segment(node) if self.can_yield[-1] else None
+        if replacement is None:
+            return self._visit_loop(node)
+        return replacement
+
+    def _test_qualifies(self, test):
+        for node in gast.walk(test):
+            if isinstance(node, gast.Compare):
+                if len(node.ops) != 1:
+                    return False
+                continue
+            if not isinstance(node, _ALLOWED + (gast.cmpop,)):
+                return False
+            if isinstance(node, gast.Call) and not self._call_ok(node):
+                return False
+            if isinstance(node, gast.Name) and node.id.startswith(RUNTIME):
+                return False
+        return True
+
+    def _while_segment(self, node):
+        """`while test: body` of straight-line tensor code as one masked batched loop.
+
+            while x.norm() > 1:             def dn__test_1(x, dn__attr_1): return ...
+                x = self.cell(x)      ->    def dn__body_1(x, dn__attr_1): ...; return (x,)
+                                            dn__loop_1 = dn__.while_segment(
+                                                dn__test_1, dn__body_1, (x,), (self.cell,))
+                                            if dn__loop_1 is None:
+                                                <the original loop>
+                                            else:
+                                                x, = dn__loop_1
+
+        The state is the names the body assigns; each must be read before it is
+        assigned (a loop-carried value), so it exists before the loop.
+        """
+        if node.orelse or not node.body or not self._test_qualifies(node.test):
+            return None
+        if not all(isinstance(s, (gast.Assign, gast.AugAssign)) and self._qualifies(s)
+                   for s in node.body):
+            return None
+        if any(isinstance(n, gast.Call) and isinstance(n.func, gast.Attribute)
+               and n.func.attr in _FACTORIES for s in node.body for n in gast.walk(s)):
+            return None
+        read_first = set(_names(node.test, gast.Load))  # read before assigned
+        written = []
+        for stmt in node.body:
+            value = stmt if isinstance(stmt, gast.AugAssign) else stmt.value
+            reads = set(_names(value, gast.Load))
+            if isinstance(stmt, gast.AugAssign):
+                reads.add(stmt.target.id)
+            read_first |= reads - set(written)
+            targets = stmt.targets if isinstance(stmt, gast.Assign) else [stmt.target]
+            written += [n for t in targets for n in _names(t, gast.Store) if n not in written]
+        carried = [n for n in written if n in read_first]
+        in_loop = {}
+        for n in _names(node, gast.Load):
+            in_loop[n] = in_loop.get(n, 0) + 1
+        if any(self.loads.get(n, 0) > in_loop.get(n, 0) for n in written if n not in carried):
+            return None  # a temporary of the body is read after the loop
+        if not carried:
+            return None
+        test_body = [gast.Return(value=_clone(node.test))]
+        body = [_clone(s) for s in node.body]
+        attr_names, attr_exprs = self._hoist_self_attributes(test_body + body)
+        reads = []
+        for stmt in test_body + body:
+            for name in _names(stmt, gast.Load):
+                if name not in reads and name not in carried and name not in attr_names \
+                        and not self._is_global(name):
+                    reads.append(name)
+        params = carried + reads + attr_names
+        test_name = self.ctx.namer.new_symbol("test")
+        body_name = self.ctx.namer.new_symbol("body")
+        result = self.ctx.namer.new_symbol("loop")
+        test_fn = templates.replace(f"def {test_name}({', '.join(params)}):\n    pass")[0]
+        test_fn.body = [_to_seg_calls(s) for s in test_body]
+        body_fn = templates.replace(f"def {body_name}({', '.join(params)}):\n"
+                                    f"    return ({', '.join(carried)},)")[0]
+        body_fn.body = [_to_seg_calls(s) for s in body] + body_fn.body
+        test_fn.dn_skip = body_fn.dn_skip = True
+        consts = "".join(n + ", " for n in reads) + "".join(
+            f"dn__attr_expr_{k}, " for k in range(len(attr_exprs)))
+        exprs = {f"dn__attr_expr_{k}": e for k, e in enumerate(attr_exprs)}
+        call = templates.replace(
+            f"{result} = {RUNTIME}.while_segment({test_name}, {body_name}, "
+            f"({''.join(n + ', ' for n in carried)}), ({consts}))\n"
+            f"if {result} is None:\n    pass\nelse:\n"
+            f"    {', '.join(carried)}, = {result}", **exprs)
+        self._visit_loop(node)
+        call[1].body = [node]
+        for stmt in [test_fn, body_fn] + call:
+            gast.copy_location(stmt, node)
+        return [test_fn, body_fn] + call
 
     def visit_block(self, stmts):
         stmts = [self.visit(s) for s in stmts]

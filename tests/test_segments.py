@@ -1,0 +1,86 @@
+"""Segments: straight-line tensor code (and simple while loops) recorded as one node."""
+
+import torch
+import torch.nn as nn
+
+import dynnet
+from tests.helpers import assert_batch_matches_loop
+
+D = 6
+
+
+class Shrink(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.cell = nn.Linear(D, D)
+        with torch.no_grad():
+            self.cell.weight.mul_(0.3)
+
+    @dynnet.function
+    def run(self, x):
+        steps = x.sum() * 0
+        while x.norm() > 0.5:
+            x = torch.tanh(self.cell(x)) * 0.9
+            steps = steps + 1
+        return x, steps
+
+
+def _starts(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(D, generator=g) * (1 + k % 7)).requires_grad_() for k in range(n)]
+
+
+def test_while_loop_runs_as_one_masked_loop_and_matches():
+    model = Shrink()
+    xs = _starts(12)
+    model.run.batch(xs[:2])  # captures the loop
+    with dynnet.profile() as prof:
+        out = assert_batch_matches_loop(model.run, xs, model.parameters())
+    loops = [n for sig, sizes in prof.group_sizes.items() if sig.kind == "loop" for n in sizes]
+    assert loops == [len(xs)]  # one node per example, one group
+    assert prof.rounds == 1
+    assert len(set(out[1].tolist())) > 1  # the trip counts differ between examples
+
+
+def test_loop_that_changes_shape_runs_as_python():
+    @dynnet.function
+    def grow(x):
+        while x.shape[0] < 4:
+            x = torch.cat([x, x[:1] * 2])
+        return x
+
+    xs = [torch.randn(n, requires_grad=True) for n in (1, 2, 3)]
+    assert_batch_matches_loop(grow, xs)
+
+
+def test_per_example_python_object_among_inputs_runs_op_by_op():
+    class Box:
+        def __init__(self, scale):
+            self.scale = scale
+
+    w = torch.randn(D, requires_grad=True)
+
+    @dynnet.function
+    def f(x, box):
+        y = torch.tanh(x * w) * box.scale
+        return torch.sigmoid(y) + y * 0.5
+
+    xs = [torch.randn(D) for _ in range(4)]
+    assert_batch_matches_loop(f, [(x, Box(k + 1.0)) for k, x in enumerate(xs)], [w])
+
+
+def test_segment_with_per_example_data():
+    embed = nn.Embedding(10, D)
+    lin = nn.Linear(D, D)
+
+    @dynnet.function
+    def f(i, j):
+        a = lin(embed(torch.tensor(i)))
+        b = embed(torch.tensor(j))
+        return torch.tanh(a) * torch.sigmoid(b)
+
+    pairs = [(k % 10, (3 * k) % 10) for k in range(9)]
+    f.batch(*zip(*pairs[:1]))  # capture
+    with dynnet.profile() as prof:
+        assert_batch_matches_loop(f, pairs, list(embed.parameters()) + list(lin.parameters()))
+    assert prof.nodes == len(pairs)
