@@ -17,10 +17,11 @@ With ``--task binary`` a separate 2-class model is trained instead (neutral node
 carry no loss, neutral-root trees are dropped from evaluation). The last line
 printed is a JSON summary.
 
-Measured (2-core CPU shared with other jobs, one thread, torch 2.13): the command
-above early-stopped after 18 epochs in 14.4 minutes; test fine-grained 45.97% (dev
-46.87%, epoch 12), binary 84.29% (dev 84.52%, epoch 4); the epoch-12 model alone
-scores 83.47% binary on test.
+Measured (2-core CPU shared with other jobs, one thread, torch 2.13, seed 1): at
+commit e93a63e the command above early-stopped after 11 epochs in 4.3 minutes (~390
+trees/s): test fine-grained 46.15% (dev 45.96%, epoch 5), binary 84.07% (dev 84.75%,
+epoch 3); the epoch-5 model alone scores 85.01% binary on test. At f12fb2d (before
+the engine's segments, 110-340 trees/s) it took 14.4 minutes: 45.97% / 84.29%.
 """
 
 from __future__ import annotations
