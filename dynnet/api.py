@@ -133,8 +133,8 @@ def function(fn=None, *, schedule=None):
     every sequence; keyword arguments are shared by all examples) and returns one
     example's output structure with every tensor leaf stacked on a new leading dim;
     when structures or leaf shapes differ between examples, a list of per-example
-    outputs; non-tensor leaves become lists. Results equal running `fn` on each
-    example, forward and backward.
+    outputs; non-tensor values (numbers, lists of ids) become the list of the examples'
+    values. Results equal running `fn` on each example, forward and backward.
 
     Args:
       schedule: "depth" or "agenda" (default: `dynnet.config.schedule`).

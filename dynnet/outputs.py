@@ -3,7 +3,8 @@
 `materialize(obj)` replaces every (executed) lazy leaf by its torch tensor.
 `stack_outputs(results)` returns the output structure of one example with every
 tensor leaf stacked on a new leading dim, or the list of materialized per-example
-results when structures or leaf shapes differ.
+results when structures or leaf shapes differ. Non-tensor leaves (including lists
+and tuples that hold no tensor) become the list of the examples' values.
 """
 
 import torch
@@ -12,9 +13,27 @@ from dynnet.backends.gather import gather
 from dynnet.lazy import LazyTensor
 
 
-def _flatten(obj, leaves):
-    """A hashable description of `obj`'s structure; appends its leaves."""
+def _has_tensor(obj):
     cls = obj.__class__
+    if cls is LazyTensor or isinstance(obj, torch.Tensor):
+        return True
+    if isinstance(obj, (tuple, list)):
+        return any(_has_tensor(x) for x in obj)
+    if cls is dict:
+        return any(_has_tensor(x) for x in obj.values())
+    return False
+
+
+def _flatten(obj, leaves):
+    """A hashable description of `obj`'s structure; appends its leaves.
+
+    A list or tuple without tensors (token ids, say) is one leaf: each example's
+    list is kept whole instead of being transposed position by position.
+    """
+    cls = obj.__class__
+    if (cls is tuple or cls is list) and not _has_tensor(obj):
+        leaves.append(obj)
+        return None
     if cls is tuple or cls is list:
         return (cls, tuple(_flatten(x, leaves) for x in obj))
     if cls is dict:

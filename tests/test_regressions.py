@@ -84,3 +84,13 @@ def test_segments_see_replaced_modules_and_changed_attributes():
     model.scale = -1.0
     model.lin = torch.nn.Linear(3, 3)
     assert_batch_matches_loop(model.forward_one, xs, model.parameters())
+
+
+def test_lists_of_python_values_are_kept_per_example():
+    @dynnet.function
+    def ids(x, n):
+        return [n, n + 1], x * 2
+
+    out = ids.batch([torch.ones(2)] * 3, [1, 2, 3])
+    assert out[0] == [[1, 2], [2, 3], [3, 4]]
+    assert out[1].shape == (3, 2)
