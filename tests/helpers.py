@@ -3,7 +3,7 @@
 import torch
 
 import dynnet
-from dynnet.outputs import _flatten
+from dynnet.outputs import _flatten, _has_tensor
 
 
 def _leaves(obj):
@@ -118,7 +118,7 @@ def _index(batched, template, i):
     """Row `i` of a stacked result whose per-example structure is `template`."""
     if isinstance(template, dict):
         return {k: _index(batched[k], v, i) for k, v in template.items()}
-    if isinstance(template, (tuple, list)):
+    if isinstance(template, (tuple, list)) and _has_tensor(template):
         items = [_index(b, t, i) for b, t in zip(batched, template)]
         return type(template)(items) if not hasattr(template, "_fields") else \
             type(template)(*items)
