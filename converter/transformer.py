@@ -51,6 +51,26 @@ class Base(gast.NodeTransformer):
             out.extend(new if isinstance(new, list) else [new])
         return out
 
+    def generic_visit(self, node):
+        """Visits children; statement lists go through `visit_block` (which a pass may
+        override to add statements around each one)."""
+        for field, value in gast.iter_fields(node):
+            if isinstance(value, list) and value and isinstance(value[0], gast.stmt):
+                setattr(node, field, self.visit_block(value))
+            elif isinstance(value, list):
+                new = []
+                for v in value:
+                    if not isinstance(v, gast.AST):  # e.g. None in kw_defaults
+                        new.append(v)
+                        continue
+                    v = self.visit(v)
+                    if v is not None:
+                        new.extend(v if isinstance(v, list) else [v])
+                setattr(node, field, new)
+            elif isinstance(value, gast.AST):
+                setattr(node, field, self.visit(value))
+        return node
+
     def scoped(self, node, can_yield):
         self.can_yield.append(can_yield)
         try:

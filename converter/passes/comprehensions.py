@@ -60,17 +60,6 @@ class ComprehensionTransformer(Base):
                 out.extend(new if isinstance(new, list) else [new])
         return out
 
-    def generic_visit(self, node):
-        for field, value in gast.iter_fields(node):
-            if isinstance(value, list) and value and isinstance(value[0], gast.stmt):
-                setattr(node, field, self.visit_block(value))
-            elif isinstance(value, list):
-                setattr(node, field, [self.visit(v) if isinstance(v, gast.AST) else v
-                                      for v in value])
-            elif isinstance(value, gast.AST):
-                setattr(node, field, self.visit(value))
-        return node
-
     def _inlinable(self, node):
         """No call of the statement runs before `node` (its enclosing calls aside)."""
         if self.statement is None or isinstance(node, gast.GeneratorExp):
@@ -96,34 +85,12 @@ class ComprehensionTransformer(Base):
         # so comprehensions nested there are hoisted into the function's body
         first = node.generators[0]
         first.iter = self.visit(first.iter)
-        saved, self.hoisted = self.hoisted, []
-        for field in ("elt", "key", "value"):
-            if hasattr(node, field):
-                setattr(node, field, self.visit(getattr(node, field)))
-        for k, gen in enumerate(node.generators):
-            if k:
-                gen.iter = self.visit(gen.iter)
-            gen.ifs = [self.visit(cond) for cond in gen.ifs]
-        inner, self.hoisted = self.hoisted, saved
+        inner = self._visit_inside(node)
         name = self.ctx.namer.new_symbol("comp")
         iter_name = self.ctx.namer.new_symbol("iter")
         out_name = self.ctx.namer.new_symbol("out")
-        if isinstance(node, gast.DictComp):
-            add = templates.replace("out[key] = value", out=out_name, key=node.key,
-                                    value=node.value)
-        elif isinstance(node, gast.SetComp):
-            add = templates.replace("out.add(elt)", out=out_name, elt=node.elt)
-        else:
-            add = templates.replace("out.append(elt)", out=out_name, elt=node.elt)
-        body = add
-        for k in reversed(range(len(node.generators))):
-            gen = node.generators[k]
-            for cond in reversed(gen.ifs):
-                body = [gast.If(test=cond, body=body, orelse=[])]
-            it = gast.Name(id=iter_name, ctx=gast.Load(), annotation=None,
-                           type_comment=None) if k == 0 else gen.iter
-            body = [gast.For(target=gen.target, iter=it, body=body, orelse=[],
-                             type_comment=None)]
+        body = self._loops(node, out_name, gast.Name(id=iter_name, ctx=gast.Load(),
+                                                    annotation=None, type_comment=None))
         fn = templates.replace(
             f"@dn__.local\ndef {name}({iter_name}):\n    out = {_INIT[type(node)]}\n"
             "    body\n    return out",
@@ -150,6 +117,18 @@ class ComprehensionTransformer(Base):
             for sub in gast.walk(part):
                 if isinstance(sub, gast.Name) and sub.id in renames:
                     sub.id = renames[sub.id]
+        inner = self._visit_inside(node)
+        self.statement = statement
+        out_name = self.ctx.namer.new_symbol("out")
+        body = self._loops(node, out_name, first.iter)
+        init = templates.replace(f"out = {_INIT[type(node)]}", out=out_name)
+        for stmt in init + inner + body:
+            gast.copy_location(stmt, node)
+        self.hoisted.extend(init + inner + body)
+        return gast.Name(id=out_name, ctx=gast.Load(), annotation=None, type_comment=None)
+
+    def _visit_inside(self, node):
+        """Visits what a comprehension evaluates per element; returns what that hoists."""
         saved, self.hoisted = self.hoisted, []
         for field in ("elt", "key", "value"):
             if hasattr(node, field):
@@ -159,14 +138,7 @@ class ComprehensionTransformer(Base):
                 gen.iter = self.visit(gen.iter)
             gen.ifs = [self.visit(cond) for cond in gen.ifs]
         inner, self.hoisted = self.hoisted, saved
-        self.statement = statement
-        out_name = self.ctx.namer.new_symbol("out")
-        body = self._loops(node, out_name, first.iter)
-        init = templates.replace(f"out = {_INIT[type(node)]}", out=out_name)
-        for stmt in init + inner + body:
-            gast.copy_location(stmt, node)
-        self.hoisted.extend(init + inner + body)
-        return gast.Name(id=out_name, ctx=gast.Load(), annotation=None, type_comment=None)
+        return inner
 
     def _loops(self, node, out_name, first_iter):
         """`for` loops (and `if`s) that add each element to `out_name`."""

@@ -288,17 +288,6 @@ class SegmentTransformer(Base):
         close()
         return out
 
-    def generic_visit(self, node):
-        for field, value in gast.iter_fields(node):
-            if isinstance(value, list) and value and isinstance(value[0], gast.stmt):
-                setattr(node, field, self.visit_block(value))
-            elif isinstance(value, list):
-                setattr(node, field, [self.visit(v) if isinstance(v, gast.AST) else v
-                                      for v in value])
-            elif isinstance(value, gast.AST):
-                setattr(node, field, self.visit(value))
-        return node
-
     def _segment(self, run):
         """The statements replacing `run`: the segment function and its call site."""
         written, read = [], []
