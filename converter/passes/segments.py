@@ -127,7 +127,15 @@ class SegmentTransformer(Base):
             value = stmt.value
         else:
             return False
-        for node in gast.walk(value):
+        return self._expression_ok(value)
+
+    def _expression_ok(self, expr, compare=False):
+        """Only straight-line tensor code (and, with `compare`, one-link comparisons)."""
+        for node in gast.walk(expr):
+            if compare and isinstance(node, (gast.Compare, gast.cmpop)):
+                if isinstance(node, gast.Compare) and len(node.ops) != 1:
+                    return False
+                continue
             if not isinstance(node, _ALLOWED):
                 return False
             if isinstance(node, gast.Call) and not self._call_ok(node):
@@ -174,20 +182,6 @@ class SegmentTransformer(Base):
             return self._visit_loop(node)
         return replacement
 
-    def _test_qualifies(self, test):
-        for node in gast.walk(test):
-            if isinstance(node, gast.Compare):
-                if len(node.ops) != 1:
-                    return False
-                continue
-            if not isinstance(node, _ALLOWED + (gast.cmpop,)):
-                return False
-            if isinstance(node, gast.Call) and not self._call_ok(node):
-                return False
-            if isinstance(node, gast.Name) and node.id.startswith(RUNTIME):
-                return False
-        return True
-
     def _while_segment(self, node):
         """`while test: body` of straight-line tensor code as one masked batched loop.
 
@@ -203,7 +197,7 @@ class SegmentTransformer(Base):
         The state is the names the body assigns; each must be read before it is
         assigned (a loop-carried value), so it exists before the loop.
         """
-        if node.orelse or not node.body or not self._test_qualifies(node.test):
+        if node.orelse or not node.body or not self._expression_ok(node.test, compare=True):
             return None
         if not all(isinstance(s, (gast.Assign, gast.AugAssign)) and self._qualifies(s)
                    for s in node.body):
