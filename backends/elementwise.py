@@ -43,7 +43,7 @@ negative sin cos tan asin acos atan sinh cosh asinh acosh atanh sign sgn floor c
 erf erfc erfinv reciprocal square isnan isinf isfinite nan_to_num logical_and logical_or
 logical_not logical_xor bitwise_and bitwise_or bitwise_xor bitwise_not eq ne lt le gt ge
 greater less greater_equal less_equal not_equal zeros_like ones_like full_like rand_like
-randn_like empty_like clone detach positive xlogy logit relu_ sigmoid_ heaviside copysign
+randn_like empty_like clone detach positive xlogy logit heaviside copysign
 deg2rad rad2deg""".split()
 
 _F_NAMES = """relu relu6 elu selu celu gelu silu mish softplus softsign hardtanh hardswish

@@ -315,6 +315,11 @@ _tensor_methods = {}
 
 def record_method(name, tensor, args, kwargs):
     """Records the tensor method `tensor.name(*args, **kwargs)`."""
+    if name[-1] == "_" and name[:2] != "__" and name != "requires_grad_":
+        raise BatchingError(
+            f"the in-place method Tensor.{name} at {where(user_origin(2))} cannot be applied "
+            f"to a lazy tensor (its stacked batch may be shared with other values); use the "
+            f"out-of-place Tensor.{name[:-1]} instead")
     fn = _tensor_methods.get(name)
     if fn is None:
         fn = _tensor_methods[name] = getattr(torch.Tensor, name)

@@ -118,3 +118,14 @@ def test_lazy_value_used_after_its_batch():
     f.batch([torch.ones(2)])
     with pytest.raises(dynnet.ConcretizationError, match="outside of a batched call"):
         kept[0] + 1
+
+
+def test_in_place_methods_are_refused():
+    @dynnet.function
+    def f(x):
+        y = x * 2
+        y.relu_()
+        return y
+
+    with pytest.raises(dynnet.BatchingError, match="relu_ .* out-of-place Tensor.relu"):
+        f.batch([torch.ones(2)])
