@@ -47,7 +47,7 @@ from torch import nn
 
 from dynnet.data import BucketBatchSampler
 from dynnet.errors import DynnetError
-from dynnet.models.io import load_model, save_model
+from dynnet.models.io import load_model, replace_directory, save_model
 from dynnet.vocab import atomic_write_text
 
 __all__ = ["CheckpointError", "SequenceTask", "Trainer", "TreeTask", "init_distributed",
@@ -194,7 +194,7 @@ def save_checkpoint(directory, model, optimizer, state):
         data = {"format": _FORMAT, "state": state, "optimizer": optimizer_json,
                 "python_random": _jsonable(random.getstate())}
         atomic_write_text(tmp / TRAINER_JSON, json.dumps(data, indent=1) + "\n")
-        _swap_into_place(tmp, directory)
+        replace_directory(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -277,21 +277,6 @@ def _jsonable(value):
 def _python_random_state(saved):
     version, internal, gauss = saved
     return version, tuple(internal), gauss
-
-
-def _swap_into_place(new, directory):
-    """Renames ``new`` to ``directory``; an old one is moved aside first, removed last."""
-    if not os.path.lexists(directory):
-        os.rename(new, directory)
-        return
-    old = directory.parent / f".{directory.name}.old-{secrets.token_hex(6)}"
-    os.rename(directory, old)
-    try:
-        os.rename(new, directory)
-    except BaseException:
-        os.rename(old, directory)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # -------------------- the trainer --------------------

@@ -151,7 +151,7 @@ def save_model(model, directory):
             f.write(config_text + "\n")
             f.flush()
             os.fsync(f.fileno())
-        _swap_into_place(tmp, directory)
+        replace_directory(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -192,7 +192,7 @@ def _fresh_path(directory, kind):
     return directory.parent / f".{directory.name}.{kind}-{secrets.token_hex(6)}"
 
 
-def _swap_into_place(new, directory):
+def replace_directory(new, directory):
     """Renames ``new`` to ``directory``; an existing one is renamed aside first and
     deleted last, so some complete checkpoint is always on disk."""
     if not os.path.lexists(directory):
