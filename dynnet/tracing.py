@@ -185,18 +185,6 @@ def _template(obj):
     return obj
 
 
-def rebuild(template, values):
-    """Fills the slots of `template` with the items of iterator `values`, in order."""
-    if template is SLOT:
-        return next(values)
-    cls = template.__class__
-    if cls is tuple or cls is list:
-        return cls(rebuild(x, values) for x in template)
-    if cls is dict:
-        return {k: rebuild(v, values) for k, v in template.items()}
-    return template
-
-
 def flatten_outputs(obj, leaves):
     """Template of an op's output, appending its tensor leaves to `leaves`."""
     if isinstance(obj, torch.Tensor):
@@ -220,16 +208,18 @@ class _StructSeq:
         self.items = items
 
 
-def rebuild_outputs(template, values):
+def rebuild(template, values):
+    """Fills the slots of `template` (of arguments or of outputs) with the items of
+    iterator `values`, in order."""
     if template is SLOT:
         return next(values)
     cls = template.__class__
     if cls is tuple or cls is list:
-        return cls(rebuild_outputs(x, values) for x in template)
-    if cls is _StructSeq:
-        return template.cls([rebuild_outputs(x, values) for x in template.items])
+        return cls(rebuild(x, values) for x in template)
     if cls is dict:
-        return {k: rebuild_outputs(v, values) for k, v in template.items()}
+        return {k: rebuild(v, values) for k, v in template.items()}
+    if cls is _StructSeq:
+        return template.cls([rebuild(x, values) for x in template.items])
     return template
 
 
@@ -307,7 +297,7 @@ def record(fn, args, kwargs):
     if sig.out_template is SLOT:
         return LazyTensor(node, 0, sig.out_avals[0])
     outs = iter([LazyTensor(node, i, a) for i, a in enumerate(sig.out_avals)])
-    return rebuild_outputs(sig.out_template, outs)
+    return rebuild(sig.out_template, outs)
 
 
 _tensor_methods = {}
