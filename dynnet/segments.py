@@ -29,6 +29,7 @@ _STABLE = (torch.nn.Module, torch.Tensor, type, torch.dtype, torch.device,
            type(torch), type(len), type(lambda: 0))
 
 _templates = {}  # key -> SegmentTemplate or _UNSEGMENTABLE
+_grad_enabled = torch.is_grad_enabled
 _keys_per_code = {}
 
 
@@ -150,17 +151,18 @@ def _input_kind(cls):
 
 def _key(fn, inputs):
     """The cache key of a call and its lazy inputs, or None for unstable inputs."""
-    key = [fn.__code__, torch.is_grad_enabled()]
+    key = [fn.__code__, _grad_enabled()]
     lazies = []
     for v in inputs:
         cls = v.__class__
+        if cls is LazyTensor:
+            key.append(v.aval)
+            lazies.append(v)
+            continue
         kind = _input_kinds.get(cls)
         if kind is None:
             kind = _input_kinds[cls] = _input_kind(cls)
-        if kind == _LAZY:
-            key.append(v.aval)
-            lazies.append(v)
-        elif kind == _IDENTITY:
+        if kind == _IDENTITY:
             key.append(id(v))
         elif kind == _VALUE:
             key.append(cls)
