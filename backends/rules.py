@@ -9,7 +9,7 @@ under `torch.func.vmap`, so per-example semantics hold by construction.
 
 import torch
 
-from dynnet.tracing import rebuild
+from dynnet.tracing import SLOT, rebuild
 
 batching_rules = {}  # callable -> rule
 module_rules = {}  # nn.Module subclass -> rule
@@ -58,18 +58,9 @@ class BatchedCall:
             values = [prep(x, a) for x, a in zip(values, self.sig.in_avals)]
         return rebuild(self.sig.template, iter(values))
 
-    def slot_positions(self):
-        """Which top-level positional args hold a lazy slot (as a set of indices)."""
-        from dynnet.tracing import SLOT
-
-        args, kwargs = self.sig.template
-        return {i for i, a in enumerate(args) if a is SLOT}
-
     def only_first_batched(self):
         """True when the only lazy slot is the first positional argument."""
         args, _ = self.sig.template
-        from dynnet.tracing import SLOT
-
         return len(self.slots) == 1 and len(args) > 0 and args[0] is SLOT
 
 
@@ -82,11 +73,6 @@ def vmap_rule(call):
         return sig.fn(*args, **kwargs)
 
     return torch.func.vmap(per_example, randomness="different")(*call.slots)
-
-
-def module_vmap_rule(call):
-    """Fallback for modules that are not known to be row-wise."""
-    return vmap_rule(call)
 
 
 def rule_for(sig):

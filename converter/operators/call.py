@@ -260,13 +260,10 @@ def _python_scalar(dtype):
     return int
 
 
-def need_scalar(tensor, convert):
-    """Pause until `tensor`'s value is known; resume with `convert(value)`."""
-    return Suspend(lazies=(tensor,), post=lambda values: convert(values[0]), scalar=convert)
-
-
 def _item(tensor, args, kwargs):
-    return need_scalar(tensor, _python_scalar(tensor.dtype))
+    """`x.item()`: pause until the value is known; resume with the Python scalar."""
+    convert = _python_scalar(tensor.dtype)
+    return Suspend(lazies=(tensor,), post=lambda values: convert(values[0]), scalar=convert)
 
 
 def _tolist(tensor, args, kwargs):
