@@ -46,6 +46,7 @@ from dynnet.converter.passes import (
     segments,
 )
 from dynnet.converter.transformer import RUNTIME, Context
+from dynnet.runtime import Suspend
 
 PASSES = [functions, comprehensions, segments, asserts, control_flow, conditional_expressions,
           logical_expressions, comparisons, formatted_values, call_trees]
@@ -68,12 +69,29 @@ class ConvertedFunction:
         self.is_generator = bool(function.__code__.co_flags & CO_GENERATOR)
 
     def start(self, args, kwargs):
-        """Begins a call: a `Suspend(gen=...)` for the driver, or the value itself."""
-        if self.is_generator:
-            from dynnet.runtime import Suspend
+        """Begins a call: the value itself, or a `Suspend(gen=...)` for the driver.
 
-            return Suspend(gen=self.function(*args, **kwargs))
-        return self.function(*args, **kwargs)
+        The callee's first step runs at once, on Python's stack (up to a small depth,
+        so deep recursion still lives on the driver's explicit stack): a call that
+        finishes without pausing or calling further (a leaf) returns its value directly.
+        """
+        if not self.is_generator:
+            return self.function(*args, **kwargs)
+        gen = self.function(*args, **kwargs)
+        if _inline[0] >= _MAX_INLINE:
+            return Suspend(gen=gen)
+        _inline[0] += 1
+        try:
+            first = gen.send(None)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            _inline[0] -= 1
+        return Suspend(gen=gen, first=first)
+
+
+_inline = [0]  # how many first steps run nested on Python's stack right now
+_MAX_INLINE = 16
 
 
 _code_cache = {}  # original code object -> (converted code, source)

@@ -6,7 +6,7 @@ from dynnet import config, tracing
 from dynnet.converter import converted_function
 from dynnet.converter.operators.call import register_startable
 from dynnet.outputs import materialize, stack_outputs
-from dynnet.runtime import Suspend, run_batch, run_nested
+from dynnet.runtime import Suspend, complete, run_batch
 
 tracing.register_internal_file(__file__)
 
@@ -47,7 +47,7 @@ class DynFunction:
             return self.fn(*args, **kwargs)
         if tracing.current() is not None:  # called by code that cannot pause
             result = self.start(args, kwargs)
-            return run_nested(result.gen) if result.__class__ is Suspend else result
+            return complete(result) if result.__class__ is Suspend else result
         results = self._run([args], kwargs)
         return materialize(results[0])
 
@@ -62,8 +62,9 @@ class DynFunction:
         converted = self.converted
 
         def make(args):
-            result = converted.start(args, kwargs)
-            return result.gen if result.__class__ is Suspend else _returning(result)
+            if converted.is_generator:
+                return converted.function(*args, **kwargs)
+            return _returning(converted.function(*args, **kwargs))
 
         results, _ = run_batch(make, examples, self.schedule)
         return results

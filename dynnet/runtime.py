@@ -31,13 +31,14 @@ class Suspend:
     marks the common case of one lazy scalar.
     """
 
-    __slots__ = ("gen", "lazies", "post", "scalar")
+    __slots__ = ("gen", "lazies", "post", "scalar", "first")
 
-    def __init__(self, gen=None, lazies=(), post=None, scalar=None):
+    def __init__(self, gen=None, lazies=(), post=None, scalar=None, first=None):
         self.gen = gen
         self.lazies = lazies
         self.post = post
         self.scalar = scalar
+        self.first = first  # what `gen` already yielded (its first step ran inline)
 
 
 class Profile:
@@ -132,14 +133,15 @@ class Trace:
 
 
 class _Example:
-    __slots__ = ("index", "stack", "value", "need", "result", "grad_enabled")
+    __slots__ = ("index", "stack", "value", "need", "result", "grad_enabled", "pending")
 
-    def __init__(self, index, gen):
+    def __init__(self, index, gen, pending=None):
         self.index = index
         self.stack = [gen]
         self.value = None
         self.need = None
         self.result = None
+        self.pending = pending
         self.grad_enabled = torch.is_grad_enabled()
 
 
@@ -160,30 +162,36 @@ def _run_until_pause(ex):
     stack = ex.stack
     value = ex.value
     error = None
+    out = ex.pending  # a request the top generator made before the driver saw it
+    ex.pending = None
     while True:
-        gen = stack[-1]
-        try:
-            out = gen.send(value) if error is None else gen.throw(error)
-        except StopIteration as stop:
-            stack.pop()
-            value, error = stop.value, None
-            if not stack:
-                ex.result = value
-                return False
-            continue
-        except BaseException as e:
-            stack.pop()
-            if not stack:
-                raise
-            error = e
-            continue
-        error = None
-        if out.gen is not None:
+        if out is None:
+            gen = stack[-1]
+            try:
+                out = gen.send(value) if error is None else gen.throw(error)
+            except StopIteration as stop:
+                stack.pop()
+                value, error, out = stop.value, None, None
+                if not stack:
+                    ex.result = value
+                    return False
+                continue
+            except BaseException as e:
+                stack.pop()
+                if not stack:
+                    raise
+                error, out = e, None
+                continue
+            error = None
+        while out.gen is not None:  # a call: the callee goes on the stack
             stack.append(out.gen)
-            value = None
+            if out.first is None:
+                break
+            out = out.first  # the callee ran its first step inline: its own request
         else:
             ex.need = out
             return True
+        value, out = None, None
 
 
 def _resolve(examples):
@@ -280,14 +288,15 @@ def run_batch(make_generator, per_example_args, strategy=None):
     return [ex.result for ex in examples], trace
 
 
-def run_nested(gen):
+def run_nested(gen, first=None):
     """Runs a generator to completion inside the active trace, on Python's stack.
 
     Used when a converted function is called from code that cannot yield (library
-    code, lambdas): a pause executes the pending graph at once.
+    code, lambdas): a pause executes the pending graph at once. `first` is what
+    `gen` already yielded, if it was started.
     """
     trace = tracing._active[-1]
-    ex = _Example(trace.instance, gen)
+    ex = _Example(trace.instance, gen, first)
     while _step(ex):
         trace.flush()
         _resolve([ex])
@@ -297,7 +306,7 @@ def run_nested(gen):
 def complete(suspend):
     """The value a `Suspend` stands for, computed at once (no batching across examples)."""
     if suspend.gen is not None:
-        return run_nested(suspend.gen)
+        return run_nested(suspend.gen, suspend.first)
     tracing._active[-1].flush()
     ex = _Example(tracing._active[-1].instance, None)
     ex.need = suspend
