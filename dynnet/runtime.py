@@ -1,9 +1,11 @@
 """The batch driver: resumable examples over one shared trace.
 
 Converted functions are generator functions. A converted call of another user
-function yields `Suspend(gen=...)`: the driver pushes that generator on the
-example's own stack, so user recursion never grows Python's stack. A test on a
-lazy value yields `Suspend(lazies=...)`: the example pauses. Every example runs
+function runs the callee's first step at once (a leaf call usually finishes right
+there) and otherwise yields `Suspend(gen=..., first=...)`: the driver pushes that
+generator on the example's own stack, so user recursion never grows Python's stack
+by more than a few frames. A test on a lazy value yields `Suspend(lazies=...)`: the
+example pauses. Every example runs
 until it pauses or finishes, the pending graph of all of them executes batched,
 the needed values are read back, and the paused examples resume.
 """
