@@ -62,6 +62,12 @@ def init_embedding(embedding):
 
 
 @row_wise
+def check_positive_int(name, value):
+    """Raises ValueError unless `value` is an int >= 1 (not a bool)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
 class ClassifierHead(nn.Module):
     """Dropout and a linear layer from a node's hidden vector to class scores.
 
@@ -105,8 +111,7 @@ class TreeClassifier(nn.Module, SaveLoadMixin):
         super().__init__()
         for name, value in (("vocab_size", vocab_size), ("embed_dim", embed_dim),
                             ("hidden_dim", hidden_dim), ("num_classes", num_classes)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(name, value)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.vocab_size = vocab_size

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dynnet.models.classifier import TreeClassifier, init_embedding, row_wise
+from dynnet.models.classifier import TreeClassifier, check_positive_int, init_embedding, row_wise
 from dynnet.models.io import register_model
 
 __all__ = ["ChildSumTreeLSTM", "ChildSumTreeLSTMCell", "LeafLSTM", "NaryTreeLSTM",
@@ -117,8 +117,7 @@ class NaryTreeLSTM(TreeClassifier):
     def __init__(self, vocab_size, embed_dim=128, hidden_dim=128, num_classes=5,
                  node_loss=False, dropout=0.0, arity=2):
         super().__init__(vocab_size, embed_dim, hidden_dim, num_classes, node_loss, dropout)
-        if not isinstance(arity, int) or arity < 1:
-            raise ValueError(f"arity must be a positive int, got {arity!r}")
+        check_positive_int("arity", arity)
         self.arity = arity
         self.leaf = LeafLSTM(vocab_size, embed_dim, hidden_dim, dropout)
         self.cell = NaryTreeLSTMCell(hidden_dim, arity)
