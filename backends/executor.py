@@ -7,22 +7,29 @@ example index.
 
 import torch
 
+from dynnet.backends import arena
 from dynnet.backends.gather import gather
 from dynnet.errors import BatchingError, where
 from dynnet.tracing import flatten_outputs, rebuild
 
 
 class GroupResult:
-    """The batched outputs of one executed group (row i belongs to its i-th node)."""
+    """The batched outputs of one executed group (row i belongs to its i-th node).
 
-    __slots__ = ("outputs",)
+    `slots` is the group's arena Placement slots while its round runs (then None):
+    per output, `(arena, base)` when the output was also copied into an arena.
+    """
 
-    def __init__(self, outputs):
+    __slots__ = ("outputs", "slots")
+
+    def __init__(self, outputs, slots=None):
         self.outputs = outputs
+        self.slots = slots
 
 
-def execute_group(sig, nodes):
-    """Executes `nodes` (all of signature `sig`) as one batched call; stores results."""
+def execute_group(sig, nodes, placement=None):
+    """Executes `nodes` (all of signature `sig`) as one batched call; stores results
+    (also into the round's arenas, where `placement` says so)."""
     kind = sig.kind
     if kind == "op" or kind == "segment" or kind == "loop":
         if sig.grad_enabled or not torch.is_grad_enabled():
@@ -36,7 +43,15 @@ def execute_group(sig, nodes):
                                 device=aval.device)]
     else:  # "stack": per-example eager tensors
         outputs = [torch.stack([n.payload for n in nodes])]
-    result = GroupResult(outputs)
+    if placement is not None:
+        if sig.grad_enabled or not torch.is_grad_enabled():
+            arena.store(placement, outputs)
+        else:
+            with torch.no_grad():
+                arena.store(placement, outputs)
+        result = GroupResult(outputs, placement.slots)
+    else:
+        result = GroupResult(outputs)
     for row, node in enumerate(nodes):
         node.group = result
         node.row = row

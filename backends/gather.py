@@ -1,9 +1,9 @@
 """Gathering the rows of a group's inputs from the buffers that hold them.
 
 Every executed node's value is row `node.row` of output `index` of its group's
-buffers. A gather costs a constant number of torch calls per source buffer:
-nothing when the rows are a whole buffer in order, one index_select when they come
-from one buffer, else one index_select per source, a cat and a permutation.
+buffers. A gather costs: nothing when the rows are a whole buffer in order, one
+index_select when they come from one buffer or from one arena of the current round
+(backends/arena.py), else one index_select per source, a cat and a permutation.
 """
 
 import torch
@@ -17,7 +17,7 @@ def gather(lazies):
     for t in lazies:
         node = t.node
         if node.group.outputs[t.index] is not buf:
-            return _gather_many(lazies)
+            return _gather_arena(lazies)
         rows.append(node.row)
     n = len(rows)
     if n == buf.shape[0] and rows[0] == 0 and rows[-1] == n - 1 and rows == list(range(n)):
@@ -25,6 +25,25 @@ def gather(lazies):
     if rows[-1] - rows[0] == n - 1 and rows == list(range(rows[0], rows[0] + n)):
         return buf[rows[0]:rows[0] + n]
     return buf.index_select(0, torch.tensor(rows, device=buf.device))
+
+
+def _gather_arena(lazies):
+    """One index_select from the arena that holds every row, if there is one."""
+    first = lazies[0]
+    slots = first.node.group.slots
+    slot = slots[first.index] if slots is not None else None
+    if slot is None:
+        return _gather_many(lazies)
+    arena = slot[0]
+    rows = []
+    for t in lazies:
+        node = t.node
+        slots = node.group.slots
+        slot = slots[t.index] if slots is not None else None
+        if slot is None or slot[0] is not arena:
+            return _gather_many(lazies)
+        rows.append(slot[1] + node.row)
+    return arena.index_select(0, torch.tensor(rows, device=arena.device))
 
 
 def _gather_many(lazies):

@@ -17,7 +17,7 @@ import time
 import torch
 
 from dynnet import config, tracing
-from dynnet.backends import execute_group
+from dynnet.backends import arena, execute_group
 from dynnet.errors import where
 from dynnet.scheduler import get_strategy
 
@@ -116,11 +116,17 @@ class Trace:
         self.nodes += len(pending)
         self.rounds += 1
         log = _profiles[-1].group_sizes if _profiles else None
-        for sig, nodes in self.schedule(pending):
-            self.groups += 1
-            if log is not None:
-                log.setdefault(sig, []).append(len(nodes))
-            execute_group(sig, nodes)
+        groups = list(self.schedule(pending))
+        results = []
+        try:
+            for (sig, nodes), placement in zip(groups, arena.plan(groups)):
+                self.groups += 1
+                if log is not None:
+                    log.setdefault(sig, []).append(len(nodes))
+                results.append(execute_group(sig, nodes, placement))
+        finally:
+            for result in results:
+                result.slots = None  # the arenas served this round only
         self.execute_seconds += time.perf_counter() - start
 
     def write(self, index, file, text):
