@@ -5,17 +5,32 @@ A strategy takes the pending nodes (in recording order) and yields
 yielded, because the caller executes each group before asking for the next.
 
 - "depth": nodes with the same signature and the same depth (1 + the depth of
-  their deepest pending input) form a group; groups run by increasing depth.
+  their deepest pending input) form a group; groups run by increasing depth. A
+  signature spread over several depths moves its nodes as late as their users
+  allow when that gathers them into fewer groups (see `_latest_depths`).
 - "agenda" (DyNet's strategy 1): among the signatures with ready nodes, run the
   one whose ready nodes have the lowest average depth, then update readiness.
 """
 
 
 def depth_schedule(pending):
-    # 1) bucket by depth, then by signature, keeping recording order within buckets
+    levels = _levels(pending, None)
+    spread = _spread_signatures(levels)
+    if spread:
+        late = _latest_depths(pending, len(levels), spread)
+        if late:
+            levels = _levels(pending, late)
+    for level in levels:
+        yield from level.items()
+
+
+def _levels(pending, late):
+    """Per depth, signature -> nodes (in recording order); `late` moves nodes later."""
     levels = []
     for node in pending:
         d = node.depth
+        if late is not None:
+            d = late.get(node, d)
         while len(levels) < d:
             levels.append({})
         level = levels[d - 1]
@@ -24,9 +39,54 @@ def depth_schedule(pending):
             level[node.sig] = [node]
         else:
             nodes.append(node)
-    # 2) run the levels in order
+    return levels
+
+
+def _spread_signatures(levels):
+    """Signatures whose nodes sit at several depths (each depth is one more group)."""
+    seen, spread = set(), set()
     for level in levels:
-        yield from level.items()
+        for sig in level:
+            if sig in seen:
+                spread.add(sig)
+            seen.add(sig)
+    return spread
+
+
+def _latest_depths(pending, top, movable):
+    """node -> depth for the nodes worth running as late as possible.
+
+    A node can run as late as one level before its earliest user (the last level,
+    `top`, when nothing in this round uses it). Per signature of `movable`, the
+    latest depths are kept when they fall in fewer distinct depths, hence fewer
+    groups, than the earliest ones: a model's head applied to the roots of trees of
+    different heights then runs once, not once per height. The others keep their
+    earliest depth, and the latest depths are recomputed with them fixed, until
+    the choice is stable (every user still runs after its inputs).
+    """
+    while movable:
+        late = {}
+        for node in reversed(pending):
+            d = late.get(node, top) if node.sig in movable else node.depth
+            d -= 1
+            for t in node.inputs:
+                producer = t.node
+                if producer.sig in movable and producer.depth:  # pending, movable
+                    current = late.get(producer)
+                    if current is None or d < current:
+                        late[producer] = d
+        early_depths, late_depths = {}, {}
+        for node in pending:
+            sig = node.sig
+            if sig in movable:
+                early_depths.setdefault(sig, set()).add(node.depth)
+                late_depths.setdefault(sig, set()).add(late.get(node, top))
+        keep = {sig for sig in movable if len(late_depths[sig]) < len(early_depths[sig])}
+        if keep == movable:
+            return {node: d for node, d in late.items() if node.sig in keep} | \
+                {node: top for node in pending if node.sig in keep and node not in late}
+        movable = keep
+    return None
 
 
 def agenda_schedule(pending):

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import dynnet
 from tests.strategies import random_trees
@@ -57,3 +58,22 @@ def test_segments_record_one_node_per_tree_node():
             model.encode.batch(trees)
     assert prof.nodes == sum(t.size() for t in trees)
     assert prof.groups <= max(_height(t) for t in trees)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_head_on_roots_of_different_heights_runs_once(grad):
+    """The output layer and the loss read the root of trees of many heights: the depth
+    schedule runs them as late as possible, in one group each, and values still
+    equal the example-by-example ones."""
+    model = ModuleTreeLSTM()
+    trees = random_trees(30, max_depth=7, seed=11)
+    assert len({_height(t) for t in trees}) > 2
+    with torch.set_grad_enabled(grad):
+        model.loss.batch(trees[:2])  # capture
+        with dynnet.profile() as prof:
+            losses = model.loss.batch(trees)
+    assert prof.groups_of(model.out) == [len(trees)]
+    assert prof.groups_of(F.cross_entropy) == [len(trees)]
+    with dynnet.run_eagerly():
+        expected = torch.stack([model.loss(t) for t in trees])
+    torch.testing.assert_close(losses, expected)
