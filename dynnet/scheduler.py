@@ -43,14 +43,18 @@ def _levels(pending, late):
 
 
 def _spread_signatures(levels):
-    """Signatures whose nodes sit at several depths (each depth is one more group)."""
-    seen, spread = set(), set()
+    """Signatures whose nodes sit at several depths (each depth is one more group), in
+    groups of a few nodes: what a model does once per example (its head, its loss)
+    rather than once per step of its recursion."""
+    depths, sizes = {}, {}
     for level in levels:
-        for sig in level:
-            if sig in seen:
-                spread.add(sig)
-            seen.add(sig)
-    return spread
+        for sig, nodes in level.items():
+            depths[sig] = depths.get(sig, 0) + 1
+            sizes[sig] = sizes.get(sig, 0) + len(nodes)
+    return {sig for sig, n in depths.items() if n > 1 and sizes[sig] <= _SMALL * n}
+
+
+_SMALL = 8  # average group size under which regrouping is worth a pass over the round
 
 
 def _latest_depths(pending, top, movable):
