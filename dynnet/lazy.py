@@ -23,7 +23,8 @@ class Node:
     Attributes:
       sig: the batching signature; nodes with equal `sig` run as one batched call.
       inputs: the lazy tensors the op reads (the flattened tensor slots of its args).
-      payload: per-example data of source nodes (inputs, constants); None otherwise.
+      payload: per-example data of source nodes (inputs, constants) and of segment
+        nodes (their data inputs); None otherwise.
       depth: 1 + max depth of unexecuted inputs (0 once executed).
       instance: index of the example that recorded it.
       group, row: after execution, the group result holding the value and its row.
@@ -31,10 +32,10 @@ class Node:
 
     __slots__ = ("sig", "inputs", "payload", "depth", "instance", "group", "row")
 
-    def __init__(self, sig, inputs, depth, instance):
+    def __init__(self, sig, inputs, depth, instance, payload=None):
         self.sig = sig
         self.inputs = inputs
-        self.payload = None
+        self.payload = payload
         self.depth = depth
         self.instance = instance
         self.group = None

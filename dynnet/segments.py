@@ -30,6 +30,7 @@ _STABLE = (torch.nn.Module, torch.Tensor, type, torch.dtype, torch.device,
 
 _templates = {}  # key -> SegmentTemplate or _UNSEGMENTABLE
 _grad_enabled = torch.is_grad_enabled
+_active = tracing._active  # the traces being recorded (the list itself, never rebound)
 _keys_per_code = {}
 
 
@@ -54,6 +55,8 @@ class SegmentTemplate:
       ops: per captured node, `(signature, payload, refs)`; a ref `(-1, k)` is the
         segment's k-th lazy input, `(j, i)` is output i of op j.
       outputs: per output of `fn`, `("ref", ref)` or `("const", value)`.
+      record: `record(lazies, data, trace) -> outputs`, compiled for this template:
+        records one node for the current example and returns fn's outputs.
     """
 
     def __init__(self, name, in_avals, ops, outputs, origin):
@@ -64,7 +67,7 @@ class SegmentTemplate:
         self.sig = Signature("segment", self, name, None, in_avals, origin)
         self.sig.grad_enabled = torch.is_grad_enabled()
         self.sig.out_avals = tuple(ops[j][0].out_avals[i] for j, i in self.lazy_outputs)
-        self.build = self._compile_builder()
+        self.record = self._compile_recorder()
 
     def _collect(self, entries):
         for kind, ref in entries:
@@ -74,38 +77,41 @@ class SegmentTemplate:
             elif kind != "const":  # a tuple or list of entries
                 self._collect(ref)
 
-    def _compile_builder(self):
-        """A function `(node, lazies) -> outputs` made for this template's structure."""
+    def _compile_recorder(self):
+        """A function `(lazies, data, trace) -> outputs` made for this template's
+        structure: it records one node for the current example (depth 1 + the deepest
+        input's) and returns fn's outputs around the node's lazy outputs."""
         constants = []
 
         def expr(entry):
             kind, ref = entry
             if kind == "const":
                 constants.append(ref)
-                return f"C[{len(constants) - 1}]"
+                return f"C{len(constants) - 1}"
             if kind == "ref":
-                return f"L[{ref[1]}]" if ref[0] < 0 else f"t{self.lazy_outputs.index(ref)}"
+                return f"l{ref[1]}" if ref[0] < 0 else f"t{self.lazy_outputs.index(ref)}"
             items = ", ".join(expr(e) for e in ref) + ("," if len(ref) == 1 else "")
             return f"({items})" if kind is tuple else f"[{items}]"
 
-        lines = [f"    t{k} = T(node, {k}, A[{k}])" for k in range(len(self.lazy_outputs))]
-        source = "def build(node, L):\n" + "\n".join(lines) + \
-            f"\n    return {expr((tuple, self.outputs))}\n"
-        namespace = {"T": LazyTensor, "A": self.sig.out_avals, "C": constants}
-        exec(compile(source, "<dynnet segment outputs>", "exec"), namespace)
-        return namespace["build"]
-
-    def record(self, lazies, data, trace):
-        """Records one segment node for the current example; returns fn's outputs."""
-        depth = 0
-        for t in lazies:
-            d = t.node.depth
-            if d > depth:
-                depth = d
-        node = Node(self.sig, lazies, depth + 1, trace.instance)
-        node.payload = data
-        trace.pending.append(node)
-        return self.build(node, lazies)
+        n_in = len(self.sig.in_avals)
+        lines = []
+        if n_in:
+            lines.append(f"{''.join(f'l{k}, ' for k in range(n_in))}= L")
+            lines.append("depth = l0.node.depth")
+            for k in range(1, n_in):
+                lines += [f"d = l{k}.node.depth", "if d > depth:", "    depth = d"]
+        else:
+            lines.append("depth = 0")
+        lines += ["node = Node(sig, L, depth + 1, trace.instance, D)",
+                  "trace.pending.append(node)"]
+        lines += [f"t{k} = T(node, {k}, A{k})" for k in range(len(self.lazy_outputs))]
+        lines.append(f"return {expr((tuple, self.outputs))}")
+        source = "def record(L, D, trace):\n" + "".join(f"    {line}\n" for line in lines)
+        namespace = {"T": LazyTensor, "Node": Node, "sig": self.sig}
+        namespace.update((f"A{k}", a) for k, a in enumerate(self.sig.out_avals))
+        namespace.update((f"C{k}", c) for k, c in enumerate(constants))
+        exec(compile(source, "<dynnet segment record>", "exec"), namespace)
+        return namespace["record"]
 
     def run_batched(self, inputs, size, data=None):
         """The segment's lazy outputs for a group: its ops on the stacked inputs.
@@ -137,20 +143,25 @@ class SegmentTemplate:
         return tuple(o[0] for o in outs)
 
 
-_LAZY, _VALUE, _IDENTITY, _UNSTABLE = range(4)
-_input_kinds = {}  # type -> how inputs of that type enter the key
+_VALUE, _IDENTITY, _UNSTABLE = range(3)
+_input_kinds = {}  # type (other than LazyTensor) -> how inputs of that type enter the key
 
 
 def _input_kind(cls):
-    if cls is LazyTensor:
-        return _LAZY
     if cls in (int, float, bool, str, type(None), torch.device, torch.dtype, torch.Size):
         return _VALUE  # immutable: keyed by value (a new torch.device each call is common)
     return _IDENTITY if issubclass(cls, _STABLE) else _UNSTABLE
 
 
-def _key(fn, inputs):
-    """The cache key of a call and its lazy inputs, or None for unstable inputs."""
+def _key(fn, inputs, data=()):
+    """The cache key of a segment call and its lazy inputs, or (None, None) when an input
+    is a per-example Python object or a data input is not a Python scalar.
+
+    The key is the code, the grad mode, then per input the aval of a lazy value, the
+    id of a stable object (module, shared tensor, class, ...) or the class and value of
+    an immutable scalar, then the class of each data input. An entry's first item (an
+    Aval, an int, a class) tells its kind, so different layouts never give equal keys.
+    """
     key = [fn.__code__, _grad_enabled()]
     lazies = []
     for v in inputs:
@@ -162,16 +173,26 @@ def _key(fn, inputs):
         kind = _input_kinds.get(cls)
         if kind is None:
             kind = _input_kinds[cls] = _input_kind(cls)
-        if kind == _IDENTITY:
+        if kind is _IDENTITY:
             key.append(id(v))
-        elif kind == _VALUE:
+        elif kind is _VALUE:
             key.append(cls)
             key.append(v)
         else:
             return None, None
-    if len(lazies) > 1 and len(set(map(id, lazies))) < len(lazies):
-        return None, None  # one value under two names: the template could not tell them apart
+    for d in data:
+        cls = d.__class__
+        if cls is not int and cls is not float and cls is not bool:
+            return None, None
+        key.append(cls)
     return tuple(key), lazies
+
+
+def _distinct(lazies):
+    """True when no lazy value is among the inputs twice. A template captured from one
+    value under two names could not tell them apart on other examples (the other way
+    round is fine: replaying a template on one value under two names reads it twice)."""
+    return len(lazies) < 2 or len(set(map(id, lazies))) == len(lazies)
 
 
 def segment(fn, inputs, data=()):
@@ -180,21 +201,15 @@ def segment(fn, inputs, data=()):
     `data` holds per-example Python scalars that the segment turns into tensors
     (`torch.tensor(tree.word_id)`); they vary per example without changing the key.
     """
-    trace = tracing.current()
-    if trace is None:
+    if not _active:
         return fn(*inputs, *data)
-    key, lazies = _key(fn, inputs)
-    if key is not None and data:
-        kinds = tuple(d.__class__ for d in data)
-        key = key + kinds if all(k in _DATUM for k in kinds) else None
-    if key is None or not (lazies or data):
-        return fn(*inputs, *data)
+    key, lazies = _key(fn, inputs, data)
     template = _templates.get(key)
-    if template is None:
-        return _capture(fn, inputs, data, key, lazies, trace)
-    if template is _UNSEGMENTABLE:
-        return fn(*inputs, *data)
-    return template.record(lazies, data, trace)
+    if template.__class__ is SegmentTemplate:
+        return template.record(lazies, data, _active[-1])
+    if template is None and key is not None and (lazies or data) and _distinct(lazies):
+        return _capture(fn, inputs, data, key, lazies, _active[-1])
+    return fn(*inputs, *data)
 
 
 class _Datum:
@@ -205,9 +220,6 @@ class _Datum:
     def __init__(self, value, k):
         self.value = value
         self.k = k
-
-
-_DATUM = {int: _Datum, float: _Datum, bool: _Datum}
 
 
 def _capture(fn, inputs, data, key, lazies, trace):
@@ -398,6 +410,8 @@ def while_segment(test_fn, body_fn, state, consts):
         return None
     template = _templates.get(key)
     if template is None:
+        if not _distinct(lazies):
+            return None
         template = _templates[key] = _capture_loop(test_fn, body_fn, state, consts, lazies,
                                                    trace)
     if template is _UNSEGMENTABLE:

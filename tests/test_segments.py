@@ -84,3 +84,19 @@ def test_segment_with_per_example_data():
     with dynnet.profile() as prof:
         assert_batch_matches_loop(f, pairs, list(embed.parameters()) + list(lin.parameters()))
     assert prof.nodes == len(pairs)
+
+
+def test_segment_with_one_value_under_two_names():
+    w = torch.randn(D, requires_grad=True)
+
+    @dynnet.function
+    def f(x, same):
+        y = torch.tanh(x * w)
+        z = y if same else torch.sigmoid(x)
+        return torch.tanh(y) * z + z  # a segment of (z, y): the same value twice when same
+
+    xs = [torch.randn(D, requires_grad=True) for _ in range(6)]
+    # the first example must not capture a template that reads one value for both
+    # inputs; later ones replay the template captured from distinct values
+    assert_batch_matches_loop(f, [(x, k % 2 == 0) for k, x in enumerate(xs)], [w])
+    assert_batch_matches_loop(f, [(x, k % 3 != 1) for k, x in enumerate(xs)], [w])
