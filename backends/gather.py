@@ -6,7 +6,21 @@ index_select when they come from one buffer or from one arena of the current rou
 (backends/arena.py), else one index_select per source, a cat and a permutation.
 """
 
+from array import array
+
 import torch
+
+
+def index_tensor(rows, device):
+    """`rows` (a list of ints) as an int64 tensor on `device`.
+
+    Through an array buffer: `torch.tensor` of a Python list costs about 40 µs for
+    300 ints, this about 6 µs.
+    """
+    if not rows:
+        return torch.empty(0, dtype=torch.int64, device=device)
+    out = torch.frombuffer(array("q", rows), dtype=torch.int64)
+    return out if device.type == "cpu" else out.to(device)
 
 
 def gather(lazies):
@@ -24,7 +38,7 @@ def gather(lazies):
         return buf
     if rows[-1] - rows[0] == n - 1 and rows == list(range(rows[0], rows[0] + n)):
         return buf[rows[0]:rows[0] + n]
-    return buf.index_select(0, torch.tensor(rows, device=buf.device))
+    return buf.index_select(0, index_tensor(rows, buf.device))
 
 
 def _gather_arena(lazies):
@@ -43,7 +57,7 @@ def _gather_arena(lazies):
         if slot is None or slot[0] is not arena:
             return _gather_many(lazies)
         rows.append(slot[1] + node.row)
-    return arena.index_select(0, torch.tensor(rows, device=arena.device))
+    return arena.index_select(0, index_tensor(rows, arena.device))
 
 
 def _gather_many(lazies):
@@ -58,7 +72,7 @@ def _gather_many(lazies):
         entry[2].append(pos)
     parts, order = [], []
     for buf, rows, positions in sources.values():
-        parts.append(buf.index_select(0, torch.tensor(rows, device=buf.device)))
+        parts.append(buf.index_select(0, index_tensor(rows, buf.device)))
         order.extend(positions)
     stacked = torch.cat(parts)
     inverse = [0] * len(order)
@@ -66,4 +80,4 @@ def _gather_many(lazies):
         inverse[pos] = i
     if inverse == list(range(len(order))):
         return stacked
-    return stacked.index_select(0, torch.tensor(inverse, device=stacked.device))
+    return stacked.index_select(0, index_tensor(inverse, stacked.device))
