@@ -68,7 +68,10 @@ def _run_op(sig, nodes):
     from dynnet.backends.rules import BatchedCall
 
     B = len(nodes)
-    slots = [gather([n.inputs[j] for n in nodes]) for j in range(len(sig.in_avals))]
+    if len(sig.in_avals) == 1:
+        slots = [gather([n.inputs[0] for n in nodes])]
+    else:  # one column of input lazies per slot
+        slots = [gather(column) for column in zip(*[n.inputs for n in nodes])]
     try:
         if sig.kind == "segment" or sig.kind == "loop":
             out = sig.fn.run_batched(slots, B, [n.payload for n in nodes])
