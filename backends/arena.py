@@ -11,6 +11,12 @@ index_select, however many groups produced it.
 
 Arenas are only made for keys that at least two groups of the round write; a
 value with a single producer group is read from that group's own output.
+
+Arenas hold values only, outside autograd: writing a slice of a tensor that
+requires grad would make every later write clone the whole buffer's gradient in
+the backward pass (hand-batched code pays that). A gather that needs gradients is
+an `ArenaGather`, whose backward hands each producer group the gradient of its
+own rows (views of one zero-filled buffer spanning them).
 """
 
 import torch
@@ -60,8 +66,39 @@ def plan(groups):
 
 
 def store(placement, outputs):
-    """Copies a group's batched outputs into its arena rows."""
-    for slot, value in zip(placement.slots, outputs):
-        if slot is not None:
-            arena, base = slot
-            arena[base:base + value.shape[0]] = value
+    """Copies a group's batched outputs into its arena rows (values only)."""
+    with torch.no_grad():
+        for slot, value in zip(placement.slots, outputs):
+            if slot is not None:
+                arena, base = slot
+                arena[base:base + value.shape[0]] = value
+
+
+def select(arena, index, spans, sources):
+    """`arena.index_select(0, index)`, differentiable towards `sources` (the producer
+    groups' outputs whose rows `spans[i] = (base, rows)` of the arena hold)."""
+    if torch.is_grad_enabled() and any(s.requires_grad for s in sources):
+        return ArenaGather.apply(arena, index, spans, *sources)
+    return arena.index_select(0, index)
+
+
+class ArenaGather(torch.autograd.Function):
+    """Rows of an arena; the gradient flows to the producer groups' outputs."""
+
+    @staticmethod
+    def forward(ctx, arena, index, spans, *sources):
+        ctx.save_for_backward(index)
+        ctx.spans = spans
+        ctx.row_shape = arena.shape[1:]
+        return arena.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (index,) = ctx.saved_tensors
+        spans = ctx.spans
+        lo = min(base for base, _ in spans)
+        hi = max(base + rows for base, rows in spans)
+        rows_grad = grad.new_zeros((hi - lo, *ctx.row_shape))
+        rows_grad.index_add_(0, index - lo if lo else index, grad)
+        return (None, None, None,
+                *[rows_grad[base - lo:base - lo + rows] for base, rows in spans])

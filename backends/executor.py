@@ -47,11 +47,7 @@ def execute_group(sig, nodes, placement=None):
     else:  # "stack": per-example eager tensors
         outputs = [torch.stack([n.payload for n in nodes])]
     if placement is not None:
-        if sig.grad_enabled or not torch.is_grad_enabled():
-            arena.store(placement, outputs)
-        else:
-            with torch.no_grad():
-                arena.store(placement, outputs)
+        arena.store(placement, outputs)
         result = GroupResult(outputs, placement.slots)
     else:
         result = GroupResult(outputs)

@@ -10,6 +10,8 @@ from array import array
 
 import torch
 
+from dynnet.backends.arena import select
+
 
 def index_tensor(rows, device):
     """`rows` (a list of ints) as an int64 tensor on `device`.
@@ -49,15 +51,20 @@ def _gather_arena(lazies):
     if slot is None:
         return _gather_many(lazies)
     arena = slot[0]
-    rows = []
+    rows, producers, last, last_index = [], {}, None, -1
     for t in lazies:
         node = t.node
-        slots = node.group.slots
-        slot = slots[t.index] if slots is not None else None
-        if slot is None or slot[0] is not arena:
-            return _gather_many(lazies)
+        group = node.group
+        if group is not last or t.index != last_index:
+            last, last_index = group, t.index
+            slots = group.slots
+            slot = slots[last_index] if slots is not None else None
+            if slot is None or slot[0] is not arena:
+                return _gather_many(lazies)
+            producers[slot[1]] = group.outputs[last_index]
         rows.append(slot[1] + node.row)
-    return arena.index_select(0, index_tensor(rows, arena.device))
+    spans = [(base, value.shape[0]) for base, value in producers.items()]
+    return select(arena, index_tensor(rows, arena.device), spans, list(producers.values()))
 
 
 def _gather_many(lazies):
