@@ -29,6 +29,8 @@ _STABLE = (torch.nn.Module, torch.Tensor, type, torch.dtype, torch.device,
            type(torch), type(len), type(lambda: 0))
 
 _templates = {}  # key -> SegmentTemplate or _UNSEGMENTABLE
+_recent = {}  # segment code -> the SegmentTemplate it recorded last
+_MISS = object()  # what `SegmentTemplate.replay` returns for a call of another key
 _grad_enabled = torch.is_grad_enabled
 _active = tracing._active  # the traces being recorded (the list itself, never rebound)
 _keys_per_code = {}
@@ -47,6 +49,13 @@ class _DataRef:
         self.k = k
 
 
+def _compile(signature, lines, names):
+    """The function `def {signature}:` with body `lines`, its globals `names`."""
+    source = f"def {signature}:\n" + "".join(f"    {line}\n" for line in lines)
+    exec(compile(source, "<dynnet segment>", "exec"), names)
+    return names[signature.split("(")[0]]
+
+
 class SegmentTemplate:
     """The ops one segment records, replayable on a stacked batch.
 
@@ -57,6 +66,8 @@ class SegmentTemplate:
       outputs: per output of `fn`, `("ref", ref)` or `("const", value)`.
       record: `record(lazies, data, trace) -> outputs`, compiled for this template:
         records one node for the current example and returns fn's outputs.
+      replay: `replay(inputs, data, trace) -> outputs or MISS`: `record` after checking
+        that the call has this template's key (see `compile_replay`).
     """
 
     def __init__(self, name, in_avals, ops, outputs, origin):
@@ -68,6 +79,7 @@ class SegmentTemplate:
         self.sig.grad_enabled = torch.is_grad_enabled()
         self.sig.out_avals = tuple(ops[j][0].out_avals[i] for j, i in self.lazy_outputs)
         self.record = self._compile_recorder()
+        self.replay = None
 
     def _collect(self, entries):
         for kind, ref in entries:
@@ -77,10 +89,11 @@ class SegmentTemplate:
             elif kind != "const":  # a tuple or list of entries
                 self._collect(ref)
 
-    def _compile_recorder(self):
-        """A function `(lazies, data, trace) -> outputs` made for this template's
-        structure: it records one node for the current example (depth 1 + the deepest
-        input's) and returns fn's outputs around the node's lazy outputs."""
+    def _recording(self):
+        """Source lines that record one node for the current example and return fn's
+        outputs around its lazy outputs, with the names they need: they read the lazy
+        inputs as `l0, l1, ...` and as the sequence `L`, the data inputs as `D`, and the
+        trace as `trace`. The node's depth is 1 + the deepest input's."""
         constants = []
 
         def expr(entry):
@@ -94,24 +107,61 @@ class SegmentTemplate:
             return f"({items})" if kind is tuple else f"[{items}]"
 
         n_in = len(self.sig.in_avals)
-        lines = []
-        if n_in:
-            lines.append(f"{''.join(f'l{k}, ' for k in range(n_in))}= L")
-            lines.append("depth = l0.node.depth")
-            for k in range(1, n_in):
-                lines += [f"d = l{k}.node.depth", "if d > depth:", "    depth = d"]
-        else:
-            lines.append("depth = 0")
+        lines = ["depth = l0.node.depth" if n_in else "depth = 0"]
+        for k in range(1, n_in):
+            lines += [f"d = l{k}.node.depth", "if d > depth:", "    depth = d"]
         lines += ["node = Node(sig, L, depth + 1, trace.instance, D)",
                   "trace.pending.append(node)"]
         lines += [f"t{k} = T(node, {k}, A{k})" for k in range(len(self.lazy_outputs))]
         lines.append(f"return {expr((tuple, self.outputs))}")
-        source = "def record(L, D, trace):\n" + "".join(f"    {line}\n" for line in lines)
-        namespace = {"T": LazyTensor, "Node": Node, "sig": self.sig}
-        namespace.update((f"A{k}", a) for k, a in enumerate(self.sig.out_avals))
-        namespace.update((f"C{k}", c) for k, c in enumerate(constants))
-        exec(compile(source, "<dynnet segment record>", "exec"), namespace)
-        return namespace["record"]
+        names = {"T": LazyTensor, "Node": Node, "sig": self.sig}
+        names.update((f"A{k}", a) for k, a in enumerate(self.sig.out_avals))
+        names.update((f"C{k}", c) for k, c in enumerate(constants))
+        return lines, names
+
+    def _compile_recorder(self):
+        """`record(lazies, data, trace) -> outputs` for this template's structure."""
+        lines, names = self._recording()
+        n_in = len(self.sig.in_avals)
+        if n_in:
+            lines.insert(0, f"{''.join(f'l{k}, ' for k in range(n_in))}= L")
+        return _compile("record(L, D, trace)", lines, names)
+
+    def compile_replay(self, inputs, data):
+        """Sets `replay(inputs, data, trace)`: `record` for a call with these `inputs`
+        and `data` (the call this template was captured from) or any call with the same
+        key (see `_key`), else `MISS`. It checks the key's entries input by input,
+        without building the key: lazy inputs by class and aval, modules and shared
+        tensors by identity, Python scalars by class and value, data by class, and the
+        grad mode. A segment's code always takes as many inputs and data. (`type(v) is C`
+        implies `v.__class__ is C`, the test of `_key`, and is faster.)"""
+        lines, names = self._recording()
+        names.update(MISS=_MISS, grad=_grad_enabled, G=self.sig.grad_enabled)
+        unpacked, tests = [], []
+        for p, v in enumerate(inputs):
+            if v.__class__ is LazyTensor:
+                k = len([u for u in inputs[:p] if u.__class__ is LazyTensor])
+                unpacked.append(f"l{k}")
+                tests.append(f"type(l{k}) is T and l{k}.aval is IA{k}")
+                names[f"IA{k}"] = v.aval
+            elif _input_kinds[v.__class__] is _IDENTITY:
+                unpacked.append(f"v{p}")
+                tests.append(f"v{p} is K{p}")
+                names[f"K{p}"] = v
+            else:
+                unpacked.append(f"v{p}")
+                tests.append(f"type(v{p}) is KC{p} and v{p} == K{p}")
+                names[f"K{p}"], names[f"KC{p}"] = v, v.__class__
+        for j, d in enumerate(data):
+            tests.append(f"type(D[{j}]) is DC{j}")
+            names[f"DC{j}"] = d.__class__
+        tests.append("grad() is G")
+        n_in = len(self.sig.in_avals)
+        head = [f"{''.join(f'{u}, ' for u in unpacked)}= I" if unpacked else "",
+                f"if not ({' and '.join(tests)}):",
+                "    return MISS",
+                f"L = ({''.join(f'l{k}, ' for k in range(n_in))})"]
+        self.replay = _compile("replay(I, D, trace)", head + lines, names)
 
     def run_batched(self, inputs, size, data=None):
         """The segment's lazy outputs for a group: its ops on the stacked inputs.
@@ -200,15 +250,28 @@ def segment(fn, inputs, data=()):
 
     `data` holds per-example Python scalars that the segment turns into tensors
     (`torch.tensor(tree.word_id)`); they vary per example without changing the key.
+    The template last used by the same code is tried first (`replay`), without
+    building the key.
     """
     if not _active:
         return fn(*inputs, *data)
+    template = _recent.get(fn.__code__)
+    if template is not None:
+        outputs = template.replay(inputs, data, _active[-1])
+        if outputs is not _MISS:
+            return outputs
+    return _segment(fn, inputs, data, _active[-1])
+
+
+def _segment(fn, inputs, data, trace):
+    """`segment` through the key: records, captures a template or runs op by op."""
     key, lazies = _key(fn, inputs, data)
     template = _templates.get(key)
     if template.__class__ is SegmentTemplate:
-        return template.record(lazies, data, _active[-1])
+        _recent[fn.__code__] = template
+        return template.record(lazies, data, trace)
     if template is None and key is not None and (lazies or data) and _distinct(lazies):
-        return _capture(fn, inputs, data, key, lazies, _active[-1])
+        return _capture(fn, inputs, data, key, lazies, trace)
     return fn(*inputs, *data)
 
 
@@ -251,6 +314,8 @@ def _capture(fn, inputs, data, key, lazies, trace):
         # the key holds ids of modules and shared tensors: keep them alive so that no
         # other object can take an id while the template is cached
         template.keepalive = [v for v in inputs if isinstance(v, _STABLE)]
+        template.compile_replay(inputs, data)
+        _recent[code] = template
     _templates[key] = template if template is not None else _UNSEGMENTABLE
     return outputs
 

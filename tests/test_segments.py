@@ -100,3 +100,28 @@ def test_segment_with_one_value_under_two_names():
     # inputs; later ones replay the template captured from distinct values
     assert_batch_matches_loop(f, [(x, k % 2 == 0) for k, x in enumerate(xs)], [w])
     assert_batch_matches_loop(f, [(x, k % 3 != 1) for k, x in enumerate(xs)], [w])
+
+
+def test_segment_site_with_several_keys_records_each_with_its_own_template():
+    w = torch.randn(D, requires_grad=True)
+
+    @dynnet.function
+    def f(x, scale, flag):
+        y = torch.tanh(x[:D] * w) * scale + x.sum() * flag
+        return torch.sigmoid(y) * scale
+
+    g = torch.Generator().manual_seed(1)
+    # neighbours differ in one part of the key: the shape of x, scale or flag
+    examples = [(torch.randn(D + k // 4 % 2, generator=g, requires_grad=True), 1.0 + k % 3,
+                 k % 5 == 0) for k in range(12)]
+    f.batch(*zip(*examples))  # capture every key
+    with dynnet.profile() as prof:
+        assert_batch_matches_loop(f, examples, [w])
+    assert prof.nodes == 2 * len(examples)  # per example: its input x and one segment
+    examples = examples[-1:] + examples
+    with torch.no_grad(), dynnet.profile() as prof:  # another grad mode, other templates
+        out = f.batch(*zip(*examples))  # (the first example has the last one's key else)
+    assert not any(sig.grad_enabled for sig in prof.group_sizes if sig.kind == "segment")
+    with dynnet.run_eagerly():
+        expected = torch.stack([f(*ex) for ex in examples])
+    torch.testing.assert_close(out, expected.detach())
