@@ -134,8 +134,9 @@ def call(fn, /, *args, **kwargs):
         if need is not None:
             return need(fn.tensor, args, kwargs)
         return tracing.record_method(fn.name, fn.tensor, args, kwargs)
-    if cls in _UNCACHED:
-        return _UNCACHED[cls](fn, args, kwargs)
+    handler = _UNCACHED.get(cls)
+    if handler is not None:
+        return handler(fn, args, kwargs)
     try:
         handler = _handlers[fn]
     except KeyError:
@@ -234,7 +235,9 @@ _METHOD_DESCRIPTOR = type(torch.Tensor.add)
 _STARTABLE = (LocalFunction,)  # extended by dynnet.api with DynFunction
 
 
-_UNCACHED = {LocalFunction: _start, types.MethodType: _method}  # made anew for each call
+# callables made anew for each call -> how to call them (`cls.start(fn, args, kwargs)` is
+# `fn.start(args, kwargs)`, one frame less)
+_UNCACHED = {LocalFunction: LocalFunction.start, types.MethodType: _method}
 
 
 def register_startable(cls, cacheable=True):
@@ -244,7 +247,7 @@ def register_startable(cls, cacheable=True):
     if cacheable:
         _CACHEABLE.add(cls)
     else:
-        _UNCACHED[cls] = _start
+        _UNCACHED[cls] = cls.start
 
 
 # -------------------- values needed from lazy tensors --------------------
