@@ -138,12 +138,13 @@ class SegmentTemplate:
         lines, names = self._recording()
         names.update(MISS=_MISS, grad=_grad_enabled, G=self.sig.grad_enabled)
         unpacked, tests = [], []
+        k = 0  # lazy inputs so far
         for p, v in enumerate(inputs):
             if v.__class__ is LazyTensor:
-                k = len([u for u in inputs[:p] if u.__class__ is LazyTensor])
                 unpacked.append(f"l{k}")
                 tests.append(f"type(l{k}) is T and l{k}.aval is IA{k}")
                 names[f"IA{k}"] = v.aval
+                k += 1
             elif _input_kinds[v.__class__] is _IDENTITY:
                 unpacked.append(f"v{p}")
                 tests.append(f"v{p} is K{p}")
@@ -156,11 +157,10 @@ class SegmentTemplate:
             tests.append(f"type(D[{j}]) is DC{j}")
             names[f"DC{j}"] = d.__class__
         tests.append("grad() is G")
-        n_in = len(self.sig.in_avals)
-        head = [f"{''.join(f'{u}, ' for u in unpacked)}= I" if unpacked else "",
+        head = [f"{''.join(f'{u}, ' for u in unpacked)}= I" if unpacked else "pass",
                 f"if not ({' and '.join(tests)}):",
                 "    return MISS",
-                f"L = ({''.join(f'l{k}, ' for k in range(n_in))})"]
+                f"L = ({''.join(f'l{j}, ' for j in range(k))})"]
         self.replay = _compile("replay(I, D, trace)", head + lines, names)
 
     def run_batched(self, inputs, size, data=None):
@@ -266,11 +266,13 @@ def segment(fn, inputs, data=()):
 def _segment(fn, inputs, data, trace):
     """`segment` through the key: records, captures a template or runs op by op."""
     key, lazies = _key(fn, inputs, data)
+    if key is None:
+        return fn(*inputs, *data)
     template = _templates.get(key)
     if template.__class__ is SegmentTemplate:
         _recent[fn.__code__] = template
         return template.record(lazies, data, trace)
-    if template is None and key is not None and (lazies or data) and _distinct(lazies):
+    if template is None and (lazies or data) and _distinct(lazies):
         return _capture(fn, inputs, data, key, lazies, trace)
     return fn(*inputs, *data)
 
