@@ -10,7 +10,7 @@ import operator
 import torch
 import torch.nn.functional as F
 
-from dynnet.backends.rules import def_rule
+from dynnet.backends.rules import def_rule, flat_call
 
 
 def aligned(rank):
@@ -27,6 +27,17 @@ def elementwise_rule(call):
     rank = len(call.sig.out_avals[0].shape)
     args, kwargs = call.args(aligned(rank))
     return call.fn(*args, **kwargs)
+
+
+def _prepare_elementwise(sig):
+    """Without rank alignment (every slot has the output's rank) the op runs as is."""
+    rank = len(sig.out_avals[0].shape)
+    if any(len(a.shape) != rank for a in sig.in_avals):
+        return None
+    return flat_call(sig.fn, sig.template)
+
+
+elementwise_rule.prepare = _prepare_elementwise
 
 
 def expand_rule(call):

@@ -8,7 +8,7 @@ example index.
 import torch
 
 from dynnet.backends import arena
-from dynnet.backends.gather import gather, index_tensor
+from dynnet.backends.gather import data_tensor, gather
 from dynnet.errors import BatchingError, where
 from dynnet.tracing import flatten_outputs, rebuild
 
@@ -39,11 +39,7 @@ def execute_group(sig, nodes, placement=None):
                 outputs = _run_op(sig, nodes)
     elif kind == "const":
         aval = sig.out_avals[0]
-        values = [n.payload for n in nodes]
-        if aval.dtype is torch.int64 and all(v.__class__ is int for v in values):
-            outputs = [index_tensor(values, aval.device)]
-        else:
-            outputs = [torch.tensor(values, dtype=aval.dtype, device=aval.device)]
+        outputs = [data_tensor([n.payload for n in nodes], aval)]
     else:  # "stack": per-example eager tensors
         outputs = [torch.stack([n.payload for n in nodes])]
     if placement is not None:

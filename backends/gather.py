@@ -25,6 +25,13 @@ def index_tensor(rows, device):
     return out if device.type == "cpu" else out.to(device)
 
 
+def data_tensor(values, aval):
+    """Per-example Python scalars as one tensor of `aval`'s dtype and device."""
+    if aval.dtype is torch.int64 and all(v.__class__ is int for v in values):
+        return index_tensor(values, aval.device)
+    return torch.tensor(values, dtype=aval.dtype, device=aval.device)
+
+
 def gather(lazies):
     """Stacks the values of `lazies` (executed lazy tensors) along a new dim 0."""
     first = lazies[0]

@@ -7,7 +7,7 @@ under torch.func.vmap, so per-example semantics hold by construction.
 
 import torch.nn as nn
 
-from dynnet.backends.rules import def_module_rule, module_rules, vmap_rule
+from dynnet.backends.rules import def_module_rule, flat_call, module_rules, vmap_rule
 
 ROW_WISE = (nn.Linear, nn.Bilinear, nn.Embedding, nn.LayerNorm, nn.Dropout, nn.AlphaDropout,
             nn.Identity, nn.ReLU, nn.ReLU6, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU,
@@ -22,6 +22,9 @@ RECURRENT_CELLS = (nn.LSTMCell, nn.GRUCell, nn.RNNCell)
 def row_wise_rule(call):
     args, kwargs = call.args()
     return call.fn(*args, **kwargs)
+
+
+row_wise_rule.prepare = lambda sig: flat_call(sig.fn, sig.template)
 
 
 def cell_rule(call):

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from dynnet.backends.elementwise import aligned
-from dynnet.backends.rules import def_rule, vmap_rule
+from dynnet.backends.rules import def_rule, flat_call, vmap_rule
+from dynnet.tracing import SLOT
 
 
 def first_batched_rule(call):
@@ -17,6 +18,15 @@ def first_batched_rule(call):
     args, kwargs = call.args()
     return call.fn(*args, **kwargs)
 
+
+def _prepare_first_batched(sig):
+    args, _ = sig.template
+    if len(sig.in_avals) != 1 or not args or args[0] is not SLOT:
+        return None
+    return flat_call(sig.fn, sig.template)
+
+
+first_batched_rule.prepare = _prepare_first_batched
 
 def_rule([torch.matmul, torch.Tensor.matmul, operator.matmul, torch.Tensor.__matmul__,
           torch.mm, torch.Tensor.mm, torch.mv, torch.Tensor.mv, F.linear, F.bilinear,

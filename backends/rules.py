@@ -75,6 +75,58 @@ def vmap_rule(call):
     return torch.func.vmap(per_example, randomness="different")(*call.slots)
 
 
+def prepare(sig):
+    """`run(slots, size)`: the group call of `sig`, with its static work done once.
+
+    A rule may offer `rule.prepare(sig)`, returning such a function (or None when
+    the signature needs the general path); otherwise `run` builds a BatchedCall.
+    Segment templates prepare each of their ops once and replay them many times.
+    """
+    rule = sig.rule
+    make = getattr(rule, "prepare", None)
+    run = make(sig) if make is not None else None
+    if run is None:
+        def run(slots, size):
+            return rule(BatchedCall(sig, slots, size))
+    return run
+
+
+def flat_call(fn, template):
+    """`run(slots, size)` calling `fn` with the slots put in `template`, or None
+    when a slot is nested (in a list, tuple or keyword argument)."""
+    args, kwargs = template
+    if any(_holds_slot(v) for v in kwargs.values()) or \
+            any(a is not SLOT and _holds_slot(a) for a in args):
+        return None
+    positions = [i for i, a in enumerate(args) if a is SLOT]
+    if not kwargs and len(positions) == len(args):
+        if len(args) == 1:
+            return lambda slots, size: fn(slots[0])
+        if len(args) == 2:
+            return lambda slots, size: fn(slots[0], slots[1])
+        return lambda slots, size: fn(*slots)
+    base = list(args)
+
+    def run(slots, size):
+        filled = base.copy()
+        for p, value in zip(positions, slots):
+            filled[p] = value
+        return fn(*filled, **kwargs)
+
+    return run
+
+
+def _holds_slot(value):
+    if value is SLOT:
+        return True
+    cls = value.__class__
+    if cls is tuple or cls is list:
+        return any(_holds_slot(v) for v in value)
+    if cls is dict:
+        return any(_holds_slot(v) for v in value.values())
+    return False
+
+
 def rule_for(sig):
     """The rule that runs groups of `sig`: registered, else the vmap fallback."""
     fn = sig.fn

@@ -17,6 +17,7 @@ completing at once.
 import torch
 
 from dynnet import tracing
+from dynnet.backends.gather import data_tensor
 from dynnet.lazy import LazyTensor, Node
 from dynnet.tracing import Signature, flatten_outputs
 
@@ -41,12 +42,13 @@ class _Abort(Exception):
 
 
 class _DataRef:
-    """In a template: the payload is data input `k` of each example."""
+    """In a template: the payload is data input `k` of each example (of `aval`)."""
 
-    __slots__ = ("k",)
+    __slots__ = ("k", "aval")
 
     def __init__(self, k):
         self.k = k
+        self.aval = None
 
 
 def _compile(signature, lines, names):
@@ -80,6 +82,7 @@ class SegmentTemplate:
         self.sig.out_avals = tuple(ops[j][0].out_avals[i] for j, i in self.lazy_outputs)
         self.record = self._compile_recorder()
         self.replay = None
+        self._steps = None  # prepared on first replay
 
     def _collect(self, entries):
         for kind, ref in entries:
@@ -168,24 +171,43 @@ class SegmentTemplate:
 
         `data` holds each example's data inputs (the nodes' payloads), in row order.
         """
-        from dynnet.backends.rules import BatchedCall
-
+        steps = self._steps or self._prepare_steps()
         values = []
-        for sig, payload, refs in self.ops:
+        for run, refs, payload in steps:
             slots = [inputs[i] if j < 0 else values[j][i] for j, i in refs]
-            if sig.kind == "op":
-                leaves = []
-                flatten_outputs(sig.rule(BatchedCall(sig, slots, size)), leaves)
+            if run is not None:  # an op
+                out = run(slots, size)
+                if isinstance(out, torch.Tensor):
+                    leaves = [out]
+                else:
+                    leaves = []
+                    flatten_outputs(out, leaves)
             elif payload.__class__ is _DataRef:  # per-example scalars
-                aval = sig.out_avals[0]
-                leaves = [torch.tensor([d[payload.k] for d in data], dtype=aval.dtype,
-                                       device=aval.device)]
+                leaves = [data_tensor([d[payload.k] for d in data], payload.aval)]
             else:  # a constant with static arguments: the same value for every row
-                value = payload if sig.kind == "stack" else torch.tensor(
-                    payload, dtype=sig.out_avals[0].dtype, device=sig.out_avals[0].device)
-                leaves = [value.expand(size, *value.shape)]
+                leaves = [payload.expand(size, *payload.shape)]
             values.append(leaves)
         return [values[j][i] for j, i in self.lazy_outputs]
+
+    def _prepare_steps(self):
+        """Per op `(run, refs, payload)`: the op's prepared group call (see
+        `backends.rules.prepare`), or None with the data ref or constant it makes."""
+        from dynnet.backends.rules import prepare
+
+        steps = []
+        for sig, payload, refs in self.ops:
+            aval = sig.out_avals[0] if sig.out_avals else None
+            if sig.kind == "op":
+                steps.append((prepare(sig), refs, None))
+            elif payload.__class__ is _DataRef:
+                payload.aval = aval
+                steps.append((None, refs, payload))
+            else:
+                value = payload if sig.kind == "stack" else torch.tensor(
+                    payload, dtype=aval.dtype, device=aval.device)
+                steps.append((None, refs, value))
+        self._steps = steps
+        return steps
 
     def __call__(self, *inputs, data=()):
         """One example, unbatched (used to locate a failing example)."""
