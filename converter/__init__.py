@@ -21,9 +21,12 @@ Pass order, and why:
    becomes conditional expressions whose tests are already pause points (steps 3
    and 4 leave pause points alone, so their order relative to 5 does not matter).
 6. formatted_values: f-strings format the values of lazy tensors.
-7. call_trees: routes every call through `dn__.call`, last, so that it also sees the
+7. call_trees: routes every call through `dn__.call`, so that it also sees the
    calls that earlier passes moved around; it leaves the `dn__.*` helper calls the
    passes above made, but converts the calls inside their arguments.
+8. module_attributes: in methods of nn.Module subclasses, reads of `self.<name>`
+   (submodules, parameters) become `dn__.module_attr` calls; last, so that it also
+   rewrites the reads that the passes above moved into helper arguments.
 """
 
 import types
@@ -43,13 +46,14 @@ from dynnet.converter.passes import (
     formatted_values,
     functions,
     logical_expressions,
+    module_attributes,
     segments,
 )
 from dynnet.converter.transformer import RUNTIME, Context
 from dynnet.runtime import Suspend
 
 PASSES = [functions, comprehensions, segments, asserts, control_flow, conditional_expressions,
-          logical_expressions, comparisons, formatted_values, call_trees]
+          logical_expressions, comparisons, formatted_values, call_trees, module_attributes]
 CO_GENERATOR = 0x20
 
 
@@ -117,7 +121,7 @@ def convert_code(fn):
 def _convert(fn):
     node, filename, _ = parser.parse_function(fn)
     ctx = Context(Namer(node), filename, getattr(fn, "__qualname__", fn.__name__),
-                  namespace=_namespace(fn), class_methods=_class_methods(fn))
+                  namespace=_namespace(fn), class_methods=_class_methods(fn), owner=_owner(fn))
     for p in PASSES:
         node = p.transform(node, ctx)
     node = templates.fix_locations(node)
@@ -149,16 +153,22 @@ def _namespace(fn):
     return names
 
 
-def _class_methods(fn):
-    """Names of the functions defined on the class that defines method `fn`."""
+def _owner(fn):
+    """The class that defines method `fn`, or None."""
     owner = getattr(fn, "__dynnet_owner__", None)
     if owner is None:
         owner = fn.__globals__
         for part in fn.__qualname__.split(".")[:-1]:
             owner = owner.get(part) if isinstance(owner, dict) else getattr(owner, part, None)
             if owner is None or part == "<locals>":
-                return {fn.__name__}
-    if not isinstance(owner, type):
+                return None
+    return owner if isinstance(owner, type) else None
+
+
+def _class_methods(fn):
+    """Names of the functions defined on the class that defines method `fn`."""
+    owner = _owner(fn)
+    if owner is None:
         return {fn.__name__}
     return {fn.__name__} | {name for klass in owner.__mro__ for name, value in vars(klass).items()
             if callable(value) or isinstance(value, (staticmethod, classmethod))}

@@ -1,0 +1,84 @@
+"""Module attribute reads in converted methods (`dn__.module_attr`)."""
+
+import pytest
+import torch
+from torch import nn
+
+import dynnet
+from dynnet.converter.operators.attributes import module_attr
+
+
+class Net(nn.Module):
+    scale = 3.0  # a class attribute: found before Module.__getattr__
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.register_buffer("offset", torch.ones(4))
+        self.register_parameter("unused", None)
+        self.gain = nn.Parameter(torch.full((4,), 2.0))
+        self.plain = 7  # an ordinary instance attribute
+
+    @property
+    def width(self):
+        return self.lin.in_features
+
+    @dynnet.function
+    def forward_one(self, x):
+        y = self.lin(x) * self.gain + self.offset
+        if self.unused is None:
+            y = y * self.scale + self.plain + self.width
+        return y.sum() + self.lin.bias.sum()
+
+
+class Shadowing(nn.Module):
+    def __getattr__(self, name):  # a class with its own __getattr__ keeps it
+        if name == "magic":
+            return 42
+        return super().__getattr__(name)
+
+
+@pytest.mark.parametrize("name", ["lin", "offset", "unused", "gain", "plain", "width", "scale",
+                                  "training", "forward", "_parameters"])
+def test_module_attr_equals_getattr(name):
+    net = Net()
+    assert module_attr(net, name) is getattr(net, name) or \
+        module_attr(net, name) == getattr(net, name)
+
+
+def test_module_attr_falls_back_for_other_objects():
+    assert module_attr(Shadowing(), "magic") == 42
+    assert module_attr(torch.zeros(2), "shape") == (2,)
+    with pytest.raises(AttributeError, match="nothing"):
+        module_attr(Net(), "nothing")
+
+
+def test_converted_method_reads_module_attributes_fast_and_equal():
+    net = Net()
+    source = dynnet.to_code(Net.forward_one)
+    for name in ("lin", "gain", "offset", "unused", "plain"):
+        assert f"dn__.module_attr(self, '{name}')" in source
+    for name in ("scale", "width"):  # the class defines them: plain reads
+        assert f"self.{name}" in source
+    xs = [torch.randn(4) for _ in range(5)]
+    batched = net.forward_one.batch(xs)
+    with dynnet.run_eagerly():
+        expected = torch.stack([net.forward_one(x) for x in xs])
+    torch.testing.assert_close(batched, expected)
+
+
+def test_method_that_rebinds_self_is_left_alone():
+    class Rebinding(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 2)
+
+        @dynnet.function
+        def f(self, x):
+            self = self.lin
+            return self(x)
+
+    assert "module_attr" not in dynnet.to_code(Rebinding.f)
+    m = Rebinding()
+    x = torch.randn(2)
+    torch.testing.assert_close(m.f(x), m.lin(x))
