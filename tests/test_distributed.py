@@ -60,6 +60,7 @@ def _worker(rank, world, port, path):
         result = _run_steps(trees, trainer)
         if rank == 0:
             save_file(result, path)
+        dist.barrier()  # no rank tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
 
