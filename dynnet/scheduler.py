@@ -14,23 +14,21 @@ yielded, because the caller executes each group before asking for the next.
 
 
 def depth_schedule(pending):
-    levels = _levels(pending, None)
+    levels = _levels(pending)
     spread = _spread_signatures(levels)
     if spread:
-        late = _latest_depths(pending, len(levels), spread)
+        late = _latest_depths(levels, spread)
         if late:
-            levels = _levels(pending, late)
+            _move(levels, late)
     for level in levels:
         yield from level.items()
 
 
-def _levels(pending, late):
-    """Per depth, signature -> nodes (in recording order); `late` moves nodes later."""
+def _levels(pending):
+    """Per depth, signature -> nodes (in recording order)."""
     levels = []
     for node in pending:
         d = node.depth
-        if late is not None:
-            d = late.get(node, d)
         while len(levels) < d:
             levels.append({})
         level = levels[d - 1]
@@ -57,40 +55,58 @@ def _spread_signatures(levels):
 _SMALL = 8  # average group size under which regrouping is worth a pass over the round
 
 
-def _latest_depths(pending, top, movable):
-    """node -> depth for the nodes worth running as late as possible.
+def _latest_depths(levels, movable):
+    """`{signature: {node: depth}}` for the signatures worth running as late as possible.
 
-    A node can run as late as one level before its earliest user (the last level,
-    `top`, when nothing in this round uses it). Per signature of `movable`, the
-    latest depths are kept when they fall in fewer distinct depths, hence fewer
-    groups, than the earliest ones: a model's head applied to the roots of trees of
+    A node can run as late as one level before its earliest user (the last level
+    when nothing in this round uses it). Per signature of `movable`, the latest
+    depths are kept when they fall in fewer distinct depths, hence fewer groups,
+    than the earliest ones: a model's head applied to the roots of trees of
     different heights then runs once, not once per height. The others keep their
     earliest depth, and the latest depths are recomputed with them fixed, until
     the choice is stable (every user still runs after its inputs).
+
+    Only nodes that can read a movable node's output (one of their input avals is
+    one of its output avals) are visited, from the last level down, so that every
+    user is seen before its inputs.
     """
+    top = len(levels)
     while movable:
+        outputs = {aval for sig in movable for aval in sig.out_avals}
         late = {}
-        for node in reversed(pending):
-            d = late.get(node, top) if node.sig in movable else node.depth
-            d -= 1
-            for t in node.inputs:
-                producer = t.node
-                if producer.sig in movable and producer.depth:  # pending, movable
-                    current = late.get(producer)
-                    if current is None or d < current:
-                        late[producer] = d
-        early_depths, late_depths = {}, {}
-        for node in pending:
-            sig = node.sig
-            if sig in movable:
-                early_depths.setdefault(sig, set()).add(node.depth)
-                late_depths.setdefault(sig, set()).add(late.get(node, top))
-        keep = {sig for sig in movable if len(late_depths[sig]) < len(early_depths[sig])}
-        if keep == movable:
-            return {node: d for node, d in late.items() if node.sig in keep} | \
-                {node: top for node in pending if node.sig in keep and node not in late}
-        movable = keep
+        for level in reversed(levels):
+            for sig, nodes in level.items():
+                if not any(a in outputs for a in sig.in_avals):
+                    continue
+                moves = sig in movable
+                for node in nodes:
+                    d = (late.get(node, top) if moves else node.depth) - 1
+                    for t in node.inputs:
+                        producer = t.node
+                        if producer.sig in movable and producer.depth:  # pending, movable
+                            current = late.get(producer)
+                            if current is None or d < current:
+                                late[producer] = d
+        chosen = {}
+        for sig in movable:
+            nodes = [n for level in levels for n in level.get(sig, ())]
+            depths = {n: late.get(n, top) for n in nodes}
+            if len(set(depths.values())) < len({n.depth for n in nodes}):
+                chosen[sig] = depths
+        if chosen.keys() == movable:
+            return chosen
+        movable = set(chosen)
     return None
+
+
+def _move(levels, late):
+    """Moves the nodes of each signature of `late` to their new depths."""
+    for level in levels:
+        for sig in late:
+            level.pop(sig, None)
+    for sig, depths in late.items():
+        for node, d in depths.items():  # in recording order within each old level
+            levels[d - 1].setdefault(sig, []).append(node)
 
 
 def agenda_schedule(pending):
