@@ -8,7 +8,7 @@ example index.
 import torch
 
 from dynnet.backends import arena
-from dynnet.backends.gather import data_tensor, gather
+from dynnet.backends.gather import data_tensor, gather, gather_columns
 from dynnet.errors import BatchingError, where
 from dynnet.tracing import flatten_outputs, rebuild
 
@@ -63,7 +63,7 @@ def _run_op(sig, nodes):
     if len(sig.in_avals) == 1:
         slots = [gather([n.inputs[0] for n in nodes])]
     else:  # one column of input lazies per slot
-        slots = [gather(column) for column in zip(*[n.inputs for n in nodes])]
+        slots = gather_columns(list(zip(*[n.inputs for n in nodes])))
     try:
         if sig.kind == "segment" or sig.kind == "loop":
             out = sig.fn.run_batched(slots, B, [n.payload for n in nodes])

@@ -3,7 +3,8 @@
 Every executed node's value is row `node.row` of output `index` of its group's
 buffers. A gather costs: nothing when the rows are a whole buffer in order, one
 index_select when they come from one buffer or from one arena of the current round
-(backends/arena.py), else one index_select per source, a cat and a permutation.
+(backends/arena.py; one for all of a group's input slots that read that arena), else
+one index_select per source, a cat and a permutation.
 """
 
 from array import array
@@ -34,13 +35,52 @@ def data_tensor(values, aval):
 
 def gather(lazies):
     """Stacks the values of `lazies` (executed lazy tensors) along a new dim 0."""
+    return gather_columns([lazies])[0]
+
+
+def gather_columns(columns):
+    """`[gather(c) for c in columns]` (columns of equal length), with one
+    index_select per arena for all the columns that read that arena."""
+    out = [None] * len(columns)
+    by_arena = {}  # id(arena) -> (arena, column positions, rows, producers)
+    for j, lazies in enumerate(columns):
+        value = _from_one_buffer(lazies)
+        if value is not None:
+            out[j] = value
+            continue
+        found = _arena_rows(lazies)
+        if found is None:
+            out[j] = _gather_many(lazies)
+            continue
+        arena, rows, producers = found
+        entry = by_arena.get(id(arena))
+        if entry is None:
+            by_arena[id(arena)] = (arena, [j], rows, producers)
+        else:
+            entry[1].append(j)
+            entry[2].extend(rows)
+            entry[3].update(producers)
+    for arena, positions, rows, producers in by_arena.values():
+        spans = [(base, value.shape[0]) for base, value in producers.items()]
+        value = select(arena, index_tensor(rows, arena.device), spans,
+                       list(producers.values()))
+        if len(positions) == 1:
+            out[positions[0]] = value
+        else:
+            for j, part in zip(positions, value.split(len(columns[positions[0]]))):
+                out[j] = part
+    return out
+
+
+def _from_one_buffer(lazies):
+    """The stacked values when one group output holds them all, else None."""
     first = lazies[0]
     buf = first.node.group.outputs[first.index]
     rows = []
     for t in lazies:
         node = t.node
         if node.group.outputs[t.index] is not buf:
-            return _gather_arena(lazies)
+            return None
         rows.append(node.row)
     n = len(rows)
     if n == buf.shape[0] and rows[0] == 0 and rows[-1] == n - 1 and rows == list(range(n)):
@@ -50,13 +90,14 @@ def gather(lazies):
     return buf.index_select(0, index_tensor(rows, buf.device))
 
 
-def _gather_arena(lazies):
-    """One index_select from the arena that holds every row, if there is one."""
+def _arena_rows(lazies):
+    """`(arena, rows, producers)` when one arena of the round holds every value (the
+    producers map each producer group's base row to its output), else None."""
     first = lazies[0]
     slots = first.node.group.slots
     slot = slots[first.index] if slots is not None else None
     if slot is None:
-        return _gather_many(lazies)
+        return None
     arena = slot[0]
     rows, producers, last, last_index = [], {}, None, -1
     for t in lazies:
@@ -67,11 +108,10 @@ def _gather_arena(lazies):
             slots = group.slots
             slot = slots[last_index] if slots is not None else None
             if slot is None or slot[0] is not arena:
-                return _gather_many(lazies)
+                return None
             producers[slot[1]] = group.outputs[last_index]
         rows.append(slot[1] + node.row)
-    spans = [(base, value.shape[0]) for base, value in producers.items()]
-    return select(arena, index_tensor(rows, arena.device), spans, list(producers.values()))
+    return arena, rows, producers
 
 
 def _gather_many(lazies):
