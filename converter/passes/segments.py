@@ -44,6 +44,9 @@ _MUTATORS = {"append", "extend", "insert", "pop", "remove", "update", "add", "se
 _FACTORIES = {"tensor", "as_tensor", "zeros", "ones", "full", "empty", "arange", "eye",
               "linspace", "rand", "randn", "randint", "randperm", "from_numpy"}
 MIN_OPS = 3
+# comparisons a segment statement may hold (`torch.where(a > b, a, b)`, `x * (x > 0)`):
+# recorded like any op on lazy values; `is` and `in` stay Python's own
+_ORDER_COMPARISONS = (gast.Lt, gast.LtE, gast.Gt, gast.GtE, gast.Eq, gast.NotEq)
 
 
 def _targets_are_names(target):
@@ -127,14 +130,16 @@ class SegmentTransformer(Base):
             value = stmt.value
         else:
             return False
-        return self._expression_ok(value)
+        return self._expression_ok(value, compare=_ORDER_COMPARISONS)
 
-    def _expression_ok(self, expr, compare=False):
-        """Only straight-line tensor code (and, with `compare`, one-link comparisons)."""
+    def _expression_ok(self, expr, compare=()):
+        """Only straight-line tensor code, and one-link comparisons whose operator is
+        one of the `compare` types (a while test allows any)."""
         for node in gast.walk(expr):
-            if compare and isinstance(node, (gast.Compare, gast.cmpop)):
-                if isinstance(node, gast.Compare) and len(node.ops) != 1:
-                    return False
+            if isinstance(node, gast.Compare) and len(node.ops) == 1 and \
+                    isinstance(node.ops[0], compare):
+                continue
+            if isinstance(node, gast.cmpop) and isinstance(node, compare):
                 continue
             if not isinstance(node, _ALLOWED):
                 return False
@@ -197,7 +202,8 @@ class SegmentTransformer(Base):
         The state is the names the body assigns; each must be read before it is
         assigned (a loop-carried value), so it exists before the loop.
         """
-        if node.orelse or not node.body or not self._expression_ok(node.test, compare=True):
+        if node.orelse or not node.body or \
+                not self._expression_ok(node.test, compare=gast.cmpop):
             return None
         if not all(isinstance(s, (gast.Assign, gast.AugAssign)) and self._qualifies(s)
                    for s in node.body):
