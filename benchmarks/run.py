@@ -144,7 +144,8 @@ def profile_dynnet(bench, batch_size):
     nodes = max(prof.nodes, 1)
     line = (f"{bench.name} batch {batch_size}: dynnet recorded {prof.nodes} nodes "
             f"({prof.nodes / len(bench.examples):.1f} per example) in {prof.groups} groups; "
-            f"trace {1e6 * prof.trace_seconds / nodes:.2f} µs/node, "
+            f"Python per node: trace {1e6 * prof.trace_seconds / nodes:.2f} µs + schedule "
+            f"{1e6 * getattr(prof, 'schedule_seconds', 0.0) / nodes:.2f} µs; "
             f"execute {1e6 * prof.execute_seconds / nodes:.2f} µs/node")
     rounds = getattr(prof, "rounds", None)
     return line if rounds is None else f"{line}; {rounds} rounds"

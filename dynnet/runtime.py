@@ -53,6 +53,7 @@ class Profile:
         self.rounds = 0
         self.total_seconds = 0.0
         self.execute_seconds = 0.0
+        self.schedule_seconds = 0.0
         self.group_sizes = {}  # Signature -> sizes of its groups, in execution order
 
     def groups_of(self, fn):
@@ -68,14 +69,17 @@ class Profile:
 
     @property
     def trace_seconds(self):
-        """Time outside group execution: tracing, scheduling, bookkeeping."""
-        return self.total_seconds - self.execute_seconds
+        """Time outside scheduling and group execution: running the user's code,
+        recording, the driver."""
+        return self.total_seconds - self.execute_seconds - self.schedule_seconds
 
     def __repr__(self):
         per_node = 1e6 * self.trace_seconds / max(self.nodes, 1)
+        schedule = 1e6 * self.schedule_seconds / max(self.nodes, 1)
         return (f"Profile(batches={self.batches}, nodes={self.nodes}, groups={self.groups}, "
                 f"rounds={self.rounds}, trace={self.trace_seconds:.4f}s "
-                f"({per_node:.2f} us/node), execute={self.execute_seconds:.4f}s)")
+                f"({per_node:.2f} us/node), schedule={self.schedule_seconds:.4f}s "
+                f"({schedule:.2f} us/node), execute={self.execute_seconds:.4f}s)")
 
 
 _profiles = []
@@ -105,6 +109,7 @@ class Trace:
         self.groups = 0
         self.rounds = 0
         self.execute_seconds = 0.0
+        self.schedule_seconds = 0.0
 
     def flush(self):
         """Executes every pending node, group by group."""
@@ -117,9 +122,12 @@ class Trace:
         self.rounds += 1
         log = _profiles[-1].group_sizes if _profiles else None
         groups = list(self.schedule(pending))
+        placements = arena.plan(groups)
+        scheduled = time.perf_counter()
+        self.schedule_seconds += scheduled - start
         results = []
         try:
-            for (sig, nodes), placement in zip(groups, arena.plan(groups)):
+            for (sig, nodes), placement in zip(groups, placements):
                 self.groups += 1
                 if log is not None:
                     log.setdefault(sig, []).append(len(nodes))
@@ -127,7 +135,7 @@ class Trace:
         finally:
             for result in results:
                 result.slots = None  # the arenas served this round only
-        self.execute_seconds += time.perf_counter() - start
+        self.execute_seconds += time.perf_counter() - scheduled
 
     def write(self, index, file, text):
         """Buffers text printed by example `index` (emitted in example order)."""
@@ -292,6 +300,7 @@ def run_batch(make_generator, per_example_args, strategy=None):
             p.groups += trace.groups
             p.rounds += trace.rounds
             p.execute_seconds += trace.execute_seconds
+            p.schedule_seconds += trace.schedule_seconds
             p.total_seconds += time.perf_counter() - start
     return [ex.result for ex in examples], trace
 

@@ -217,3 +217,15 @@ def test_cuda_matches_cpu(device):
         return F.cross_entropy(model.out(h), torch.tensor(tree.label, device=device))
 
     assert_batch_matches_loop(loss, trees, model.parameters())
+
+
+def test_profile_splits_time_into_trace_schedule_and_execute():
+    model = ModuleTreeLSTM()
+    trees = random_trees(10, seed=2)
+    with dynnet.profile() as prof, torch.no_grad():
+        model.loss.batch(trees)
+    assert prof.batches == 1 and prof.nodes > 0 and prof.groups > 0
+    parts = (prof.trace_seconds, prof.schedule_seconds, prof.execute_seconds)
+    assert all(p > 0 for p in parts)
+    assert abs(sum(parts) - prof.total_seconds) < 1e-9
+    assert "us/node" in repr(prof) and "schedule=" in repr(prof)
