@@ -1,8 +1,9 @@
 """Scheduling: in which groups and order the pending nodes of a trace run.
 
 A strategy takes the pending nodes (in recording order) and yields
-`(signature, nodes)` groups; every group's inputs are executed before it is
-yielded, because the caller executes each group before asking for the next.
+`(signature, nodes)` groups in an order where every group's pending inputs belong
+to earlier groups. The whole order is taken before the round executes (the
+executor plans its arenas from it).
 
 - "depth": nodes with the same signature and the same depth (1 + the depth of
   their deepest pending input) form a group; groups run by increasing depth. A
