@@ -31,7 +31,7 @@ def execute_group(sig, nodes, placement=None):
     """Executes `nodes` (all of signature `sig`) as one batched call; stores results
     (also into the round's arenas, where `placement` says so)."""
     kind = sig.kind
-    if kind == "op" or kind == "segment" or kind == "loop":
+    if kind == "op" or kind == "segment" or kind == "loop" or kind == "numbers":
         if sig.grad_enabled or not torch.is_grad_enabled():
             outputs = _run_op(sig, nodes)
         else:  # recorded under torch.no_grad()
@@ -67,6 +67,8 @@ def _run_op(sig, nodes):
     try:
         if sig.kind == "segment" or sig.kind == "loop":
             out = sig.fn.run_batched(slots, B, [n.payload for n in nodes])
+        elif sig.kind == "numbers":  # each node's own signature holds its number
+            out = sig.fn.run_batched(slots, B, [n.sig for n in nodes])
         else:
             out = sig.rule(BatchedCall(sig, slots, B))
     except Exception as e:
@@ -94,10 +96,11 @@ def _locate_failure(sig, nodes, error):
     """Runs the group's nodes one by one to name the example that fails."""
     for node in nodes:
         values = [t.node.group.outputs[t.index][t.node.row] for t in node.inputs]
+        own = node.sig  # differs from `sig` in a group of per-example numbers
         args, kwargs = (values, {"data": node.payload}) if sig.kind in ("segment", "loop") \
-            else rebuild(sig.template, iter(values))
+            else rebuild(own.template, iter(values))
         try:
-            sig.fn(*args, **kwargs)
+            own.fn(*args, **kwargs)
         except Exception as e:
             return _error_like(e, f"{sig.name} at {where(node.origin)} "
                                   f"(example {node.instance}): {e}")

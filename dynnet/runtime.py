@@ -61,7 +61,9 @@ class Profile:
         out = []
         for sig, sizes in self.group_sizes.items():
             uses = sig.fn is fn
-            if sig.kind == "segment":
+            if sig.kind == "numbers":
+                uses = sig.fn.fn is fn
+            elif sig.kind == "segment":
                 uses = any(op_sig.fn is fn for op_sig, _, _ in sig.fn.ops)
             if uses:
                 out.extend(sizes)

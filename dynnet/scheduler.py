@@ -8,10 +8,14 @@ executor plans its arenas from it).
 - "depth": nodes with the same signature and the same depth (1 + the depth of
   their deepest pending input) form a group; groups run by increasing depth. A
   signature spread over several depths moves its nodes as late as their users
-  allow when that gathers them into fewer groups (see `_latest_depths`).
+  allow when that gathers them into fewer groups (see `_latest_depths`), and the
+  groups of one level that differ only in a Python number join
+  (backends/numbers.py).
 - "agenda" (DyNet's strategy 1): among the signatures with ready nodes, run the
   one whose ready nodes have the lowest average depth, then update readiness.
 """
+
+from dynnet.backends import numbers
 
 
 def depth_schedule(pending):
@@ -22,7 +26,14 @@ def depth_schedule(pending):
         if late:
             _move(levels, late)
     for level in levels:
-        yield from level.items()
+        yield from numbers.merge(level).items()
+
+
+def _family(sig):
+    """Signatures that can share a group: `sig` alone, or every signature of the same
+    op that differs from it only in a Python number (see backends/numbers.py)."""
+    key = numbers.relaxed_key(sig)
+    return sig if key is None else key
 
 
 def _levels(pending):
@@ -45,12 +56,18 @@ def _spread_signatures(levels):
     """Signatures whose nodes sit at several depths (each depth is one more group), in
     groups of a few nodes: what a model does once per example (its head, its loss)
     rather than once per step of its recursion."""
-    depths, sizes = {}, {}
+    depths, sizes, members = {}, {}, {}
     for level in levels:
+        seen = set()
         for sig, nodes in level.items():
-            depths[sig] = depths.get(sig, 0) + 1
-            sizes[sig] = sizes.get(sig, 0) + len(nodes)
-    return {sig for sig, n in depths.items() if n > 1 and sizes[sig] <= _SMALL * n}
+            family = _family(sig)
+            members.setdefault(family, set()).add(sig)
+            if family not in seen:
+                depths[family] = depths.get(family, 0) + 1
+                seen.add(family)
+            sizes[family] = sizes.get(family, 0) + len(nodes)
+    return {sig for family, n in depths.items() if n > 1 and sizes[family] <= _SMALL * n
+            for sig in members[family]}
 
 
 _SMALL = 8  # average group size under which regrouping is worth a pass over the round
@@ -60,10 +77,11 @@ def _latest_depths(levels, movable):
     """`{signature: {node: depth}}` for the signatures worth running as late as possible.
 
     A node can run as late as one level before its earliest user (the last level
-    when nothing in this round uses it). Per signature of `movable`, the latest
-    depths are kept when they fall in fewer distinct depths, hence fewer groups,
-    than the earliest ones: a model's head applied to the roots of trees of
-    different heights then runs once, not once per height. The others keep their
+    when nothing in this round uses it). Per family of `movable` (a signature, or
+    signatures differing only in a Python number), the latest depths are kept when
+    they fall in fewer distinct depths, hence fewer groups, than the earliest ones: a
+    model's head applied to the roots of trees of different heights then runs once,
+    not once per height, and so does a loss divided by each sentence's length. The others keep their
     earliest depth, and the latest depths are recomputed with them fixed, until
     the choice is stable (every user still runs after its inputs).
 
@@ -88,12 +106,17 @@ def _latest_depths(levels, movable):
                             current = late.get(producer)
                             if current is None or d < current:
                                 late[producer] = d
-        chosen = {}
+        families = {}
         for sig in movable:
-            nodes = [n for level in levels for n in level.get(sig, ())]
-            depths = {n: late.get(n, top) for n in nodes}
-            if len(set(depths.values())) < len({n.depth for n in nodes}):
-                chosen[sig] = depths
+            families.setdefault(_family(sig), []).append(sig)
+        chosen = {}
+        for sigs in families.values():
+            depths = {sig: {n: late.get(n, top) for level in levels for n in level.get(sig, ())}
+                      for sig in sigs}
+            late_depths = {d for per_sig in depths.values() for d in per_sig.values()}
+            early_depths = {n.depth for per_sig in depths.values() for n in per_sig}
+            if len(late_depths) < len(early_depths):
+                chosen.update(depths)
         if chosen.keys() == movable:
             return chosen
         movable = set(chosen)

@@ -28,7 +28,9 @@ class Signature:
 
     kind is one of "op" (call `fn` on the rebuilt args), "const" (per-example Python
     scalars made by `torch.tensor`), "stack" (per-example eager tensors: inputs and
-    other constants) or "shared" (one value broadcast to every node of the group).
+    other constants) or "shared" (one value broadcast to every node of the group);
+    segments, loops and joined groups of per-example numbers (dynnet/segments.py,
+    backends/numbers.py) make signatures of kinds "segment", "loop" and "numbers".
     """
 
     __slots__ = ("kind", "fn", "name", "template", "in_avals", "out_template", "out_avals",

@@ -1,10 +1,13 @@
 """Structure: how many batched groups a batch runs in (not timings)."""
 
+import operator
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 import dynnet
+from tests.helpers import assert_batch_matches_loop
 from tests.strategies import random_trees
 from tests.test_engine import ModuleTreeLSTM
 
@@ -77,3 +80,34 @@ def test_head_on_roots_of_different_heights_runs_once(grad):
     with dynnet.run_eagerly():
         expected = torch.stack([model.loss(t) for t in trees])
     torch.testing.assert_close(losses, expected)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_ops_with_a_number_per_example_run_as_one_group(grad):
+    """`x / n` with a different Python number per example (a loss divided by each
+    sequence's length) is one group, not one per number, at any depth; values and
+    gradients equal the loop's."""
+
+    @dynnet.function
+    def f(xs, scale):
+        h = torch.zeros(3)
+        for x in xs:  # as many steps as the sequence is long
+            h = torch.tanh(h + x)
+        n = len(xs)
+        i = torch.tensor(n)  # an int64 value: int and float numbers with it
+        return (h / n, 2.5 * n - h, h * scale + n, (i + n) / 2, i / (n + 1), i * 0.5)
+
+    g = torch.Generator().manual_seed(0)
+    examples = [([torch.randn(3, generator=g) for _ in range(1 + k % 6)], 0.5 + k)
+                for k in range(11)]
+    with torch.set_grad_enabled(grad):
+        with dynnet.profile() as prof:
+            assert_batch_matches_loop(f, examples)
+    joined = [(sig.fn.fn, sizes) for sig, sizes in prof.group_sizes.items()
+              if sig.kind == "numbers"]
+    assert {fn for fn, _ in joined} == {operator.truediv, operator.sub, operator.mul,
+                                        operator.add}
+    assert all(sizes == [len(examples)] for _, sizes in joined)
+    numbered = [sig for sig in prof.group_sizes
+                if sig.kind == "op" and any(isinstance(a, (int, float)) for a in sig.template[0])]
+    assert all(prof.group_sizes[sig] == [len(examples)] for sig in numbered)  # `/ 2`, `* 0.5`

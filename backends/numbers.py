@@ -1,0 +1,89 @@
+"""Groups that differ only in a Python number: one batched call with a column of numbers.
+
+`x / n` records `operator.truediv` with `n` as a static argument, so examples with
+different numbers (a loss divided by each sentence's length) make as many
+signatures, hence as many groups. `merge` joins, within one level of a schedule,
+the groups of `+ - * /` between one lazy tensor and a Python number that differ
+only in that number. The joined group passes the numbers as a tensor with the
+dtype the op gives the number next to that tensor (`torch.result_type`), one row
+per example, so every example computes what it would alone.
+"""
+
+import operator
+
+import torch
+
+from dynnet.tracing import SLOT, Signature
+
+_OPS = {operator.add, operator.sub, operator.mul, operator.truediv}
+_DTYPES = {torch.float32, torch.float64, torch.int64}
+_joined = {}  # relaxed key -> the joined Signature
+
+
+class NumberColumn:
+    """`fn(x, n)` (or `fn(n, x)`, `position` 0) with one number per row."""
+
+    def __init__(self, fn, position):
+        self.fn = fn
+        self.position = position  # where the number stands among the two arguments
+
+    def run_batched(self, slots, size, sigs):
+        """`slots[0]` stacked; `sigs[i]` is row i's own signature, holding its number."""
+        x = slots[0]
+        numbers = [s.template[0][self.position] for s in sigs]
+        dtype = torch.result_type(torch.empty((), dtype=x.dtype), numbers[0])
+        column = torch.tensor(numbers, dtype=dtype, device=x.device)
+        column = column.reshape(size, *([1] * (x.dim() - 1)))
+        return self.fn(column, x) if self.position == 0 else self.fn(x, column)
+
+
+def relaxed_key(sig):
+    """What `sig` shares with signatures that differ from it only in a number."""
+    if sig.kind != "op" or sig.fn not in _OPS or len(sig.in_avals) != 1:
+        return None
+    args, kwargs = sig.template
+    if kwargs or len(args) != 2:
+        return None
+    position = 1 if args[0] is SLOT else 0
+    if args[1 - position] is not SLOT or args[position].__class__ not in (int, float):
+        return None
+    aval = sig.in_avals[0]
+    if aval.dtype not in _DTYPES:
+        return None
+    return (sig.fn, position, args[position].__class__, aval, sig.out_avals,
+            sig.grad_enabled)
+
+
+def merge(level):
+    """`level` (signature -> nodes, one depth) with such groups joined."""
+    keys = {}
+    for sig in level:
+        key = relaxed_key(sig)
+        if key is not None:
+            keys.setdefault(key, []).append(sig)
+    if all(len(sigs) < 2 for sigs in keys.values()):
+        return level
+    out = {}
+    for sig, nodes in level.items():
+        key = relaxed_key(sig)
+        if key is None or len(keys[key]) < 2:
+            out[sig] = nodes
+            continue
+        joined = _joined_signature(key, sig)
+        out.setdefault(joined, []).extend(nodes)
+    return out
+
+
+def _joined_signature(key, example):
+    joined = _joined.get(key)
+    if joined is None:
+        fn, position = key[0], key[1]
+        joined = Signature("numbers", NumberColumn(fn, position),
+                           f"{example.name} (a number per example)", None,
+                           example.in_avals, example.origin)
+        joined.out_avals = example.out_avals
+        joined.grad_enabled = example.grad_enabled
+        if len(_joined) > 10_000:
+            _joined.clear()
+        _joined[key] = joined
+    return joined
