@@ -56,21 +56,20 @@ def relaxed_key(sig):
 
 def merge(level):
     """`level` (signature -> nodes, one depth) with such groups joined."""
-    keys = {}
-    for sig in level:
-        key = relaxed_key(sig)
+    keys = {sig: relaxed_key(sig) for sig in level}
+    counts = {}
+    for key in keys.values():
         if key is not None:
-            keys.setdefault(key, []).append(sig)
-    if all(len(sigs) < 2 for sigs in keys.values()):
+            counts[key] = counts.get(key, 0) + 1
+    if all(n < 2 for n in counts.values()):
         return level
     out = {}
     for sig, nodes in level.items():
-        key = relaxed_key(sig)
-        if key is None or len(keys[key]) < 2:
+        key = keys[sig]
+        if key is None or counts[key] < 2:
             out[sig] = nodes
-            continue
-        joined = _joined_signature(key, sig)
-        out.setdefault(joined, []).extend(nodes)
+        else:
+            out.setdefault(_joined_signature(key, sig), []).extend(nodes)
     return out
 
 
