@@ -161,11 +161,16 @@ def _json_object(text):
 
 
 def main(argv=None):
-    """Runs the command line; returns the exit status (0 ok, 2 usage or data error)."""
+    """Runs the command line; returns the exit status (0 ok, 2 usage or data error).
+
+    In a process that ``torchrun`` started (``WORLD_SIZE`` above 1), it destroys the
+    process group and ends the process itself with that status instead of returning.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":
         return bench(argv[1:])
     args = build_parser().parse_args(argv)
+    status = 0
     try:
         if args.command == "train":
             train(args)
@@ -173,10 +178,18 @@ def main(argv=None):
             evaluate(args)
     except (CLIError, DynnetError, FileNotFoundError) as error:
         print(f"dynnet {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    finally:
+        status = 2
+    except BaseException:
         _leave_distributed()
-    return 0
+        raise
+    if _leave_distributed():
+        # A torchrun process ends here, its work done and written. Interpreter shutdown
+        # after gloo can abort the process ("terminate called without an active
+        # exception", SIGABRT), which would report a finished run as failed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 # -------------------- data --------------------
@@ -431,9 +444,12 @@ def _sync(world):
 
 
 def _leave_distributed():
+    """Destroys the process group a torchrun run joined; True if there was one."""
     if torch.distributed.is_available() and torch.distributed.is_initialized() and \
             int(os.environ.get("WORLD_SIZE", "1")) > 1:
         torch.distributed.destroy_process_group()
+        return True
+    return False
 
 
 def _describe(split, metrics, unit):
