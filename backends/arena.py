@@ -14,21 +14,53 @@ value with a single producer group is read from that group's own output.
 
 Arenas hold values only, outside autograd: writing a slice of a tensor that
 requires grad would make every later write clone the whole buffer's gradient in
-the backward pass (hand-batched code pays that). A gather that needs gradients is
-an `ArenaGather`, whose backward hands each producer group the gradient of its
-own rows (views of one zero-filled buffer spanning them).
+the backward pass (hand-batched code pays that). Gradients go through the round's
+`RoundGradients` instead:
+
+- a gather that needs gradients is an `ArenaGather`; its backward adds its gradient
+  into one gradient buffer per arena and backward pass, so the gradient of a value
+  read at many levels is summed in place (not in a zero-filled tensor per reader,
+  plus one addition per producer);
+- a group that stores outputs needing gradients extends a chain of scalar tokens
+  (`ArenaAppend`), and every gather takes the latest token as an input. A group's
+  `ArenaAppend` therefore runs in the backward pass after every gather that could
+  read its rows, and hands the group its rows of the finished buffers.
 """
 
 import torch
 
 
 class Placement:
-    """Where one group's outputs go: per output, `(arena, base)` or None."""
+    """Where one group's outputs go: per output, `(arena, base, number, gradients)` or
+    None (`number` names the arena in the round's `RoundGradients` `gradients`)."""
 
     __slots__ = ("slots",)
 
     def __init__(self, n_outputs):
         self.slots = [None] * n_outputs
+
+
+class RoundGradients:
+    """The gradient bookkeeping of one round's arenas (see the module docstring)."""
+
+    __slots__ = ("shapes", "token", "buffers")
+
+    def __init__(self):
+        self.shapes = []  # per arena number: (shape, dtype, device)
+        self.token = None  # the latest ArenaAppend output, once a stored value needs grad
+        self.buffers = {}  # backward pass (graph task id) -> {arena number: gradient}
+
+    def buffer(self, number):
+        """The gradient buffer of arena `number` in the running backward pass."""
+        task = torch._C._current_graph_task_id()
+        buffers = self.buffers.get(task)
+        if buffers is None:
+            buffers = self.buffers[task] = {}
+        grad = buffers.get(number)
+        if grad is None:
+            shape, dtype, device = self.shapes[number]
+            grad = buffers[number] = torch.zeros(shape, dtype=dtype, device=device)
+        return grad
 
 
 def plan(groups):
@@ -40,12 +72,14 @@ def plan(groups):
             key = (aval, k)
             counts[key] = counts.get(key, 0) + len(nodes)
             producers[key] = producers.get(key, 0) + 1
-    arenas, cursor = {}, {}
+    arenas, cursor, gradients = {}, {}, RoundGradients()
     for key, rows in counts.items():
         if producers[key] > 1:
             aval = key[0]
-            arenas[key] = torch.empty((rows, *aval.shape), dtype=aval.dtype,
-                                      device=aval.device)
+            shape = (rows, *aval.shape)
+            arenas[key] = (torch.empty(shape, dtype=aval.dtype, device=aval.device),
+                           len(gradients.shapes))
+            gradients.shapes.append((shape, aval.dtype, aval.device))
             cursor[key] = 0
     if not arenas:
         return [None] * len(groups)
@@ -53,52 +87,86 @@ def plan(groups):
     for sig, nodes in groups:
         placement = None
         for k, aval in enumerate(sig.out_avals):
-            arena = arenas.get((aval, k))
-            if arena is None:
+            found = arenas.get((aval, k))
+            if found is None:
                 continue
             if placement is None:
                 placement = Placement(len(sig.out_avals))
             base = cursor[(aval, k)]
-            placement.slots[k] = (arena, base)
+            placement.slots[k] = (found[0], base, found[1], gradients)
             cursor[(aval, k)] = base + len(nodes)
         placements.append(placement)
     return placements
 
 
 def store(placement, outputs):
-    """Copies a group's batched outputs into its arena rows (values only)."""
+    """Copies a group's batched outputs into its arena rows (values only); outputs that
+    need gradients extend the round's token chain."""
     with torch.no_grad():
         for slot, value in zip(placement.slots, outputs):
             if slot is not None:
-                arena, base = slot
-                arena[base:base + value.shape[0]] = value
+                slot[0][slot[1]:slot[1] + value.shape[0]] = value
+    if torch.is_grad_enabled():
+        places, tracked, gradients = [], [], None
+        for slot, value in zip(placement.slots, outputs):
+            if slot is not None and value.requires_grad:
+                places.append((slot[2], slot[1], value.shape[0]))
+                tracked.append(value)
+                gradients = slot[3]
+        if tracked:
+            gradients.token = ArenaAppend.apply(gradients, places, gradients.token, *tracked)
 
 
-def select(arena, index, spans, sources):
-    """`arena.index_select(0, index)`, differentiable towards `sources` (the producer
-    groups' outputs whose rows `spans[i] = (base, rows)` of the arena hold)."""
-    if torch.is_grad_enabled() and any(s.requires_grad for s in sources):
-        return ArenaGather.apply(arena, index, spans, *sources)
+def select(arena, index, number, gradients):
+    """`arena.index_select(0, index)`, differentiable towards the groups that wrote the
+    rows once a value stored in the round needs gradients."""
+    token = gradients.token
+    if token is not None and torch.is_grad_enabled():
+        return ArenaGather.apply(arena, index, number, gradients, token)
     return arena.index_select(0, index)
 
 
 class ArenaGather(torch.autograd.Function):
-    """Rows of an arena; the gradient flows to the producer groups' outputs."""
+    """Rows of an arena; the backward adds the gradient into the arena's buffer."""
 
     @staticmethod
-    def forward(ctx, arena, index, spans, *sources):
+    def forward(ctx, arena, index, number, gradients, token):
         ctx.save_for_backward(index)
-        ctx.spans = spans
-        ctx.row_shape = arena.shape[1:]
+        ctx.number = number
+        ctx.gradients = gradients
         return arena.index_select(0, index)
 
     @staticmethod
     def backward(ctx, grad):
         (index,) = ctx.saved_tensors
-        spans = ctx.spans
-        lo = min(base for base, _ in spans)
-        hi = max(base + rows for base, rows in spans)
-        rows_grad = grad.new_zeros((hi - lo, *ctx.row_shape))
-        rows_grad.index_add_(0, index - lo if lo else index, grad)
-        return (None, None, None,
-                *[rows_grad[base - lo:base - lo + rows] for base, rows in spans])
+        buffer = ctx.gradients.buffer(ctx.number)
+        if grad.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr():
+            grad = grad.clone()  # a value read and stored as it is: rows of this buffer
+        buffer.index_add_(0, index, grad)
+        return None, None, None, None, grad.new_zeros(())
+
+
+class ArenaAppend(torch.autograd.Function):
+    """The next token of a round's chain after a group stored `outputs` (see the module
+    docstring). Its backward hands each output its rows of the gradient buffers; the
+    first of the chain, the last to run, frees the pass's buffers."""
+
+    @staticmethod
+    def forward(ctx, gradients, places, token, *outputs):
+        ctx.gradients = gradients
+        ctx.places = places  # per output: (arena number, base row, rows)
+        ctx.first = token is None
+        return outputs[0].new_zeros(())
+
+    @staticmethod
+    def backward(ctx, token_grad):
+        gradients = ctx.gradients
+        task = torch._C._current_graph_task_id()
+        buffers = gradients.buffers.get(task, {})
+        grads = []
+        for number, base, rows in ctx.places:
+            buffer = buffers.get(number)
+            grads.append(None if buffer is None else buffer[base:base + rows])
+        if ctx.first:
+            gradients.buffers.pop(task, None)
+        return (None, None, None if ctx.first else token_grad, *grads)

@@ -42,7 +42,7 @@ def gather_columns(columns):
     """`[gather(c) for c in columns]` (columns of equal length), with one
     index_select per arena for all the columns that read that arena."""
     out = [None] * len(columns)
-    by_arena = {}  # id(arena) -> (arena, column positions, rows, producers)
+    by_arena = {}  # id(arena) -> (slot, column positions, rows)
     for j, lazies in enumerate(columns):
         value = _from_one_buffer(lazies)
         if value is not None:
@@ -52,18 +52,16 @@ def gather_columns(columns):
         if found is None:
             out[j] = _gather_many(lazies)
             continue
-        arena, rows, producers = found
-        entry = by_arena.get(id(arena))
+        slot, rows = found
+        entry = by_arena.get(id(slot[0]))
         if entry is None:
-            by_arena[id(arena)] = (arena, [j], rows, producers)
+            by_arena[id(slot[0])] = (slot, [j], rows)
         else:
             entry[1].append(j)
             entry[2].extend(rows)
-            entry[3].update(producers)
-    for arena, positions, rows, producers in by_arena.values():
-        spans = [(base, value.shape[0]) for base, value in producers.items()]
-        value = select(arena, index_tensor(rows, arena.device), spans,
-                       list(producers.values()))
+    for slot, positions, rows in by_arena.values():
+        arena, _, number, gradients = slot
+        value = select(arena, index_tensor(rows, arena.device), number, gradients)
         if len(positions) == 1:
             out[positions[0]] = value
         else:
@@ -91,27 +89,27 @@ def _from_one_buffer(lazies):
 
 
 def _arena_rows(lazies):
-    """`(arena, rows, producers)` when one arena of the round holds every value (the
-    producers map each producer group's base row to its output), else None."""
+    """`(slot, rows)` when one arena of the round holds every value (`slot` is the
+    first value's placement slot, see backends/arena.py), else None."""
     first = lazies[0]
     slots = first.node.group.slots
     slot = slots[first.index] if slots is not None else None
     if slot is None:
         return None
     arena = slot[0]
-    rows, producers, last, last_index = [], {}, None, -1
+    rows, last, last_index, base = [], None, -1, 0
     for t in lazies:
         node = t.node
         group = node.group
         if group is not last or t.index != last_index:
             last, last_index = group, t.index
             slots = group.slots
-            slot = slots[last_index] if slots is not None else None
-            if slot is None or slot[0] is not arena:
+            own = slots[last_index] if slots is not None else None
+            if own is None or own[0] is not arena:
                 return None
-            producers[slot[1]] = group.outputs[last_index]
-        rows.append(slot[1] + node.row)
-    return arena, rows, producers
+            base = own[1]
+        rows.append(base + node.row)
+    return slot, rows
 
 
 def _gather_many(lazies):
