@@ -13,7 +13,8 @@ after the first read of that name (monkeypatching) is not seen.
 import torch
 
 _MISS = object()
-_plain_names = {}  # class -> {name: True when Module.__getattr__ would answer} or False
+_DICTS = ("_parameters", "_buffers", "_modules")  # Module.__getattr__'s order
+_places = {}  # class -> {name: the dict that last held it, or None: plain getattr}
 
 
 def _plain_class(cls):
@@ -24,23 +25,33 @@ def _plain_class(cls):
 
 def module_attr(obj, name):
     """`getattr(obj, name)`, faster for an nn.Module's submodules and parameters."""
-    cls = obj.__class__
-    names = _plain_names.get(cls)
-    if names is None:
-        names = _plain_names[cls] = {} if _plain_class(cls) else False
-    if names is not False:
-        plain = names.get(name)
-        if plain is None:
-            plain = names[name] = not any(name in vars(k) for k in cls.__mro__)
-        if plain:
+    places = _places.get(obj.__class__)
+    if places is not None:
+        place = places.get(name, _MISS)
+        if place is None:
+            return getattr(obj, name)
+        if place is not _MISS:
             d = obj.__dict__
-            params = d.get("_parameters")
-            if params is not None and name not in d:
-                value = params.get(name, _MISS)
-                if value is _MISS:
-                    value = d["_buffers"].get(name, _MISS)
-                    if value is _MISS:
-                        value = d["_modules"].get(name, _MISS)
-                if value is not _MISS:
-                    return value
+            value = d[place].get(name, _MISS)
+            if value is not _MISS and name not in d:
+                return value
+    return _slow_module_attr(obj, name)
+
+
+def _slow_module_attr(obj, name):
+    """`module_attr` on a first read (or after the value moved): finds and caches
+    which of the module's dicts holds `name`."""
+    cls = obj.__class__
+    places = _places.get(cls)
+    if places is None:
+        places = _places[cls] = {} if _plain_class(cls) else None
+    if places is None:  # not a plain module class: every name is a plain getattr
+        return getattr(obj, name)
+    place = None
+    if not any(name in vars(k) for k in cls.__mro__):
+        d = obj.__dict__
+        if name not in d:
+            place = next((p for p in _DICTS if name in d.get(p, ())), None)
+    if place is not None or name not in places:
+        places[name] = place
     return getattr(obj, name)

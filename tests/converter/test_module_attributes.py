@@ -46,6 +46,27 @@ def test_module_attr_equals_getattr(name):
         module_attr(net, name) == getattr(net, name)
 
 
+def test_module_attr_follows_values_that_move_or_differ_between_instances():
+    class Holder(nn.Module):
+        pass
+
+    a, b = Holder(), Holder()
+    a.part = nn.Linear(2, 2)
+    b.part = nn.Parameter(torch.ones(2))  # same name, another of the module's dicts
+    for _ in range(2):
+        assert module_attr(a, "part") is a.part
+        assert module_attr(b, "part") is b.part
+    a.part = None  # a submodule set to None stays in _modules
+    assert module_attr(a, "part") is None
+    del a.part
+    a.part = 5  # now an instance attribute
+    assert module_attr(a, "part") == 5
+    b.register_buffer("part2", torch.zeros(1))
+    assert module_attr(b, "part2") is b.part2
+    with pytest.raises(AttributeError, match="part3"):
+        module_attr(b, "part3")
+
+
 def test_module_attr_falls_back_for_other_objects():
     assert module_attr(Shadowing(), "magic") == 42
     assert module_attr(torch.zeros(2), "shape") == (2,)
