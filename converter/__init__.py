@@ -35,6 +35,7 @@ import weakref
 import gast
 
 from dynnet.converter import parser, templates
+from dynnet.converter.direct import direct_twin
 from dynnet.converter.naming import Namer
 from dynnet.converter.passes import (
     asserts,
@@ -50,7 +51,7 @@ from dynnet.converter.passes import (
     segments,
 )
 from dynnet.converter.transformer import RUNTIME, Context
-from dynnet.runtime import Suspend
+from dynnet.runtime import Suspend, direct_depth, inline_depth, waited
 
 PASSES = [functions, comprehensions, segments, asserts, control_flow, conditional_expressions,
           logical_expressions, comparisons, formatted_values, call_trees, module_attributes]
@@ -58,19 +59,25 @@ CO_GENERATOR = 0x20
 
 
 class ConvertedFunction:
-    """A user function and its converted twin.
+    """A user function and its converted twins.
 
     Attributes:
       original: the user's function.
       function: the converted function (a generator function when it can pause).
       source: the converted source, readable Python (what `dynnet.to_code` shows).
+      direct: the direct twin (converter/direct.py) once calls have shown that the
+        function does not pause, else None.
     """
 
-    def __init__(self, original, function, source):
+    def __init__(self, original, function, source, direct_twin=None):
         self.original = original
         self.function = function
         self.source = source
         self.is_generator = bool(function.__code__.co_flags & CO_GENERATOR)
+        self.direct = None
+        self._twin = direct_twin if self.is_generator else None
+        self._finished_inline = 0  # calls that ran to the end in their first step
+        self._pauses = False  # a call paused: stay resumable
 
     def start(self, args, kwargs):
         """Begins a call: the value itself, or a `Suspend(gen=...)` for the driver.
@@ -78,24 +85,50 @@ class ConvertedFunction:
         The callee's first step runs at once, on Python's stack (up to a small depth,
         so deep recursion still lives on the driver's explicit stack): a call that
         finishes without pausing or calling further (a leaf) returns its value directly.
+        After `_ARM_AFTER` calls that all finished in their first step, calls run the
+        direct twin instead (up to `_MAX_DIRECT` of them nested); if one of those has
+        to wait for a value, the function goes back to resumable calls.
         """
         if not self.is_generator:
             return self.function(*args, **kwargs)
+        direct = self.direct
+        if direct is not None:
+            depth = direct_depth[0]
+            if depth < _MAX_DIRECT:
+                direct_depth[0] = depth + 1
+                outer = waited[0]
+                waited[0] = False
+                try:
+                    return direct(*args, **kwargs)
+                finally:
+                    direct_depth[0] = depth
+                    if waited[0]:
+                        self.direct = None
+                        self._pauses = True
+                    waited[0] = outer or waited[0]
         gen = self.function(*args, **kwargs)
-        if _inline[0] >= _MAX_INLINE:
+        depth = inline_depth[0]
+        if depth >= _MAX_INLINE:
             return Suspend(gen=gen)
-        _inline[0] += 1
+        inline_depth[0] = depth + 1
         try:
             first = gen.send(None)
         except StopIteration as stop:
+            if not self._pauses:
+                self._finished_inline += 1
+                if self._finished_inline >= _ARM_AFTER:
+                    self.direct = self._twin
             return stop.value
         finally:
-            _inline[0] -= 1
+            inline_depth[0] = depth
+        if first.gen is None:  # it waits for a value
+            self._pauses = True
         return Suspend(gen=gen, first=first)
 
 
-_inline = [0]  # how many first steps run nested on Python's stack right now
-_MAX_INLINE = 16
+_MAX_INLINE = 16  # first steps nested on Python's stack (per run of the driver)
+_MAX_DIRECT = 48  # direct calls nested on Python's stack (in all)
+_ARM_AFTER = 32
 
 
 _code_cache = {}  # original code object -> (converted code, source)
@@ -111,7 +144,8 @@ def converted_function(fn):
 
 
 def convert_code(fn):
-    """Converts `fn`'s source; returns `(code object, readable source)` (cached)."""
+    """Converts `fn`'s source; returns `(code object, readable source, code object of
+    the direct twin)` (cached; see converter/direct.py)."""
     entry = _code_cache.get(fn.__code__)
     if entry is None:
         entry = _code_cache[fn.__code__] = _convert(fn)
@@ -127,6 +161,23 @@ def _convert(fn):
     node = templates.fix_locations(node)
     source = parser.unparse(node)
     freevars = [v for v in fn.__code__.co_freevars if v != RUNTIME]
+    code = _compile(node, freevars, filename)
+    return code, source, _share_nested_code(_compile(direct_twin(node), freevars, filename),
+                                            code)
+
+
+def _share_nested_code(twin, code):
+    """`twin` holding `code`'s own code objects for the functions defined in both (the
+    twin leaves nested functions as they are). Segments are looked up by code object:
+    equal but distinct ones would cost a full comparison per lookup."""
+    nested = {c: c for c in code.co_consts if isinstance(c, types.CodeType)}
+    return twin.replace(co_consts=tuple(nested.get(c, c) if isinstance(c, types.CodeType)
+                                        else c for c in twin.co_consts))
+
+
+def _compile(node, freevars, filename):
+    """The code object of converted function `node` (compiled inside a factory that
+    binds the runtime and `freevars`, so they are its closure variables)."""
     factory = templates.replace(f"def dn__factory({', '.join([RUNTIME] + freevars)}):\n"
                                 "    pass")[0]
     # a function that calls itself by name must find itself as a global, not as the
@@ -137,9 +188,8 @@ def _convert(fn):
     tree = templates.fix_locations(gast.gast_to_ast(module))
     code = compile(tree, filename, "exec")
     factory_code = next(c for c in code.co_consts if isinstance(c, types.CodeType))
-    inner = next(c for c in factory_code.co_consts
-                 if isinstance(c, types.CodeType) and c.co_name == node.name)
-    return inner, source
+    return next(c for c in factory_code.co_consts
+                if isinstance(c, types.CodeType) and c.co_name == node.name)
 
 
 def _namespace(fn):
@@ -177,12 +227,16 @@ def _class_methods(fn):
 def _instantiate(fn):
     from dynnet.converter import operators
 
-    code, source = convert_code(fn)
+    code, source, direct_code = convert_code(fn)
     cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
     cells[RUNTIME] = types.CellType(operators)
-    closure = tuple(cells[name] for name in code.co_freevars)
-    function = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__,
-                                  closure or None)
-    function.__kwdefaults__ = fn.__kwdefaults__
-    function.__qualname__ = fn.__qualname__
-    return ConvertedFunction(fn, function, source)
+
+    def build(code):
+        closure = tuple(cells[name] for name in code.co_freevars)
+        function = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__,
+                                      closure or None)
+        function.__kwdefaults__ = fn.__kwdefaults__
+        function.__qualname__ = fn.__qualname__
+        return function
+
+    return ConvertedFunction(fn, build(code), source, build(direct_code))

@@ -314,12 +314,44 @@ def run_nested(gen, first=None):
     code, lambdas): a pause executes the pending graph at once. `first` is what
     `gen` already yielded, if it was started.
     """
+    return _run_here(gen, first)[0]
+
+
+def _run_here(gen, first):
+    """`(result, whether it paused)` of running `gen` as `run_nested` does."""
     trace = tracing._active[-1]
     ex = _Example(trace.instance, gen, first)
-    while _step(ex):
-        trace.flush()
-        _resolve([ex])
-    return ex.result
+    paused = False
+    inline = inline_depth[0]
+    inline_depth[0] = 0  # this driver loop keeps its own stack: first steps inline again
+    try:
+        while _step(ex):
+            paused = True
+            trace.flush()
+            _resolve([ex])
+    finally:
+        inline_depth[0] = inline
+    return ex.result, paused
+
+
+# Calls nested on Python's stack right now (converter/__init__.py, `start`): first
+# steps of resumable calls in the innermost driver loop, and direct calls in all.
+inline_depth = [0]
+direct_depth = [0]
+waited = [False]  # a direct call had to wait for a value (see `wait`)
+
+
+def wait(suspend):
+    """The value `suspend` stands for, in a direct call (converter/direct.py): a call
+    that did not finish inline runs here, on the driver's stack; a value that must be
+    computed first executes the pending graph now, and sets `waited[0]`."""
+    if suspend.gen is None:
+        waited[0] = True
+        return complete(suspend)
+    result, paused = _run_here(suspend.gen, suspend.first)
+    if paused:
+        waited[0] = True
+    return result
 
 
 def complete(suspend):

@@ -15,10 +15,10 @@ from dynnet.converter.operators.control_flow import (
 from dynnet.converter.operators.exceptions import assert_stmt, assert_test
 from dynnet.converter.operators.logical import and_, compare_chain, not_, or_
 from dynnet.converter.operators.py_builtins import value_of, value_of_now
-from dynnet.runtime import Suspend
+from dynnet.runtime import Suspend, wait
 from dynnet.segments import seg_call, segment, while_segment
 
 __all__ = ["LocalFunction", "Suspend", "Undefined", "all_true", "and_", "assert_stmt",
            "assert_test", "call", "call_now", "compare_chain", "if_exp", "if_stmt", "local",
            "module_attr", "not_", "or_", "seg_call", "segment", "static_test", "test",
-           "test_now", "value_of", "value_of_now", "while_segment", "while_stmt"]
+           "test_now", "value_of", "value_of_now", "wait", "while_segment", "while_stmt"]
