@@ -30,7 +30,10 @@ _STABLE = (torch.nn.Module, torch.Tensor, type, torch.dtype, torch.device,
            type(torch), type(len), type(lambda: 0))
 
 _templates = {}  # key -> SegmentTemplate or _UNSEGMENTABLE
-_recent = {}  # segment code -> the SegmentTemplate it recorded last
+# id(segment code) -> (that code, the SegmentTemplate it recorded last). Keyed by id:
+# hashing a code object hashes its bytecode (about 150 ns); the entry keeps the code
+# alive, so no other object takes its id.
+_recent = {}
 _MISS = object()  # what `SegmentTemplate.replay` returns for a call of another key
 _grad_enabled = torch.is_grad_enabled
 _active = tracing._active  # the traces being recorded (the list itself, never rebound)
@@ -277,9 +280,9 @@ def segment(fn, inputs, data=()):
     """
     if not _active:
         return fn(*inputs, *data)
-    template = _recent.get(fn.__code__)
-    if template is not None:
-        outputs = template.replay(inputs, data, _active[-1])
+    recent = _recent.get(id(fn.__code__))
+    if recent is not None:
+        outputs = recent[1].replay(inputs, data, _active[-1])
         if outputs is not _MISS:
             return outputs
     return _segment(fn, inputs, data, _active[-1])
@@ -292,7 +295,7 @@ def _segment(fn, inputs, data, trace):
         return fn(*inputs, *data)
     template = _templates.get(key)
     if template.__class__ is SegmentTemplate:
-        _recent[fn.__code__] = template
+        _recent[id(fn.__code__)] = (fn.__code__, template)
         return template.record(lazies, data, trace)
     if template is None and (lazies or data) and _distinct(lazies):
         return _capture(fn, inputs, data, key, lazies, trace)
@@ -339,7 +342,7 @@ def _capture(fn, inputs, data, key, lazies, trace):
         # other object can take an id while the template is cached
         template.keepalive = [v for v in inputs if isinstance(v, _STABLE)]
         template.compile_replay(inputs, data)
-        _recent[code] = template
+        _recent[id(code)] = (code, template)
     _templates[key] = template if template is not None else _UNSEGMENTABLE
     return outputs
 
