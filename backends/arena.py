@@ -99,6 +99,19 @@ def plan(groups):
     return placements
 
 
+def release(placements):
+    """Ends a round: its arenas take no more gathers. Drops the token, which would
+    otherwise tie the round's autograd graph to itself through the `RoundGradients`
+    that its nodes hold (a cycle through C++ that Python's collector cannot see: the
+    graph, and every activation it saved, would never be freed)."""
+    for placement in placements:
+        if placement is not None:
+            for slot in placement.slots:
+                if slot is not None:
+                    slot[3].token = None
+                    return
+
+
 def store(placement, outputs):
     """Copies a group's batched outputs into its arena rows (values only); outputs that
     need gradients extend the round's token chain."""

@@ -137,6 +137,7 @@ class Trace:
         finally:
             for result in results:
                 result.slots = None  # the arenas served this round only
+            arena.release(placements)
         self.execute_seconds += time.perf_counter() - scheduled
 
     def write(self, index, file, text):

@@ -3,13 +3,18 @@
 The arena keeps one gradient buffer per arena per backward pass; these tests run
 passes that a buffer shared between passes would get wrong: two backward passes
 over one graph (retain_graph), and a pass that stops early (autograd.grad towards
-an intermediate value) followed by a full one.
+an intermediate value) followed by a full one. And a round must not keep its autograd
+graph alive once the loss is gone.
 """
+
+import gc
+import weakref
 
 import torch
 import torch.nn as nn
 
 import dynnet
+from dynnet.backends import arena
 from tests.strategies import VOCAB, random_trees
 
 
@@ -78,3 +83,23 @@ def test_a_pass_that_stops_early_leaves_the_next_pass_exact():
     loss.backward()
     for got, want in zip(_grads(model), expected):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_the_graph_is_freed_with_the_loss(monkeypatch):
+    made = weakref.WeakSet()
+
+    class Tracked(arena.RoundGradients):
+        __slots__ = ("__weakref__",)
+
+        def __init__(self):
+            super().__init__()
+            made.add(self)
+
+    monkeypatch.setattr(arena, "RoundGradients", Tracked)
+    model, trees = _setup()
+    loss = _loss(model, trees, batched=True)
+    assert len(made) == 1
+    loss.backward()
+    del loss
+    gc.collect()
+    assert len(made) == 0  # nothing holds the round's graph any more
