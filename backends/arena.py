@@ -20,7 +20,8 @@ the backward pass (hand-batched code pays that). Gradients go through the round'
 - a gather that needs gradients is an `ArenaGather`; its backward adds its gradient
   into one gradient buffer per arena and backward pass, so the gradient of a value
   read at many levels is summed in place (not in a zero-filled tensor per reader,
-  plus one addition per producer);
+  plus one addition per producer); out of place when the pass builds a graph
+  (`create_graph=True`), so that second-order gradients flow through it;
 - a group that stores outputs needing gradients extends a chain of scalar tokens
   (`ArenaAppend`), and every gather takes the latest token as an input. A group's
   `ArenaAppend` therefore runs in the backward pass after every gather that could
@@ -50,17 +51,23 @@ class RoundGradients:
         self.token = None  # the latest ArenaAppend output, once a stored value needs grad
         self.buffers = {}  # backward pass (graph task id) -> {arena number: gradient}
 
-    def buffer(self, number):
-        """The gradient buffer of arena `number` in the running backward pass."""
+    def add(self, number, index, grad):
+        """Adds `grad` to rows `index` of arena `number`'s gradient in the running
+        backward pass (in place, unless the pass builds a graph: `create_graph`)."""
         task = torch._C._current_graph_task_id()
         buffers = self.buffers.get(task)
         if buffers is None:
             buffers = self.buffers[task] = {}
-        grad = buffers.get(number)
-        if grad is None:
+        buffer = buffers.get(number)
+        if buffer is None:
             shape, dtype, device = self.shapes[number]
-            grad = buffers[number] = torch.zeros(shape, dtype=dtype, device=device)
-        return grad
+            buffer = buffers[number] = torch.zeros(shape, dtype=dtype, device=device)
+        if torch.is_grad_enabled():  # a differentiable gradient: no in-place update
+            buffers[number] = buffer.index_add(0, index, grad)
+            return
+        if grad.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr():
+            grad = grad.clone()  # a value read and stored as it is: rows of this buffer
+        buffer.index_add_(0, index, grad)
 
 
 def plan(groups):
@@ -152,10 +159,7 @@ class ArenaGather(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (index,) = ctx.saved_tensors
-        buffer = ctx.gradients.buffer(ctx.number)
-        if grad.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr():
-            grad = grad.clone()  # a value read and stored as it is: rows of this buffer
-        buffer.index_add_(0, index, grad)
+        ctx.gradients.add(ctx.number, index, grad)
         return None, None, None, None, grad.new_zeros(())
 
 

@@ -3,8 +3,9 @@
 The arena keeps one gradient buffer per arena per backward pass; these tests run
 passes that a buffer shared between passes would get wrong: two backward passes
 over one graph (retain_graph), and a pass that stops early (autograd.grad towards
-an intermediate value) followed by a full one. And a round must not keep its autograd
-graph alive once the loss is gone.
+an intermediate value) followed by a full one; second-order gradients (the buffer is
+then updated out of place); and a round must not keep its autograd graph alive once
+the loss is gone.
 """
 
 import gc
@@ -103,3 +104,20 @@ def test_the_graph_is_freed_with_the_loss(monkeypatch):
     del loss
     gc.collect()
     assert len(made) == 0  # nothing holds the round's graph any more
+
+
+def test_second_order_gradients_through_the_arenas():
+    model, trees = _setup()
+
+    def gradient_penalty_grads(batched):
+        model.zero_grad()
+        loss = _loss(model, trees, batched)
+        (g,) = torch.autograd.grad(loss, [model.internal.weight], create_graph=True)
+        (g ** 2).sum().backward()
+        return g.detach(), [p.grad.clone() for p in model.parameters()]
+
+    want_g, want = gradient_penalty_grads(batched=False)
+    got_g, got = gradient_penalty_grads(batched=True)
+    torch.testing.assert_close(got_g, want_g, atol=1e-5, rtol=1e-4)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-3)
