@@ -9,6 +9,7 @@ depending on the example, executes in at most 50 batched rounds.
 
 import contextlib
 import inspect
+import types
 
 import pytest
 import torch
@@ -578,6 +579,30 @@ def test_battery_is_large_enough():
 def test_batched_equals_example_by_example(name):
     f, make_examples, params = PROGRAMS[name]
     batch_matches(f, make_examples(), params=params)
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+def test_direct_twins_equal_example_by_example(name):
+    """Each program called from another dynnet function and running its direct twin
+    (converter/direct.py) from the first call: a program that pauses waits in the
+    twin once (the pending graph executes at once), then goes back to resumable
+    calls."""
+    f, make_examples, params = PROGRAMS[name]
+    if not isinstance(f, dynnet.api.DynFunction):
+        pytest.skip("not a dynnet function")
+    fn = f.fn  # a new function object, with a converted function of its own
+    f = dynnet.function(types.FunctionType(fn.__code__, fn.__globals__, fn.__name__,
+                                           fn.__defaults__, fn.__closure__))
+    f.fn.__kwdefaults__ = fn.__kwdefaults__
+    converted = f.converted
+    converted.direct = converted._twin  # armed at once
+
+    @dynnet.function
+    def caller(*args):
+        return f(*args)
+
+    batch_matches(caller, make_examples(), params=params)
+    assert not converted.is_generator or converted.direct is not None or converted._pauses
 
 
 def test_while_rounds_do_not_grow_with_the_batch():
