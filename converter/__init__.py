@@ -131,7 +131,7 @@ _MAX_DIRECT = 48  # direct calls nested on Python's stack (in all)
 _ARM_AFTER = 32
 
 
-_code_cache = {}  # original code object -> (converted code, source)
+_code_cache = {}  # original code object -> (converted code, source, direct twin code)
 _function_cache = weakref.WeakKeyDictionary()
 
 

@@ -57,12 +57,18 @@ def _setup():
     return TreeLSTM(), random_trees(12, max_depth=6, seed=3)
 
 
-def test_two_backward_passes_over_one_graph():
-    model, trees = _setup()
+def _expected_grads_and_batched_loss(model, trees):
+    """The gradients of the example-by-example loss, then the batched loss (its
+    gradients not taken yet)."""
     _loss(model, trees, batched=False).backward()
     expected = _grads(model)
     model.zero_grad()
-    loss = _loss(model, trees, batched=True)
+    return expected, _loss(model, trees, batched=True)
+
+
+def test_two_backward_passes_over_one_graph():
+    model, trees = _setup()
+    expected, loss = _expected_grads_and_batched_loss(model, trees)
     loss.backward(retain_graph=True)
     for got, want in zip(_grads(model), expected):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
@@ -73,10 +79,7 @@ def test_two_backward_passes_over_one_graph():
 
 def test_a_pass_that_stops_early_leaves_the_next_pass_exact():
     model, trees = _setup()
-    _loss(model, trees, batched=False).backward()
-    expected = _grads(model)
-    model.zero_grad()
-    loss = _loss(model, trees, batched=True)
+    expected, loss = _expected_grads_and_batched_loss(model, trees)
     # towards the internal layer's weight only: the pass never reaches the leaf
     # groups, first in the arenas, which free a pass's buffers
     (partial,) = torch.autograd.grad(loss, [model.internal.weight], retain_graph=True)
