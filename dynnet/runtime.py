@@ -8,6 +8,10 @@ by more than a few frames. A test on a lazy value yields `Suspend(lazies=...)`: 
 example pauses. Every example runs
 until it pauses or finishes, the pending graph of all of them executes batched,
 the needed values are read back, and the paused examples resume.
+
+A function whose calls have not paused runs its direct twin instead (no generator;
+converter/direct.py); `wait` below is what the twin does where the generator would
+yield.
 """
 
 import gc
