@@ -23,40 +23,28 @@ import copy
 
 import gast
 
-from dynnet.converter.transformer import RESULT, RUNTIME
+from dynnet.converter.passes.control_flow import pause_call
+from dynnet.converter.transformer import runtime_call
 
 
 class _PausePoints(gast.NodeTransformer):
-    def __init__(self):
-        self.depth = 0
+    """Turns the pause points of one function body into waits; nested functions,
+    lambdas and classes keep theirs."""
 
-    def visit_FunctionDef(self, node):
-        self.depth += 1
-        if self.depth == 1:
-            self.generic_visit(node)
-        self.depth -= 1
+    def _keep(self, node):
         return node
 
-    def visit_Lambda(self, node):
-        return node
-
-    def visit_ClassDef(self, node):
-        return node
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = visit_ClassDef = _keep
 
     def visit_IfExp(self, node):
         self.generic_visit(node)
-        body = node.body
-        if isinstance(body, gast.Yield) and isinstance(body.value, gast.Name) \
-                and body.value.id == RESULT:
-            node.body = gast.Call(
-                func=gast.Attribute(value=gast.Name(id=RUNTIME, ctx=gast.Load(),
-                                                    annotation=None, type_comment=None),
-                                    attr="wait", ctx=gast.Load()),
-                args=[body.value], keywords=[])
+        if pause_call(node) is not None:
+            node.body = runtime_call("wait", [node.body.value])
         return node
 
 
 def direct_twin(function_node):
     """A copy of converted `function_node` whose own pause points wait instead."""
     node = copy.deepcopy(function_node)
-    return _PausePoints().visit(node)
+    node.body = [_PausePoints().visit(stmt) for stmt in node.body]
+    return node

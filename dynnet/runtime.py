@@ -348,8 +348,9 @@ waited = [False]  # a direct call had to wait for a value (see `wait`)
 
 def wait(suspend):
     """The value `suspend` stands for, in a direct call (converter/direct.py): a call
-    that did not finish inline runs here, on the driver's stack; a value that must be
-    computed first executes the pending graph now, and sets `waited[0]`."""
+    that did not finish inline runs to its end in a driver loop of its own; a value
+    that must be computed first executes the pending graph now. Either pause sets
+    `waited[0]`."""
     if suspend.gen is None:
         waited[0] = True
         return complete(suspend)
