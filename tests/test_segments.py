@@ -159,3 +159,48 @@ def test_segment_replay_keeps_the_order_of_every_argument():
         assert_batch_matches_loop(model.run, examples, params=list(model.parameters()))
     segments = [sizes for sig, sizes in prof.group_sizes.items() if sig.kind == "segment"]
     assert segments == [[len(examples)]]  # the whole body (its comparison too), batched
+
+
+class Stacked(nn.Module):
+    """Layers picked by index (`self.layers[k]`, `self.heads[name]`): common in real
+    models, and each call must join its statement's segment like `self.lin(x)` does."""
+
+    def __init__(self, depth=3):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(D, D) for _ in range(depth))
+        self.heads = nn.ModuleDict({"a": nn.Linear(D, 2), "b": nn.Linear(D, 2)})
+
+    @dynnet.function
+    def run(self, x, head):
+        for k in range(len(self.layers)):
+            x = torch.tanh(self.layers[k](x)) * 0.5 + x
+        y = torch.sigmoid(self.heads[head](x)) * 2.0 - 1.0
+        return y, x
+
+
+def test_calls_of_indexed_submodules_are_recorded_in_segments():
+    model = Stacked()
+    g = torch.Generator().manual_seed(4)
+    examples = [(torch.randn(D, generator=g).requires_grad_(), "ab"[k % 3 == 0])
+                for k in range(10)]
+    model.run.batch(*zip(*examples[:4]))  # capture the segments
+    with dynnet.profile() as prof:
+        assert_batch_matches_loop(model.run, examples, params=list(model.parameters()))
+    segments = [sizes for sig, sizes in prof.group_sizes.items() if sig.kind == "segment"]
+    # one segment per layer (each layer's own template, all examples at once) and one
+    # per head (the examples that use it); no op recorded outside a segment
+    assert sorted(sum(s) for s in segments) == sorted([len(examples)] * 3 + [4, 6])
+    assert prof.nodes == len(examples) * (1 + 3 + 1)  # its input x, then 4 segments
+
+
+def test_a_replaced_indexed_submodule_is_not_replayed_stale():
+    model = Stacked()
+    x = torch.randn(D)
+    model.run.batch([x, x], ["a", "b"])
+    model.layers[1] = nn.Linear(D, D)  # the segment of layer 1 must use the new one
+    model.heads["a"] = nn.Linear(D, 2)
+    out = model.run.batch([x, x], ["a", "b"])
+    with dynnet.run_eagerly():
+        expected = [model.run(x, "a"), model.run(x, "b")]
+    torch.testing.assert_close(out[0], torch.stack([e[0] for e in expected]).detach())
+    torch.testing.assert_close(out[1], torch.stack([e[1] for e in expected]).detach())

@@ -19,6 +19,10 @@ not to be straight-line tensor code (it calls user code, pauses, has side
 effects, or reads a per-example Python object), the function simply runs, its
 calls completing at once (`dn__.seg_call` then acts as `dn__.call_now`).
 
+Modules picked by index (`self.layers[k](x)`, `self.heads[name](x)`) are evaluated at
+the call site and enter the segment as inputs, like `self.a.b` reads: their identity
+is part of the key, so replacing one is never replayed stale.
+
 Statically excluded, to keep segments likely to succeed: calls of names that do
 not resolve to torch, calls of the class's own methods (`self.encode(...)`),
 mutating and value-reading methods (`xs.append(h)`, `x.item()`), and factory calls
@@ -77,6 +81,8 @@ class SegmentTransformer(Base):
         func = call.func
         if isinstance(func, gast.Name):
             return _is_torch(self.namespace.get(func.id, getattr(builtins, func.id, None)))
+        if isinstance(func, gast.Subscript):
+            return _indexed_callee(func)
         if not isinstance(func, gast.Attribute):
             return False
         if func.attr in _MUTATORS:
@@ -208,8 +214,10 @@ class SegmentTransformer(Base):
         if not all(isinstance(s, (gast.Assign, gast.AugAssign)) and self._qualifies(s)
                    for s in node.body):
             return None
-        if any(isinstance(n, gast.Call) and isinstance(n.func, gast.Attribute)
-               and n.func.attr in _FACTORIES for s in node.body for n in gast.walk(s)):
+        if any(isinstance(n, gast.Call) and (
+                isinstance(n.func, gast.Subscript)  # its index may change per iteration
+                or isinstance(n.func, gast.Attribute) and n.func.attr in _FACTORIES)
+               for s in [node.test] + node.body for n in gast.walk(s)):
             return None
         read_first = set(_names(node.test, gast.Load))  # read before assigned
         written = []
@@ -319,7 +327,12 @@ class SegmentTransformer(Base):
                     data_exprs.append(call.args[0])
                     call.args[0] = gast.Name(id=name, ctx=gast.Load(), annotation=None,
                                              type_comment=None)
+        callees = _hoist_indexed_callees(body, self.ctx.namer)
+        if any(n in written for _, e in callees for n in _names(e, gast.Load)):
+            return run  # the callee's index is computed in the run itself
         attr_names, attr_exprs = self._hoist_self_attributes(body)
+        attr_names += [n for n, _ in callees]
+        attr_exprs += [e for _, e in callees]
         still_read = {n for stmt in body for n in _names(stmt, gast.Load)}
         read = [n for n in read if n in still_read] + attr_names
         body = [_to_seg_calls(s) for s in body]
@@ -399,6 +412,36 @@ class SegmentTransformer(Base):
         obj = self.namespace.get(name, getattr(builtins, name, None))
         return isinstance(obj, types.ModuleType) or (name not in self.namespace
                                                      and hasattr(builtins, name))
+
+
+def _indexed_callee(node):
+    """True for a callee picked by index from a name's attributes: `self.layers[k]`,
+    `heads[name]`, `self.blocks[i + 1].attn` (plain indices, or string keys)."""
+    while isinstance(node, (gast.Subscript, gast.Attribute)):
+        if isinstance(node, gast.Subscript) and not (
+                _is_index(node.slice) or isinstance(node.slice, gast.Constant)
+                and isinstance(node.slice.value, str)):
+            return False
+        node = node.value
+    return isinstance(node, gast.Name) and not node.id.startswith(RUNTIME)
+
+
+def _hoist_indexed_callees(body, namer):
+    """Replaces the callees picked by index in `body` (`self.layers[k](x)`) with new
+    names; returns `[(name, expression)]`. The segment receives the picked module as
+    an input, so its identity enters the key: a replaced `self.layers[k]` is never
+    replayed stale, and the template does not depend on the container's contents."""
+    hoisted = {}  # expression text -> (name, expression)
+    for stmt in body:
+        for call in [n for n in gast.walk(stmt) if isinstance(n, gast.Call)]:
+            if not isinstance(call.func, gast.Subscript):
+                continue
+            text = _unparse(call.func)
+            if text not in hoisted:
+                hoisted[text] = (namer.new_symbol("callee"), _clone(call.func))
+            call.func = gast.Name(id=hoisted[text][0], ctx=gast.Load(), annotation=None,
+                                  type_comment=None)
+    return list(hoisted.values())
 
 
 def _is_torch(obj):
