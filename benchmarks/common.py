@@ -180,6 +180,22 @@ def time_call(fn, device):
     return CLOCK() - start
 
 
+def cpu_peak_bytes(fn):
+    """Runs ``fn()`` and returns the most CPU memory its tensors held at once, in bytes,
+    above what was allocated when it started (tracked op by op by the torch profiler,
+    so a peak inside one op is not seen; memory freed before the end still counts)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    held = peak = 0
+    top = [e for e in prof.events() if e.cpu_parent is None]
+    for event in sorted(top, key=lambda e: e.time_range.start):
+        held += event.cpu_memory_usage  # net bytes allocated by the op and its children
+        peak = max(peak, held)
+    return peak
+
+
 def median(values):
     """The median of a non-empty list of numbers."""
     return statistics.median(values)

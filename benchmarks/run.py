@@ -101,12 +101,22 @@ def measure(bench, batch_size, repeats, device):
         train_s = common.median([run[0] for run in runs])
         infer_s = common.median([run[2] for run in runs])
         peaks = [run[1] for run in runs], [run[3] for run in runs]
+        if peaks[0][0] is None and runs:  # CPU: one profiled step on the first batch
+            peaks = _cpu_peaks(bench, *ready[name], batches[0])
+        else:
+            peaks = (None if peaks[0][0] is None else max(peaks[0]),
+                     None if peaks[1][0] is None else max(peaks[1]))
         rows[name] = rows[name]._replace(
-            train=n / train_s, infer=n / infer_s,
-            peak_train=None if peaks[0][0] is None else max(peaks[0]),
-            peak_infer=None if peaks[1][0] is None else max(peaks[1]))
+            train=n / train_s, infer=n / infer_s, peak_train=peaks[0], peak_infer=peaks[1])
     _check_losses(rows)
     return [rows[name] for name in sorted(rows, key=_variant_rank)]
+
+
+def _cpu_peaks(bench, variant, module, optimizer, batch):
+    """(train, infer) peak CPU bytes of one step on ``batch`` (see common.cpu_peak_bytes)."""
+    train = common.cpu_peak_bytes(lambda: common.train_step(variant, module, optimizer, batch))
+    infer = common.cpu_peak_bytes(lambda: variant.infer(module, batch))
+    return train, infer
 
 
 def _variant_rank(name):
@@ -156,7 +166,9 @@ def profile_dynnet(bench, batch_size):
 HEADER = ("benchmark", "variant", "batch", "train ex/s", "infer ex/s",
           *(title for _, title in REFERENCES), "peak MiB", "loss@0", "note")
 LEGEND = ("ex/s: examples per second, median of the repeats; vs X: throughput ratio to X, "
-          "train / infer; peak MiB: CUDA max_memory_allocated, train / infer (n/a on CPU); "
+          "train / infer; peak MiB, train / infer: on CUDA max_memory_allocated over the timed "
+          "passes, on CPU the most tensor memory held at once above the start of one step "
+          "on the first batch (torch profiler); "
           "loss@0: first-batch loss from the shared starting weights")
 
 
@@ -167,7 +179,10 @@ def _ratio(row, ref):
 
 
 def _mib(value):
-    return "n/a" if value is None else f"{value / 2**20:.0f}"
+    if value is None:
+        return "n/a"
+    mib = value / 2**20
+    return f"{mib:.1f}" if mib < 100 else f"{mib:.0f}"
 
 
 def table_cells(rows):

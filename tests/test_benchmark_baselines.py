@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # benchmarks/ is a folder of scripts, not installed
     sys.path.insert(0, str(REPO))
 
-from benchmarks import run, sequence_lm, tree_lstm, while_loop  # noqa: E402
+from benchmarks import common, run, sequence_lm, tree_lstm, while_loop  # noqa: E402
 from benchmarks.common import Benchmark, index_trees, load_sst, random_trees, train_step  # noqa: E402
 from benchmarks.tree_lstm import BASELINES, TreeLSTMParams, build_plan  # noqa: E402
 
@@ -165,6 +165,7 @@ def test_runner_measures_baselines_and_reports_unavailable_variants():
     assert [r.variant for r in rows] == ["naive", "batched", "manual", "dynnet"]
     timed, missing = rows[:3], rows[3]
     assert all(r.train > 0 and r.infer > 0 and r.note == "" for r in timed)
+    assert all(r.peak_train > 0 and r.peak_infer > 0 for r in timed)  # CPU: profiled
     assert len({round(r.loss0, 4) for r in timed}) == 1
     assert missing.train is None and missing.note == "unavailable: ImportError: no engine"
     cells = run.table_cells(rows)
@@ -172,3 +173,19 @@ def test_runner_measures_baselines_and_reports_unavailable_variants():
     assert all(len(row) == len(run.HEADER) for row in cells)
     markdown = run.format_markdown(cells)
     assert markdown.count("\n") == 5 and "unavailable: ImportError: no engine" in markdown
+
+
+def test_cpu_peak_bytes_counts_what_is_held_at_once():
+    mib = 2**20
+
+    def work():
+        a = torch.ones(mib // 4)  # 1 MiB of float32
+        b = a * 2  # 2 MiB held
+        del a
+        c = b + 1  # 2 MiB again
+        del b, c
+        d = torch.ones(3 * mib // 4)  # 3 MiB alone: the peak
+        return d.sum()
+
+    peak = common.cpu_peak_bytes(work)
+    assert 3 * mib <= peak < 3 * mib + 4096
