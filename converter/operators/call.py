@@ -211,13 +211,33 @@ def _start(fn, args, kwargs):
 
 def _method(fn, args, kwargs):
     func = fn.__func__
+    try:
+        start = _method_starts[func]
+    except KeyError:
+        start = _method_start(func)
+        if len(_method_starts) > 50_000:
+            _method_starts.clear()
+        _method_starts[func] = start
+    except TypeError:  # unhashable
+        start = _method_start(func)
+    if start is None:
+        return fn(*args, **kwargs)
+    return start((fn.__self__,) + args, kwargs)
+
+
+_method_starts = {}  # function behind bound methods -> its `start`, or None: call it
+
+
+def _method_start(func):
+    """How calls of methods bound to `func` begin: `func`'s (or its conversion's)
+    `start(args, kwargs)`, or None when they are plain calls."""
     if isinstance(func, _STARTABLE):
-        return func.start((fn.__self__,) + args, kwargs)
+        return func.start
     if func.__class__ is types.FunctionType and is_user_function(func):
         from dynnet.converter import converted_function
 
-        return converted_function(func).start((fn.__self__,) + args, kwargs)
-    return fn(*args, **kwargs)
+        return converted_function(func).start
+    return None
 
 
 def call_now(fn, /, *args, **kwargs):
