@@ -34,7 +34,7 @@ class Signature:
     """
 
     __slots__ = ("kind", "fn", "name", "template", "in_avals", "out_template", "out_avals",
-                 "rule", "origin", "grad_enabled", "__weakref__")
+                 "rule", "origin", "grad_enabled", "tuple_out", "__weakref__")
 
     def __init__(self, kind, fn, name, template, in_avals, origin):
         self.kind = kind
@@ -47,6 +47,7 @@ class Signature:
         self.rule = None
         self.origin = origin
         self.grad_enabled = True  # "op" and "segment" signatures: the mode they record
+        self.tuple_out = False  # out_template is a flat tuple of tensors: `(h, c)`
 
     def describe(self):
         """The op and its per-example input avals, e.g. 'Linear module(float32[16])'."""
@@ -267,6 +268,15 @@ def record(fn, args, kwargs):
             key.append(a.aval)
         elif cls is int:
             key.append(a)
+        elif cls is tuple:  # a state like (h, c)
+            key.append(tuple)
+            key.append(len(a))
+            for x in a:
+                if x.__class__ is LazyTensor:
+                    slots.append(x)
+                    key.append(x.aval)
+                else:
+                    _key_and_slots(x, key, slots)
         else:
             _key_and_slots(a, key, slots)
     if kwargs:
@@ -298,6 +308,8 @@ def record(fn, args, kwargs):
         _capture.append(node)
     if sig.out_template is SLOT:
         return LazyTensor(node, 0, sig.out_avals[0])
+    if sig.tuple_out:
+        return tuple([LazyTensor(node, i, a) for i, a in enumerate(sig.out_avals)])
     outs = iter([LazyTensor(node, i, a) for i, a in enumerate(sig.out_avals)])
     return rebuild(sig.out_template, outs)
 
@@ -332,6 +344,8 @@ def _new_signature(fn, args, kwargs, slots, key, origin, trace):
         raise _user_error(e, sig.name, origin, trace.instance) from None
     leaves = []
     sig.out_template = flatten_outputs(out, leaves)
+    sig.tuple_out = sig.out_template.__class__ is tuple and all(
+        x is SLOT for x in sig.out_template)
     if not leaves:
         raise BatchingError(
             f"{sig.name} at {where(origin)} (example {trace.instance}) returns no tensor "
