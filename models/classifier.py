@@ -61,7 +61,6 @@ def init_embedding(embedding):
     return embedding
 
 
-@row_wise
 def check_positive_int(name, value):
     """Raises ValueError unless `value` is an int >= 1 (not a bool)."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
