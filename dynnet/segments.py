@@ -144,21 +144,39 @@ class SegmentTemplate:
         lines, names = self._recording()
         names.update(MISS=_MISS, grad=_grad_enabled, G=self.sig.grad_enabled)
         unpacked, tests = [], []
-        k = 0  # lazy inputs so far
+        lazy_exprs = []  # how the replay reads each lazy input, in key order
+        first_seen = {}  # id of a lazy input -> the expression that reads it first
+
+        def check(expr, v, p):
+            """Tests that the value at `expr` matches input value `v` (at position p)."""
+            if v.__class__ is LazyTensor:
+                k = len(lazy_exprs)
+                lazy_exprs.append(expr)
+                first = first_seen.setdefault(id(v), expr)
+                if first != expr:  # the same value as an earlier input (see `_key`)
+                    tests.append(f"{expr} is {first}")
+                    return
+                tests.append(f"type({expr}) is T and {expr}.aval is IA{k}")
+                names[f"IA{k}"] = v.aval
+            elif _input_kinds[v.__class__] is _IDENTITY:
+                tests.append(f"{expr} is K{p}")
+                names[f"K{p}"] = v
+            elif _input_kinds[v.__class__] is _VALUE:
+                tests.append(f"type({expr}) is KC{p} and {expr} == K{p}")
+                names[f"K{p}"], names[f"KC{p}"] = v, v.__class__
+            else:  # a tuple or list: its class, length and items
+                tests.append(f"type({expr}) is {v.__class__.__name__} and "
+                             f"len({expr}) == {len(v)}")
+                for i, x in enumerate(v):
+                    check(f"{expr}[{i}]", x, f"{p}_{i}")
+
         for p, v in enumerate(inputs):
             if v.__class__ is LazyTensor:
-                unpacked.append(f"l{k}")
-                tests.append(f"type(l{k}) is T and l{k}.aval is IA{k}")
-                names[f"IA{k}"] = v.aval
-                k += 1
-            elif _input_kinds[v.__class__] is _IDENTITY:
-                unpacked.append(f"v{p}")
-                tests.append(f"v{p} is K{p}")
-                names[f"K{p}"] = v
+                unpacked.append(f"l{len(lazy_exprs)}")
+                check(unpacked[-1], v, p)
             else:
                 unpacked.append(f"v{p}")
-                tests.append(f"type(v{p}) is KC{p} and v{p} == K{p}")
-                names[f"K{p}"], names[f"KC{p}"] = v, v.__class__
+                check(f"v{p}", v, p)
         for j, d in enumerate(data):
             tests.append(f"type(D[{j}]) is DC{j}")
             names[f"DC{j}"] = d.__class__
@@ -166,7 +184,8 @@ class SegmentTemplate:
         head = [f"{''.join(f'{u}, ' for u in unpacked)}= I" if unpacked else "pass",
                 f"if not ({' and '.join(tests)}):",
                 "    return MISS",
-                f"L = ({''.join(f'l{j}, ' for j in range(k))})"]
+                f"L = ({''.join(f'{e}, ' for e in lazy_exprs)})"]
+        head += [f"l{k} = {e}" for k, e in enumerate(lazy_exprs) if e != f"l{k}"]  # nested
         self.replay = _compile("replay(I, D, trace)", head + lines, names)
 
     def run_batched(self, inputs, size, data=None):
@@ -234,26 +253,19 @@ def _key(fn, inputs, data=()):
 
     The key is the code, the grad mode, then per input the aval of a lazy value, the
     id of a stable object (module, shared tensor, class, ...) or the class and value of
-    an immutable scalar, then the class of each data input. An entry's first item (an
-    Aval, an int, a class) tells its kind, so different layouts never give equal keys.
+    an immutable scalar; a tuple or list (`states`, `[h for h, _ in states]`) is its
+    class and length, then its items by the same rules. Lazy values are the segment's
+    inputs in that order; one met again (`states[0][0]` is `hs[0]`) is keyed as `_SAME`
+    and the position where it was first met, so a template is only replayed on calls
+    that share values the same way. Then comes the class of each data input. An
+    entry's first item (an Aval, an int, a class, `_SAME`) tells its kind, so different
+    layouts never give equal keys.
     """
     key = [fn.__code__, _grad_enabled()]
     lazies = []
+    seen = {}  # id of a lazy input -> its first position
     for v in inputs:
-        cls = v.__class__
-        if cls is LazyTensor:
-            key.append(v.aval)
-            lazies.append(v)
-            continue
-        kind = _input_kinds.get(cls)
-        if kind is None:
-            kind = _input_kinds[cls] = _input_kind(cls)
-        if kind is _IDENTITY:
-            key.append(id(v))
-        elif kind is _VALUE:
-            key.append(cls)
-            key.append(v)
-        else:
+        if not _key_input(v, key, lazies, seen):
             return None, None
     for d in data:
         cls = d.__class__
@@ -263,10 +275,41 @@ def _key(fn, inputs, data=()):
     return tuple(key), lazies
 
 
+_SAME = object()  # in a key: this lazy input is the one first met at the next position
+
+
+def _key_input(v, key, lazies, seen):
+    """Appends input `v`'s key entries (see `_key`); False for a per-example object."""
+    cls = v.__class__
+    if cls is LazyTensor:
+        first = seen.get(id(v))
+        if first is None:
+            seen[id(v)] = len(lazies)
+            key.append(v.aval)
+        else:
+            key.append(_SAME)
+            key.append(first)
+        lazies.append(v)
+        return True
+    kind = _input_kinds.get(cls)
+    if kind is None:
+        kind = _input_kinds[cls] = _input_kind(cls)
+    if kind is _IDENTITY:
+        key.append(id(v))
+    elif kind is _VALUE:
+        key.append(cls)
+        key.append(v)
+    elif cls is tuple or cls is list:
+        key.append(cls)
+        key.append(len(v))
+        return all(_key_input(x, key, lazies, seen) for x in v)
+    else:
+        return False
+    return True
+
+
 def _distinct(lazies):
-    """True when no lazy value is among the inputs twice. A template captured from one
-    value under two names could not tell them apart on other examples (the other way
-    round is fine: replaying a template on one value under two names reads it twice)."""
+    """True when no lazy value is among `lazies` twice (a loop's state must not be)."""
     return len(lazies) < 2 or len(set(map(id, lazies))) == len(lazies)
 
 
@@ -297,7 +340,7 @@ def _segment(fn, inputs, data, trace):
     if template.__class__ is SegmentTemplate:
         _recent[id(fn.__code__)] = (fn.__code__, template)
         return template.record(lazies, data, trace)
-    if template is None and (lazies or data) and _distinct(lazies):
+    if template is None and (lazies or data):
         return _capture(fn, inputs, data, key, lazies, trace)
     return fn(*inputs, *data)
 
@@ -340,11 +383,22 @@ def _capture(fn, inputs, data, key, lazies, trace):
     if template is not None:
         # the key holds ids of modules and shared tensors: keep them alive so that no
         # other object can take an id while the template is cached
-        template.keepalive = [v for v in inputs if isinstance(v, _STABLE)]
+        template.keepalive = _stable_objects(inputs, [])
         template.compile_replay(inputs, data)
         _recent[id(code)] = (code, template)
     _templates[key] = template if template is not None else _UNSEGMENTABLE
     return outputs
+
+
+def _stable_objects(values, out):
+    """`out` extended with the objects among `values` (and in their tuples and lists)
+    that a key holds by id."""
+    for v in values:
+        if v.__class__ is tuple or v.__class__ is list:
+            _stable_objects(v, out)
+        elif isinstance(v, _STABLE):
+            out.append(v)
+    return out
 
 
 _PURE_CONSTANTS = (int, float, bool, str, type(None), torch.Size, torch.dtype, torch.device)
@@ -540,5 +594,5 @@ def _capture_loop(test_fn, body_fn, state, consts, lazies, trace):
     code = body_fn.__code__
     template = LoopTemplate(f"while loop {code.co_name}@{code.co_firstlineno}", test, body,
                             len(state), (code.co_filename, code.co_firstlineno))
-    template.keepalive = [v for v in consts if isinstance(v, _STABLE)]
+    template.keepalive = _stable_objects(consts, [])
     return template

@@ -204,3 +204,59 @@ def test_a_replaced_indexed_submodule_is_not_replayed_stale():
         expected = [model.run(x, "a"), model.run(x, "b")]
     torch.testing.assert_close(out[0], torch.stack([e[0] for e in expected]).detach())
     torch.testing.assert_close(out[1], torch.stack([e[1] for e in expected]).detach())
+
+
+def test_segment_reading_lazy_values_inside_lists_and_tuples():
+    """`states[0][1]` and `torch.stack(hs)` read lazy values through Python lists and
+    tuples: the containers' structure joins the key and their lazy values are the
+    segment's inputs, so the run still records one node (it used to run op by op)."""
+    lin = nn.Linear(D, D)
+
+    @dynnet.function
+    def f(xs):
+        states = [(torch.tanh(x), x * 2) for x in xs]  # per-example count of states
+        hs = [h for h, _ in states]
+        first = states[0][1]
+        y = torch.sigmoid(lin(torch.stack(hs).sum(0))) * first - states[-1][0]
+        return y * 3 + torch.stack(hs).mean()
+
+    g = torch.Generator().manual_seed(5)
+    examples = [([torch.randn(D, generator=g).requires_grad_() for _ in range(1 + k % 3)],)
+                for k in range(9)]
+    f.batch(*zip(*examples))  # capture one template per number of states
+    with dynnet.profile() as prof:
+        assert_batch_matches_loop(f, examples, params=list(lin.parameters()))
+    segments = sorted(sum(s) for sig, s in prof.group_sizes.items() if sig.kind == "segment")
+    assert segments == [3, 3, 3]  # the last statements: one node per example
+
+
+def test_segment_template_is_not_replayed_on_another_list_structure():
+    @dynnet.function
+    def f(pair, k):
+        y = torch.tanh(pair[0]) * pair[1] + pair[0] * 0.5
+        return y * k
+
+    x, z = torch.randn(D), torch.randn(D)
+    f.batch([(x, z), (x, z)], [1.0, 1.0])
+    # a list instead of a tuple, and a three-item tuple: each its own key
+    out = f.batch([[x, z], (x, z, x), (x, z)], [1.0, 1.0, 2.0])
+    expected = torch.stack([(torch.tanh(x) * z + x * 0.5) * k for k in (1.0, 1.0, 2.0)])
+    torch.testing.assert_close(out, expected)
+
+
+def test_values_shared_between_lists_key_the_template():
+    """A template captured where `hs[0]` is `pairs[0][0]` must not be replayed where they
+    differ (and the other way round)."""
+
+    @dynnet.function
+    def f(x, y, share):
+        pairs = [(torch.tanh(x), y)]
+        hs = [pairs[0][0] if share else torch.tanh(y)]
+        out = torch.sigmoid(pairs[0][0]) * hs[0] + pairs[0][1] * 0.5
+        return out * 2
+
+    g = torch.Generator().manual_seed(6)
+    examples = [(torch.randn(D, generator=g).requires_grad_(),
+                 torch.randn(D, generator=g).requires_grad_(), k % 2 == 0) for k in range(8)]
+    assert_batch_matches_loop(f, examples[:1] + examples, [])
+    assert_batch_matches_loop(f, examples[1:2] + examples, [])
