@@ -53,7 +53,7 @@ from dynnet.converter.passes import (
 from dynnet.converter.transformer import RUNTIME, Context
 from dynnet.runtime import Suspend, direct_depth, inline_depth, waited
 
-PASSES = [functions, comprehensions, segments, asserts, control_flow, conditional_expressions,
+PASSES = [functions, segments, comprehensions, asserts, control_flow, conditional_expressions,
           logical_expressions, comparisons, formatted_values, call_trees, module_attributes]
 CO_GENERATOR = 0x20
 

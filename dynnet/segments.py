@@ -488,7 +488,8 @@ def seg_call(fn, /, *args, **kwargs):
     raise _Abort
 
 
-_PURE_BUILTINS = {len, abs, tuple, list, isinstance, getattr}
+_PURE_BUILTINS = {len, abs, tuple, list, isinstance, getattr, sum, zip, enumerate, range,
+                   reversed}
 
 
 

@@ -260,3 +260,67 @@ def test_values_shared_between_lists_key_the_template():
                  torch.randn(D, generator=g).requires_grad_(), k % 2 == 0) for k in range(8)]
     assert_batch_matches_loop(f, examples[:1] + examples, [])
     assert_batch_matches_loop(f, examples[1:2] + examples, [])
+
+
+class ChildSum(nn.Module):
+    """Child-sum style: comprehensions and `sum` over a per-example number of children,
+    with a comprehension variable (`c`) that the run also assigns afterwards."""
+
+    def __init__(self):
+        super().__init__()
+        self.leaf = nn.Linear(D, 2 * D)
+        self.iou = nn.Linear(D, 2 * D)
+
+    @dynnet.function
+    def encode(self, tree):
+        if isinstance(tree, torch.Tensor) or not isinstance(tree, list):
+            h, c = torch.chunk(self.leaf(tree), 2)
+            return torch.tanh(h), c
+        states = [self.encode(child) for child in tree]
+        h_sum = sum(h for h, _ in states)
+        c_sum = sum([c * 0.5 for _, c in states])
+        gate, c = torch.chunk(self.iou(h_sum), 2)
+        c = torch.sigmoid(gate) * c_sum + torch.tanh(c) * len(states)
+        return torch.tanh(c) * torch.stack([h for h, _ in states]).mean(0), c
+
+
+def test_comprehensions_and_sums_over_children_run_inside_segments():
+    model = ChildSum()
+    g = torch.Generator().manual_seed(7)
+
+    def tree(depth):
+        if depth == 0:
+            return torch.randn(D, generator=g).requires_grad_()
+        n = 1 + int(torch.randint(3, (), generator=g))
+        return [tree(max(0, depth - 1 - int(torch.randint(2, (), generator=g))))
+                for _ in range(n)]
+
+    trees = [tree(2 + k % 2) for k in range(8)]
+    model.encode.batch(trees)  # capture one template per number of children
+    with dynnet.profile() as prof:
+        assert_batch_matches_loop(model.encode, trees, params=list(model.parameters()))
+    n_inner = sum(_count_lists(t) for t in trees)
+    n_leaves = sum(_count_leaves(t) for t in trees)
+    assert sum(prof.groups_of(model.iou)) == n_inner
+    # per leaf its input and one segment; per inner node ONE segment, sums included
+    assert prof.nodes == 2 * n_leaves + n_inner
+
+
+def _count_lists(tree):
+    return 0 if not isinstance(tree, list) else 1 + sum(_count_lists(c) for c in tree)
+
+
+def _count_leaves(tree):
+    return 1 if not isinstance(tree, list) else sum(_count_leaves(c) for c in tree)
+
+
+def test_per_example_data_read_inside_a_comprehension_stays_correct():
+    emb = nn.Embedding(10, D)
+
+    @dynnet.function
+    def f(ids):
+        rows = torch.stack([emb(torch.tensor(ids[k])) for k in range(2)])
+        return torch.tanh(rows).sum(0) * 2.0 + rows[0]
+
+    examples = [[k % 10, (3 * k) % 10] for k in range(7)]
+    assert_batch_matches_loop(f, examples, params=list(emb.parameters()))

@@ -19,6 +19,11 @@ not to be straight-line tensor code (it calls user code, pauses, has side
 effects, or reads a per-example Python object), the function simply runs, its
 calls completing at once (`dn__.seg_call` then acts as `dn__.call_now`).
 
+Comprehensions without `if` and a few pure builtins (`sum(h for h, _ in states)`,
+`torch.stack([h for h in hs])`, `len(states)`) may be part of a run: the key holds the
+structure of the lists and tuples they read. (This pass runs before the one that
+lowers comprehensions to loops; segments keep theirs.)
+
 Modules picked by index (`self.layers[k](x)`, `self.heads[name](x)`) are evaluated at
 the call site and enter the segment as inputs, like `self.a.b` reads: their identity
 is part of the key, so replacing one is never replayed stale.
@@ -40,7 +45,12 @@ from dynnet.converter.transformer import RUNTIME, Base, runtime_call
 
 _ALLOWED = (gast.Name, gast.Attribute, gast.Call, gast.BinOp, gast.UnaryOp, gast.Subscript,
             gast.Slice, gast.Constant, gast.Tuple, gast.List, gast.keyword, gast.Starred,
-            gast.Load, gast.Store, gast.operator, gast.unaryop, gast.expr_context)
+            gast.Load, gast.Store, gast.operator, gast.unaryop, gast.expr_context,
+            gast.ListComp, gast.GeneratorExp, gast.comprehension)
+_COMPREHENSIONS = (gast.ListComp, gast.GeneratorExp)
+# builtins a segment may call: pure, and deterministic given the key (which holds the
+# structure of the tuples and lists they read)
+_PURE_BUILTINS = {"sum", "len", "zip", "enumerate", "range", "reversed", "tuple", "list"}
 _OPS = (gast.Call, gast.BinOp, gast.UnaryOp, gast.Subscript)
 _MUTATORS = {"append", "extend", "insert", "pop", "remove", "update", "add", "setdefault",
              "clear", "write", "discard", "sort", "reverse", "popitem", "copy_", "fill_",
@@ -80,7 +90,10 @@ class SegmentTransformer(Base):
     def _call_ok(self, call):
         func = call.func
         if isinstance(func, gast.Name):
-            return _is_torch(self.namespace.get(func.id, getattr(builtins, func.id, None)))
+            obj = self.namespace.get(func.id, getattr(builtins, func.id, None))
+            if func.id in _PURE_BUILTINS and obj is getattr(builtins, func.id):
+                return True
+            return _is_torch(obj)
         if isinstance(func, gast.Subscript):
             return _indexed_callee(func)
         if not isinstance(func, gast.Attribute):
@@ -153,6 +166,13 @@ class SegmentTransformer(Base):
                 return False
             if isinstance(node, gast.Name) and node.id.startswith(RUNTIME):
                 return False
+            if isinstance(node, gast.comprehension) and (node.ifs or node.is_async):
+                return False  # a filter decides per element: it needs values
+            if isinstance(node, _COMPREHENSIONS) and any(
+                    isinstance(n, gast.Call) and isinstance(n.func, gast.Attribute)
+                    and n.func.attr in _FACTORIES and self.params & set(_names(n, gast.Load))
+                    for n in gast.walk(node)):
+                return False  # per-example data read inside: not a data input of the run
         return True
 
     # -------------------- runs --------------------
@@ -214,7 +234,7 @@ class SegmentTransformer(Base):
         if not all(isinstance(s, (gast.Assign, gast.AugAssign)) and self._qualifies(s)
                    for s in node.body):
             return None
-        if any(isinstance(n, gast.Call) and (
+        if any(isinstance(n, _COMPREHENSIONS) or isinstance(n, gast.Call) and (
                 isinstance(n.func, gast.Subscript)  # its index may change per iteration
                 or isinstance(n.func, gast.Attribute) and n.func.attr in _FACTORIES)
                for s in [node.test] + node.body for n in gast.walk(s)):
@@ -301,7 +321,7 @@ class SegmentTransformer(Base):
         written, read = [], []
         for stmt in run:
             value = stmt if isinstance(stmt, gast.AugAssign) else stmt.value
-            for name in _names(value, gast.Load):
+            for name in _free_loads(value):
                 if name not in written and name not in read and not self._is_global(name):
                     read.append(name)
             if isinstance(stmt, gast.AugAssign) and stmt.target.id not in written:
@@ -333,7 +353,7 @@ class SegmentTransformer(Base):
         attr_names, attr_exprs = self._hoist_self_attributes(body)
         attr_names += [n for n, _ in callees]
         attr_exprs += [e for _, e in callees]
-        still_read = {n for stmt in body for n in _names(stmt, gast.Load)}
+        still_read = {n for stmt in body for n in _free_loads(stmt)}
         read = [n for n in read if n in still_read] + attr_names
         body = [_to_seg_calls(s) for s in body]
         if returns:
@@ -412,6 +432,22 @@ class SegmentTransformer(Base):
         obj = self.namespace.get(name, getattr(builtins, name, None))
         return isinstance(obj, types.ModuleType) or (name not in self.namespace
                                                      and hasattr(builtins, name))
+
+
+def _free_loads(node):
+    """The names `node` reads from the enclosing scope, in order: like `_names(node,
+    gast.Load)`, without the names a comprehension binds for itself (`h` in
+    `sum(h for h, _ in states)`)."""
+    if isinstance(node, _COMPREHENSIONS):
+        out, bound = [], set()
+        for k, gen in enumerate(node.generators):
+            out += [n for n in _free_loads(gen.iter) if k == 0 or n not in bound]
+            bound.update(_names(gen.target, gast.Store))
+            out += [n for cond in gen.ifs for n in _free_loads(cond) if n not in bound]
+        return out + [n for n in _free_loads(node.elt) if n not in bound]
+    if isinstance(node, gast.Name):
+        return [node.id] if isinstance(node.ctx, gast.Load) else []
+    return [n for child in gast.iter_child_nodes(node) for n in _free_loads(child)]
 
 
 def _indexed_callee(node):
