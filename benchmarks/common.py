@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 import random
 import statistics
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -186,14 +189,30 @@ def cpu_peak_bytes(fn):
     so a peak inside one op is not seen; memory freed before the end still counts)."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
+    with _stderr_silenced():  # the profiler's C++ side logs two lines per session
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            fn()
     held = peak = 0
     top = [e for e in prof.events() if e.cpu_parent is None]
     for event in sorted(top, key=lambda e: e.time_range.start):
         held += event.cpu_memory_usage  # net bytes allocated by the op and its children
         peak = max(peak, held)
     return peak
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """File descriptor 2 goes to /dev/null inside (C++ libraries write to it directly)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def median(values):
