@@ -254,7 +254,8 @@ def _key(fn, inputs, data=()):
     The key is the code, the grad mode, then per input the aval of a lazy value, the
     id of a stable object (module, shared tensor, class, ...) or the class and value of
     an immutable scalar; a tuple or list (`states`, `[h for h, _ in states]`) is its
-    class and length, then its items by the same rules. Lazy values are the segment's
+    class and length, then its items by the same rules (but a Python scalar in one
+    makes the call unsegmentable: lists of numbers are per-example data). Lazy values are the segment's
     inputs in that order; one met again (`states[0][0]` is `hs[0]`) is keyed as `_SAME`
     and the position where it was first met, so a template is only replayed on calls
     that share values the same way. Then comes the class of each data input. An
@@ -302,10 +303,18 @@ def _key_input(v, key, lazies, seen):
     elif cls is tuple or cls is list:
         key.append(cls)
         key.append(len(v))
-        return all(_key_input(x, key, lazies, seen) for x in v)
+        return all(_key_item(x, key, lazies, seen) for x in v)
     else:
         return False
     return True
+
+
+def _key_item(v, key, lazies, seen):
+    """`_key_input` for an item of a tuple or list: Python scalars there are per-example
+    data (`ids`, a sentence's word ids), which would make one template per example."""
+    if _input_kinds.get(v.__class__) is _VALUE:
+        return False
+    return _key_input(v, key, lazies, seen)
 
 
 def _distinct(lazies):

@@ -324,3 +324,25 @@ def test_per_example_data_read_inside_a_comprehension_stays_correct():
 
     examples = [[k % 10, (3 * k) % 10] for k in range(7)]
     assert_batch_matches_loop(f, examples, params=list(emb.parameters()))
+
+
+def test_lists_of_numbers_do_not_key_segments():
+    """A sentence's word ids are per-example data: keying a segment by them would make
+    one template, hence one group, per sentence."""
+    emb = nn.Embedding(50, D)
+
+    @dynnet.function
+    def f(ids):
+        total = 0.0
+        for t in range(len(ids) - 1):
+            total = total + torch.tanh(emb(torch.tensor(ids[t]))).sum()
+        return total / (len(ids) - 1)
+
+    def groups(n):
+        examples = [[(7 * k + j) % 50 for j in range(4)] for k in range(n)]
+        f.batch(examples)
+        with dynnet.profile() as prof:
+            assert_batch_matches_loop(f, examples, params=list(emb.parameters()))
+        return prof.groups
+
+    assert groups(12) == groups(3)
