@@ -255,12 +255,12 @@ def _key(fn, inputs, data=()):
     id of a stable object (module, shared tensor, class, ...) or the class and value of
     an immutable scalar; a tuple or list (`states`, `[h for h, _ in states]`) is its
     class and length, then its items by the same rules (but a Python scalar in one
-    makes the call unsegmentable: lists of numbers are per-example data). Lazy values are the segment's
-    inputs in that order; one met again (`states[0][0]` is `hs[0]`) is keyed as `_SAME`
-    and the position where it was first met, so a template is only replayed on calls
-    that share values the same way. Then comes the class of each data input. An
-    entry's first item (an Aval, an int, a class, `_SAME`) tells its kind, so different
-    layouts never give equal keys.
+    makes the call unsegmentable: lists of numbers are per-example data). Lazy values
+    are the segment's inputs in that order; one met again (`states[0][0]` is `hs[0]`) is
+    keyed as `_SAME` and the position where it was first met, so a template is only
+    replayed on calls that share values the same way. Then comes the class of each data
+    input. An entry's first item (an Aval, an int, a class, `_SAME`) tells its kind, so
+    different layouts never give equal keys.
     """
     key = [fn.__code__, _grad_enabled()]
     lazies = []
