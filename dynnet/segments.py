@@ -247,9 +247,10 @@ def _input_kind(cls):
     return _IDENTITY if issubclass(cls, _STABLE) else _UNSTABLE
 
 
-def _key(fn, inputs, data=()):
+def _key(fn, inputs, data=(), numbers=None):
     """The cache key of a segment call and its lazy inputs, or (None, None) when an input
-    is a per-example Python object or a data input is not a Python scalar.
+    is a per-example Python object or a data input is not a Python scalar. `numbers`,
+    if given, receives the key positions that hold int or float input values.
 
     The key is the code, the grad mode, then per input the aval of a lazy value, the
     id of a stable object (module, shared tensor, class, ...) or the class and value of
@@ -266,7 +267,7 @@ def _key(fn, inputs, data=()):
     lazies = []
     seen = {}  # id of a lazy input -> its first position
     for v in inputs:
-        if not _key_input(v, key, lazies, seen):
+        if not _key_input(v, key, lazies, seen, numbers):
             return None, None
     for d in data:
         cls = d.__class__
@@ -279,7 +280,7 @@ def _key(fn, inputs, data=()):
 _SAME = object()  # in a key: this lazy input is the one first met at the next position
 
 
-def _key_input(v, key, lazies, seen):
+def _key_input(v, key, lazies, seen, numbers=None):
     """Appends input `v`'s key entries (see `_key`); False for a per-example object."""
     cls = v.__class__
     if cls is LazyTensor:
@@ -299,6 +300,8 @@ def _key_input(v, key, lazies, seen):
         key.append(id(v))
     elif kind is _VALUE:
         key.append(cls)
+        if numbers is not None and (cls is int or cls is float):
+            numbers.append(len(key))
         key.append(v)
     elif cls is tuple or cls is list:
         key.append(cls)
@@ -342,16 +345,46 @@ def segment(fn, inputs, data=()):
 
 def _segment(fn, inputs, data, trace):
     """`segment` through the key: records, captures a template or runs op by op."""
-    key, lazies = _key(fn, inputs, data)
+    numbers = []
+    key, lazies = _key(fn, inputs, data, numbers)
     if key is None:
         return fn(*inputs, *data)
     template = _templates.get(key)
     if template.__class__ is SegmentTemplate:
         _recent[id(fn.__code__)] = (fn.__code__, template)
         return template.record(lazies, data, trace)
-    if template is None and (lazies or data):
+    if template is None and (lazies or data) and not _numbers_vary(key, numbers):
         return _capture(fn, inputs, data, key, lazies, trace)
     return fn(*inputs, *data)
+
+
+_MAX_NUMBERS = 8  # templates of one key that differ only in numbers (see _numbers_vary)
+_by_numbers = {}  # key without its numbers -> the keys with numbers seen, or None
+
+
+def _numbers_vary(key, numbers):
+    """True once more than `_MAX_NUMBERS` keys differ from `key` only in int or float
+    inputs (`x * w` with a weight per example). Each template makes its own groups, so
+    the call then runs op by op, where `+ - * /` with a number join into one group
+    whatever the number (backends/numbers.py); the templates already made for those
+    keys are retired."""
+    if not numbers:
+        return False
+    relaxed = list(key)
+    for position in numbers:
+        relaxed[position] = None
+    relaxed = tuple(relaxed)
+    keys = _by_numbers.get(relaxed, ())
+    if keys is None:
+        return True
+    if len(keys) < _MAX_NUMBERS:
+        _by_numbers[relaxed] = (*keys, key)
+        return False
+    _by_numbers[relaxed] = None
+    for old in keys:
+        _templates[old] = _UNSEGMENTABLE
+    _recent.pop(id(key[0]), None)
+    return True
 
 
 class _Datum:

@@ -346,3 +346,28 @@ def test_lists_of_numbers_do_not_key_segments():
         return prof.groups
 
     assert groups(12) == groups(3)
+
+
+def test_a_number_per_example_runs_op_by_op_in_few_groups():
+    """`x * w` with a float per example: a template per value would make a group per
+    example; past a few values the code runs op by op, where the ops with a number
+    join into one group whatever the number."""
+    lin = nn.Linear(D, D)
+
+    @dynnet.function
+    def f(x, w):
+        y = torch.tanh(lin(x)) * w + x * (1 - w)
+        return y.sum() * 2
+
+    g = torch.Generator().manual_seed(8)
+    xs = [torch.randn(D, generator=g).requires_grad_() for _ in range(40)]
+    two = [(x, 0.25 if k % 2 else 0.75) for k, x in enumerate(xs)]
+    f.batch(*zip(*two))  # capture
+    with dynnet.profile() as prof:
+        assert_batch_matches_loop(f, two, params=list(lin.parameters()))
+    assert {sig.kind for sig in prof.group_sizes} == {"stack", "segment"}  # two templates
+    many = [(x, float(torch.rand((), generator=g))) for x in xs]
+    f.batch(*zip(*many))
+    with dynnet.profile() as prof:
+        assert_batch_matches_loop(f, many, params=list(lin.parameters()))
+    assert prof.groups <= 10  # not one per example
