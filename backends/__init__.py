@@ -4,7 +4,7 @@
 call; `rule_for(sig)` picks the batching rule of a signature from the registry.
 """
 
-from dynnet.backends import dims, elementwise, nn_ops, shape_ops  # noqa: F401  (registrations)
+from dynnet.backends import dims, elementwise, modules, nn_ops, shape_ops  # noqa: F401  (rules)
 from dynnet.backends.executor import GroupResult, execute_group
 from dynnet.backends.rules import batching_rules, def_module_rule, def_rule, rule_for
 

@@ -133,3 +133,27 @@ def test_module_blocks(module):
     f = dynnet.function(lambda x: module(x))
     xs = [(torch.randn(*shapes, requires_grad=True),) for _ in range(5)]
     assert_batch_matches_loop(f, xs, module.parameters())
+
+
+def test_recurrent_cells_batch_directly_in_a_fresh_interpreter(tmp_path):
+    """The module rules (backends/modules.py) are registered when dynnet is imported,
+    not when some module first needs them: a GRUCell as the first module a program
+    meets used to fall back to vmap (functorch warns it has no rule for gru_cell)."""
+    import subprocess
+    import sys
+
+    program = tmp_path / "gru.py"
+    program.write_text(
+        "import warnings, torch, dynnet\n"
+        "warnings.simplefilter('error')\n"
+        "cell = torch.nn.GRUCell(4, 4)\n"
+        "@dynnet.function\n"
+        "def f(x):\n"
+        "    return cell(x, x)\n"
+        "with dynnet.profile() as p:\n"
+        "    f.batch([torch.randn(4) for _ in range(3)])\n"
+        "from dynnet.backends.modules import cell_rule\n"
+        "assert [s.rule for s in p.group_sizes if s.kind == 'op'] == [cell_rule]\n"
+    )
+    done = subprocess.run([sys.executable, str(program)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
