@@ -189,3 +189,16 @@ def test_cpu_peak_bytes_counts_what_is_held_at_once():
 
     peak = common.cpu_peak_bytes(work)
     assert 3 * mib <= peak < 3 * mib + 4096
+
+
+def test_tree_variants_compute_the_same_function_on_the_fast_path():
+    """benchmarks/tree_variants.py: every way of writing the tree-LSTM gives the same
+    loss, and each records one node per tree node (nothing falls back to op by op)."""
+    from benchmarks import tree_variants
+
+    trees = [t for t in random_trees(24, vocab_size=30, seed=9) if not t.is_leaf]
+    rows = tree_variants.measure(trees, batch_size=8, repeats=1)
+    assert [r[0] for r in rows] == [cls.__name__ for cls in tree_variants.VARIANTS]
+    losses = [r[4] for r in rows]
+    assert max(losses) - min(losses) < 1e-5
+    assert all(abs(r[1] - 1.0) < 1e-9 for r in rows), rows
