@@ -569,6 +569,36 @@ def module_with_data_while(x):
     return h if h.sum() > 0 else DATA_WHILE(h * 5)
 
 
+# -------------------- segments over containers --------------------
+
+LAYERS = nn.ModuleList(nn.Linear(D, D) for _ in range(3))
+HEADS = nn.ModuleDict({"pos": nn.Linear(D, 2), "neg": nn.Linear(D, 2)})
+
+
+@program(ragged(lengths=(1, 3, 2, 5, 4, 2, 3)), params=list(W.parameters()))
+def states_in_lists(x):
+    states = [(torch.tanh(W(r)), r * 0.5) for r in x]
+    hs = [h for h, _ in states]
+    mixed = sum(torch.sigmoid(h) * c for h, (_, c) in zip(hs, states))
+    first = states[0][1]
+    return torch.stack(hs).mean(0) * first + mixed * len(states), states[-1][0]
+
+
+@program(vectors(7), params=list(LAYERS.parameters()) + list(HEADS.parameters()))
+def indexed_modules(x):
+    for k in range(len(LAYERS)):
+        x = torch.tanh(LAYERS[k](x)) + x * 0.5
+    head = "pos" if x.sum() > 0 else "neg"
+    return torch.sigmoid(HEADS[head](x)) * 2.0 - 1.0
+
+
+@program(lambda: [(torch.randn(D, generator=torch.Generator().manual_seed(k)).requires_grad_(),
+                   0.05 * k) for k in range(12)], params=list(W.parameters()))
+def number_per_example(x, w):
+    y = torch.tanh(W(x)) * w + x * (1 - w)
+    return y * y.sum()
+
+
 # -------------------- the battery --------------------
 
 def test_battery_is_large_enough():
