@@ -371,3 +371,20 @@ def test_a_number_per_example_runs_op_by_op_in_few_groups():
     with dynnet.profile() as prof:
         assert_batch_matches_loop(f, many, params=list(lin.parameters()))
     assert prof.groups <= 10  # not one per example
+
+
+def test_range_of_a_lazy_count_is_not_captured_into_a_segment():
+    """`range(n)` needs n's value: inside a segment capture it could not pause for it.
+    Such a statement stays ordinary converted code (it pauses and batches), while
+    `range(len(...))` and constant ranges may be part of a segment."""
+
+    @dynnet.function
+    def f(x):
+        n = (x.sum() > 0).long() + 1
+        ys = torch.stack([torch.tanh(x) * (k + 1) for k in range(n)]).sum(0) * 2 + x
+        zs = torch.stack([x * k for k in range(len(ys))]).sum(0) + ys * 0.5
+        return zs
+
+    g = torch.Generator().manual_seed(9)
+    examples = [torch.randn(D, generator=g).requires_grad_() for _ in range(8)]
+    assert_batch_matches_loop(f, examples)

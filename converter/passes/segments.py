@@ -92,7 +92,9 @@ class SegmentTransformer(Base):
         if isinstance(func, gast.Name):
             obj = self.namespace.get(func.id, getattr(builtins, func.id, None))
             if func.id in _PURE_BUILTINS and obj is getattr(builtins, func.id):
-                return True
+                # range(n) needs n's value, which a segment cannot pause for: only
+                # constants and lengths (`range(len(hs) - 1)`)
+                return func.id != "range" or all(_static_count(a) for a in call.args)
             return _is_torch(obj)
         if isinstance(func, gast.Subscript):
             return _indexed_callee(func)
@@ -448,6 +450,20 @@ def _free_loads(node):
     if isinstance(node, gast.Name):
         return [node.id] if isinstance(node.ctx, gast.Load) else []
     return [n for child in gast.iter_child_nodes(node) for n in _free_loads(child)]
+
+
+def _static_count(node):
+    """True for an int known without a tensor's value: constants and `len(...)`,
+    combined by arithmetic."""
+    if isinstance(node, gast.Constant):
+        return isinstance(node.value, int)
+    if isinstance(node, gast.Call):
+        return isinstance(node.func, gast.Name) and node.func.id == "len"
+    if isinstance(node, gast.BinOp):
+        return _static_count(node.left) and _static_count(node.right)
+    if isinstance(node, gast.UnaryOp):
+        return _static_count(node.operand)
+    return False
 
 
 def _indexed_callee(node):
