@@ -20,33 +20,19 @@ from torch import nn
 
 import dynnet
 from benchmarks import common
+from benchmarks.dynnet_models import DynTreeLSTM
 from benchmarks.tree_lstm import TreeLSTMParams
 
 
 def _leaf(m, tree):
-    x = m.embed(torch.tensor(tree.word_id))
+    device = m.out.weight.device
+    x = m.embed(torch.tensor(tree.word_id, device=device))
     i, o, u = torch.chunk(m.leaf(x), 3)
     c = torch.sigmoid(i) * torch.tanh(u)
     return torch.sigmoid(o) * torch.tanh(c), c
 
 
-class Plain(TreeLSTMParams):
-    """The benchmark's form: children unpacked, inline ops."""
-
-    @dynnet.function
-    def encode(self, tree):
-        if tree.is_leaf:
-            x = self.embed(torch.tensor(tree.word_id))
-            i, o, u = torch.chunk(self.leaf(x), 3)
-            c = torch.sigmoid(i) * torch.tanh(u)
-            return torch.sigmoid(o) * torch.tanh(c), c
-        (hl, cl), (hr, cr) = [self.encode(child) for child in tree.children]
-        i, fl, fr, o, u = torch.chunk(self.internal(torch.cat([hl, hr])), 5)
-        c = torch.sigmoid(i) * torch.tanh(u) + torch.sigmoid(fl) * cl + torch.sigmoid(fr) * cr
-        return torch.sigmoid(o) * torch.tanh(c), c
-
-
-class ListOfStates(TreeLSTMParams):
+class ListOfStates(DynTreeLSTM):
     """The children's states kept in a list, read by index and by a comprehension."""
 
     @dynnet.function
@@ -61,7 +47,7 @@ class ListOfStates(TreeLSTMParams):
         return torch.sigmoid(o) * torch.tanh(c), c
 
 
-class SumOfForgetGates(TreeLSTMParams):
+class SumOfForgetGates(DynTreeLSTM):
     """The forget terms summed over the children with `sum` and `zip`."""
 
     @dynnet.function
@@ -75,7 +61,7 @@ class SumOfForgetGates(TreeLSTMParams):
         return torch.sigmoid(o) * torch.tanh(c), c
 
 
-class ModulesByName(TreeLSTMParams):
+class ModulesByName(DynTreeLSTM):
     """The layers looked up in an `nn.ModuleDict`, the cell in a helper method."""
 
     def __init__(self, *args, **kwargs):
@@ -91,7 +77,8 @@ class ModulesByName(TreeLSTMParams):
     @dynnet.function
     def encode(self, tree):
         if tree.is_leaf:
-            x = self.embed(torch.tensor(tree.word_id))
+            device = self.out.weight.device
+            x = self.embed(torch.tensor(tree.word_id, device=device))
             i, o, u = torch.chunk(self.layers["leaf"](x), 3)
             c = torch.sigmoid(i) * torch.tanh(u)
             return torch.sigmoid(o) * torch.tanh(c), c
@@ -101,7 +88,9 @@ class ModulesByName(TreeLSTMParams):
         return self.cell(hl, cl, hr, cr)
 
 
-VARIANTS = (Plain, ListOfStates, SumOfForgetGates, ModulesByName)
+VARIANTS = {  # name -> model class; Plain is the benchmark's own form (dynnet_models.py)
+    "Plain": DynTreeLSTM, "ListOfStates": ListOfStates, "SumOfForgetGates": SumOfForgetGates,
+    "ModulesByName": ModulesByName}
 
 
 def _train_pass(model, batches):
@@ -118,7 +107,7 @@ def measure(trees, batch_size, repeats):
     tree_nodes = sum(len(list(t.nodes())) for t in trees)
     start = TreeLSTMParams(1 + max(n.word_id for t in trees for n in t.nodes() if n.is_leaf))
     rows = []
-    for cls in VARIANTS:
+    for name, cls in VARIANTS.items():
         model = cls(**start.config)
         model.load_state_dict(start.state_dict(), strict=False)
         _train_pass(model, batches[:1])  # capture the segments
@@ -129,7 +118,7 @@ def measure(trees, batch_size, repeats):
         with dynnet.profile() as prof:
             _train_pass(model, batches)
         best = min(_timed(lambda: _train_pass(model, batches)) for _ in range(repeats))
-        rows.append((cls.__name__, prof.nodes / tree_nodes, prof.groups, len(trees) / best,
+        rows.append((name, prof.nodes / tree_nodes, prof.groups, len(trees) / best,
                      float(loss)))
     return rows
 
