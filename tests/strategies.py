@@ -37,14 +37,15 @@ def chain_tree(depth):
 
 
 @st.composite
-def trees(draw, max_depth=5):
+def trees(draw, max_depth=5, nary=False):
     seed = draw(st.integers(0, 2**31 - 1))
-    return random_tree(random.Random(seed), max_depth)
+    return random_tree(random.Random(seed), max_depth, nary=nary)
 
 
 @st.composite
-def tree_batches(draw, max_size=8, max_depth=5):
-    return draw(st.lists(trees(max_depth), min_size=1, max_size=max_size))
+def tree_batches(draw, max_size=8, max_depth=5, nary=False):
+    """Batches of random trees; binary unless `nary` (1-3 children per inner node)."""
+    return draw(st.lists(trees(max_depth, nary), min_size=1, max_size=max_size))
 
 
 @st.composite

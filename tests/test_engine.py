@@ -124,6 +124,38 @@ def test_tree_lstm_inline_ops(trees):
     assert_batch_matches_loop(model.encode, trees, model.parameters())
 
 
+class ChildSumLists(nn.Module):
+    """A child-sum tree-LSTM over any number of children, written with the containers
+    and builtins that segments take: the states in a list, comprehensions, `sum`,
+    `zip`, `len`, indexing, and its layers in a ModuleDict."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, DIM)
+        self.layers = nn.ModuleDict({"iou": nn.Linear(DIM, 3 * DIM),
+                                     "forget": nn.Linear(DIM, DIM)})
+
+    @dynnet.function
+    def encode(self, tree):
+        if tree.is_leaf:
+            h = torch.tanh(self.embed(torch.tensor(tree.word_id)))
+            return h, h * 0.5
+        states = [self.encode(child) for child in tree.children]
+        h_sum = sum(h for h, _ in states)
+        i, o, u = torch.chunk(self.layers["iou"](h_sum), 3)
+        forgets = [torch.sigmoid(self.layers["forget"](h)) for h, _ in states]
+        c = torch.sigmoid(i) * torch.tanh(u) + sum(f * c for f, (_, c) in zip(forgets, states))
+        h = torch.sigmoid(o) * torch.tanh(c) + states[0][0] / len(states)
+        return h, c
+
+
+@settings(max_examples=15, deadline=None)
+@given(tree_batches(nary=True))
+def test_child_sum_over_lists_and_comprehensions(trees):
+    model = ChildSumLists()
+    assert_batch_matches_loop(model.encode, trees, model.parameters())
+
+
 @pytest.mark.parametrize("strategy", ["depth", "agenda"])
 def test_tree_lstm_schedules_agree(strategy):
     model = ModuleTreeLSTM()
