@@ -5,6 +5,7 @@ computes one example) run directly on the stacked batch. Any other module runs
 under torch.func.vmap, so per-example semantics hold by construction.
 """
 
+import torch
 import torch.nn as nn
 
 from dynnet.backends.rules import def_module_rule, flat_call, module_rules, vmap_rule
@@ -34,6 +35,58 @@ def cell_rule(call):
     return row_wise_rule(call)
 
 
+RECURRENT_LAYERS = (nn.LSTM, nn.GRU, nn.RNN)
+
+
+def recurrent_layer_rule(call):
+    """`nn.LSTM` / `nn.GRU` / `nn.RNN` over one example's sequence, for a group of
+    examples whose sequences have the same length: one call with the examples side by
+    side in the layer's own batch dimension.
+
+    Per example the input is unbatched (`[T, D]`) or has its own batch of N
+    (`[T, N, D]`, `[N, T, D]` with `batch_first`); stacked, the B examples become a
+    batch of B (or B * N), and the outputs and final states are split back.
+    """
+    module = call.fn
+    args, kwargs = call.args()
+    x = args[0]
+    if kwargs or len(args) > 2 or not isinstance(x, torch.Tensor) or x.dim() not in (3, 4):
+        return vmap_rule(call)
+    hx = args[1] if len(args) > 1 else None
+    size = call.size
+    first = module.batch_first
+    if x.dim() == 3:  # unbatched examples: [B, T, D]
+        def state_in(h):  # [B, L, H] -> [L, B, H]
+            return h.transpose(0, 1)
+
+        def state_out(h):
+            return h.transpose(0, 1)
+
+        xb = x if first else x.transpose(0, 1)
+    else:  # examples with their own batch N: [B, T, N, D] or [B, N, T, D]
+        n = x.shape[1] if first else x.shape[2]
+
+        def state_in(h):  # [B, L, N, H] -> [L, B * N, H]
+            return h.transpose(0, 1).reshape(h.shape[1], size * n, h.shape[-1])
+
+        def state_out(h):  # [L, B * N, H] -> [B, L, N, H]
+            return h.reshape(h.shape[0], size, n, h.shape[-1]).transpose(0, 1)
+
+        xb = x.reshape(size * n, *x.shape[2:]) if first else \
+            x.transpose(0, 1).reshape(x.shape[1], size * n, x.shape[-1])
+    if hx is not None:
+        hx = tuple(map(state_in, hx)) if isinstance(hx, tuple) else state_in(hx)
+    out, h_n = module(xb, hx)
+    if x.dim() == 3:
+        out = out if first else out.transpose(0, 1)
+    elif first:
+        out = out.reshape(size, n, *out.shape[1:])
+    else:
+        out = out.reshape(out.shape[0], size, n, out.shape[-1]).transpose(0, 1)
+    h_n = tuple(map(state_out, h_n)) if isinstance(h_n, tuple) else state_out(h_n)
+    return out, h_n
+
+
 def softmax_module_rule(call):
     if call.fn.dim is not None and call.fn.dim >= 0:
         return vmap_rule(call)
@@ -42,6 +95,7 @@ def softmax_module_rule(call):
 
 def_module_rule(ROW_WISE, row_wise_rule)
 def_module_rule(RECURRENT_CELLS, cell_rule)
+def_module_rule(RECURRENT_LAYERS, recurrent_layer_rule)
 def_module_rule((nn.Softmax, nn.LogSoftmax), softmax_module_rule)
 
 

@@ -135,6 +135,53 @@ def test_module_blocks(module):
     assert_batch_matches_loop(f, xs, module.parameters())
 
 
+RECURRENT_LAYERS = {
+    "lstm": lambda first: nn.LSTM(4, 3, batch_first=first),
+    "gru-2-layers-bidirectional": lambda first: nn.GRU(4, 3, num_layers=2, bidirectional=True,
+                                                       batch_first=first),
+    "rnn": lambda first: nn.RNN(4, 3, nonlinearity="relu", batch_first=first),
+    "lstm-proj": lambda first: nn.LSTM(4, 3, proj_size=2, batch_first=first),
+}
+
+
+@pytest.mark.parametrize("layout", ["unbatched", "own-batch-of-2"])
+@pytest.mark.parametrize("first", [False, True])
+@pytest.mark.parametrize("kind", list(RECURRENT_LAYERS))
+def test_recurrent_layers_over_variable_length_sequences(kind, first, layout):
+    """`nn.LSTM` (GRU, RNN) over each example's own sequence: one call per group of
+    equal lengths, the examples side by side in the layer's batch (it used to fail:
+    functorch has no vmap rule for aten::lstm). With and without an initial state."""
+    torch.manual_seed(0)
+    layer = RECURRENT_LAYERS[kind](first)
+    lstm = isinstance(layer, nn.LSTM)
+    dirs = 2 if layer.bidirectional else 1
+    out_size = layer.proj_size or layer.hidden_size
+
+    @dynnet.function
+    def run(x, h0):
+        out, state = layer(x) if h0 is None else layer(x, h0)
+        states = state if isinstance(state, tuple) else (state,)
+        return out.tanh().sum(-1), [s * 2 for s in states]
+
+    g = torch.Generator().manual_seed(1)
+    examples = []
+    for k in range(7):
+        t = 2 + k % 3  # three lengths
+        n = 2 if layout == "own-batch-of-2" else None
+        shape = (t, 4) if n is None else ((n, t, 4) if first else (t, n, 4))
+        x = torch.randn(*shape, generator=g).requires_grad_()
+        h0 = None
+        if k % 2:  # half the examples pass an initial state
+            lead = (layer.num_layers * dirs,) if n is None else (layer.num_layers * dirs, n)
+            h = torch.randn(*lead, out_size, generator=g).requires_grad_()
+            c = torch.randn(*lead, layer.hidden_size, generator=g).requires_grad_()
+            h0 = (h, c) if lstm else h
+        examples.append((x, h0))
+    assert_batch_matches_loop(run, [e for e in examples if e[1] is None], layer.parameters())
+    assert_batch_matches_loop(run, [e for e in examples if e[1] is not None],
+                              layer.parameters())
+
+
 def test_recurrent_cells_batch_directly_in_a_fresh_interpreter(tmp_path):
     """The module rules (backends/modules.py) are registered when dynnet is imported,
     not when some module first needs them: a GRUCell as the first module a program
