@@ -1,8 +1,11 @@
 """Module blocks: a call of an nn.Module on lazy values is one node.
 
 Modules known to be row-wise (each row of a stacked batch is computed as the module
-computes one example) run directly on the stacked batch. Any other module runs
-under torch.func.vmap, so per-example semantics hold by construction.
+computes one example) run directly on the stacked batch. Recurrent layers (`nn.LSTM`,
+`nn.GRU`, `nn.RNN`), attention and Transformer layers over each example's own
+sequence run as one call with the examples in the layer's batch dimension (a group
+holds sequences of equal length). Any other module runs under torch.func.vmap, so
+per-example semantics hold by construction.
 """
 
 import torch
@@ -87,6 +90,28 @@ def recurrent_layer_rule(call):
     return out, h_n
 
 
+def sequence_layer_rule(call):
+    """`nn.MultiheadAttention` and the Transformer layers over each example's unbatched
+    sequences (`[T, E]`), for a group of examples whose sequences have the same
+    lengths: one call with the examples in the layer's batch dimension. Masks and
+    other options run under vmap."""
+    module = call.fn
+    args, kwargs = call.args()
+    attention = isinstance(module, nn.MultiheadAttention)
+    options = {"need_weights", "average_attn_weights"} if attention else set()
+    if set(kwargs) - options or not args or any(
+            not isinstance(a, torch.Tensor) or a.dim() != 3 for a in args):
+        return vmap_rule(call)
+    first = module.batch_first if attention else module.self_attn.batch_first
+    if not first:
+        args = [a.transpose(0, 1) for a in args]
+    out = module(*args, **kwargs)
+    if attention:  # (output, weights); the weights have the batch first already
+        out, weights = out
+        return (out if first else out.transpose(0, 1)), weights
+    return out if first else out.transpose(0, 1)
+
+
 def softmax_module_rule(call):
     if call.fn.dim is not None and call.fn.dim >= 0:
         return vmap_rule(call)
@@ -96,6 +121,8 @@ def softmax_module_rule(call):
 def_module_rule(ROW_WISE, row_wise_rule)
 def_module_rule(RECURRENT_CELLS, cell_rule)
 def_module_rule(RECURRENT_LAYERS, recurrent_layer_rule)
+def_module_rule((nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer),
+                sequence_layer_rule)
 def_module_rule((nn.Softmax, nn.LogSoftmax), softmax_module_rule)
 
 

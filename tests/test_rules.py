@@ -1,6 +1,7 @@
 """Every batching rule family against the per-example oracle (values and gradients)."""
 
 import operator
+import warnings
 
 import pytest
 import torch
@@ -180,6 +181,42 @@ def test_recurrent_layers_over_variable_length_sequences(kind, first, layout):
     assert_batch_matches_loop(run, [e for e in examples if e[1] is None], layer.parameters())
     assert_batch_matches_loop(run, [e for e in examples if e[1] is not None],
                               layer.parameters())
+
+
+SEQUENCE_LAYERS = {
+    "attention": lambda first: nn.MultiheadAttention(4, 2, batch_first=first),
+    "encoder-layer": lambda first: nn.TransformerEncoderLayer(
+        4, 2, dim_feedforward=8, dropout=0.0, batch_first=first),
+    "decoder-layer": lambda first: nn.TransformerDecoderLayer(
+        4, 2, dim_feedforward=8, dropout=0.0, batch_first=first),
+}
+
+
+@pytest.mark.parametrize("first", [False, True])
+@pytest.mark.parametrize("kind", list(SEQUENCE_LAYERS))
+def test_attention_and_transformer_layers_over_each_examples_sequence(kind, first):
+    """Per example `[T, E]` sequences of several lengths: one call per group of equal
+    lengths (under vmap, functorch warned of missing batching rules), values and
+    gradients as example by example."""
+    torch.manual_seed(0)
+    layer = SEQUENCE_LAYERS[kind](first)
+
+    @dynnet.function
+    def run(x, memory):
+        if kind == "attention":
+            out, weights = layer(x, memory, memory)
+            unaveraged, _ = layer(x, memory, memory, average_attn_weights=False)
+            return out.tanh(), weights, unaveraged.sum()
+        if kind == "encoder-layer":
+            return layer(x).tanh()
+        return layer(x, memory).tanh()
+
+    g = torch.Generator().manual_seed(2)
+    examples = [(torch.randn(2 + k % 3, 4, generator=g).requires_grad_(),
+                 torch.randn(3 + k % 2, 4, generator=g).requires_grad_()) for k in range(8)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no functorch fallback warning
+        assert_batch_matches_loop(run, examples, layer.parameters())
 
 
 def test_recurrent_cells_batch_directly_in_a_fresh_interpreter(tmp_path):
