@@ -103,3 +103,49 @@ def test_method_that_rebinds_self_is_left_alone():
     m = Rebinding()
     x = torch.randn(2)
     torch.testing.assert_close(m.f(x), m.lin(x))
+
+
+class PositionWeights(nn.Module):
+    """The N-ary tree-LSTM's per-position matrices as one Parameter: `self.U[k] @ h`.
+    Each `self.U[k]` is a new view; as a static argument of the matmul it made a new
+    signature per call, one group per node."""
+
+    def __init__(self, dim=5):
+        super().__init__()
+        self.U = nn.Parameter(torch.randn(2, dim, dim) * 0.3)
+        self.dim = dim
+
+    @dynnet.function
+    def encode(self, tree):
+        if not isinstance(tree, list):
+            return torch.tanh(tree)
+        total = torch.zeros(self.dim)
+        for k, child in enumerate(tree):
+            total = total + self.U[k] @ self.encode(child)
+        return torch.tanh(total)
+
+
+def _nested(g, depth, dim=5):
+    if depth == 0 or torch.rand((), generator=g) < 0.3:
+        return torch.randn(dim, generator=g).requires_grad_()
+    return [_nested(g, depth - 1, dim) for _ in range(2)]
+
+
+def _inner(tree):
+    return 0 if not isinstance(tree, list) else 1 + sum(_inner(c) for c in tree)
+
+
+def test_indexed_parameter_views_batch_and_follow_replaced_data():
+    from tests.helpers import assert_batch_matches_loop
+
+    model = PositionWeights()
+    g = torch.Generator().manual_seed(3)
+    trees = [_nested(g, 4) for _ in range(12)]
+    model.encode.batch(trees)
+    with dynnet.profile() as prof:
+        assert_batch_matches_loop(model.encode, trees, model.parameters())
+    inner = sum(_inner(t) for t in trees)
+    assert inner > 20
+    assert prof.groups < 0.6 * inner  # a few per level (31), not one per node (136)
+    model.U.data = torch.randn(2, 5, 5)  # new storage: the views must not be stale
+    assert_batch_matches_loop(model.encode, trees, model.parameters())
