@@ -165,7 +165,16 @@ def _key_and_slots(obj, key, slots):
         key.append(tuple(obj))
         for x in obj.values():
             _key_and_slots(x, key, slots)
-    elif isinstance(obj, torch.Tensor) or isinstance(obj, torch.nn.Module):
+    elif isinstance(obj, torch.Tensor):
+        base = obj._base
+        if base is None:
+            key.append(torch.Tensor)
+            key.append(id(obj))
+        else:  # a view made per call (`self.W.t()`, `self.U[k]`): keyed by what it shows
+            key.append(_VIEW)
+            key.append((id(base), obj.data_ptr(), obj.shape, obj.stride(), obj.dtype,
+                        obj.requires_grad))
+    elif isinstance(obj, torch.nn.Module):
         key.append(torch.Tensor)
         key.append(id(obj))
     else:
@@ -175,6 +184,13 @@ def _key_and_slots(obj, key, slots):
             key.append(obj)
         except TypeError:
             key.append(id(obj))
+
+
+# In a signature key: the next entry describes a view of a tensor that is not lazy, by
+# its base, the memory it shows and its grad mode. Equal views made by different calls
+# then share a signature (the signature keeps the first one, which reads the same
+# memory and passes gradients to the same base).
+_VIEW = object()
 
 
 def _template(obj):

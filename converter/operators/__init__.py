@@ -1,6 +1,6 @@
 """The runtime helpers converted code calls, seen there as `dn__.<name>`."""
 
-from dynnet.converter.operators.attributes import index_view, module_attr
+from dynnet.converter.operators.attributes import module_attr
 from dynnet.converter.operators.call import LocalFunction, call, call_now, local
 from dynnet.converter.operators.control_flow import (
     Undefined,
@@ -19,7 +19,6 @@ from dynnet.runtime import Suspend, wait
 from dynnet.segments import seg_call, segment, while_segment
 
 __all__ = ["LocalFunction", "Suspend", "Undefined", "all_true", "and_", "assert_stmt",
-           "assert_test", "call", "call_now", "compare_chain", "if_exp", "if_stmt", "index_view",
-           "local",
+           "assert_test", "call", "call_now", "compare_chain", "if_exp", "if_stmt", "local",
            "module_attr", "not_", "or_", "seg_call", "segment", "static_test", "test",
            "test_now", "value_of", "value_of_now", "wait", "while_segment", "while_stmt"]

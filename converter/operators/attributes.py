@@ -10,8 +10,6 @@ defines the name, and the instance dict does not hold it. Anything else is a pla
 after the first read of that name (monkeypatching) is not seen.
 """
 
-import weakref
-
 import torch
 
 _MISS = object()
@@ -57,26 +55,3 @@ def _slow_module_attr(obj, name):
     if place is not None or name not in places:
         places[name] = place
     return getattr(obj, name)
-
-
-_views = weakref.WeakValueDictionary()  # (id, data_ptr, index, grad mode) -> view
-
-
-def index_view(obj, index):
-    """`obj[index]`; for a tensor (not lazy) and an int, the same view object each time.
-
-    `self.U[k]` (the k-th of stacked per-position weights) makes a new view per read;
-    as an op's static argument each one would be a new batching signature, hence one
-    group per call. The view is looked up by the tensor, its current storage (after
-    `U.data = ...` a new view is made) and the grad mode. Views hold only what
-    `obj[index]` holds, so it computes the same values and gradients.
-    """
-    if index.__class__ is int and isinstance(obj, torch.Tensor):
-        key = (id(obj), obj.data_ptr(), index, torch.is_grad_enabled())
-        view = _views.get(key)
-        if view is None or view._base is not (obj if obj._base is None else obj._base):
-            view = obj[index]
-            if view._base is not None:
-                _views[key] = view
-        return view
-    return obj[index]

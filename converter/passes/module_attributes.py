@@ -8,10 +8,6 @@ model reads a few per call. Names the class defines (methods, properties, class
 attributes) stay plain reads, and the pass does nothing in a method that rebinds
 `self` or in nested functions with their own `self`. Last pass: it sees the
 attribute reads the other passes moved into segment and call arguments.
-
-An int index of such a read, `self.U[k]`, goes through `dn__.index_view`: a tensor's
-k-th slice is then the same view object on every read, so the ops it feeds batch
-(a new view per read would be a new batching signature per call).
 """
 
 import gast
@@ -40,15 +36,6 @@ class ModuleAttributeTransformer(Base):
             return _read(_read(node.value.value, node.value.attr), node.attr)
         return self.generic_visit(node)
 
-    def visit_Subscript(self, node):
-        """`self.U[k]`: one view object per tensor and index (see `index_view`)."""
-        self.generic_visit(node)
-        if isinstance(node.ctx, gast.Load) and not isinstance(node.slice, (gast.Slice,
-                                                                         gast.Tuple)) \
-                and _reads_self_attribute(node.value):
-            return runtime_call("index_view", [node.value, node.slice])
-        return node
-
     def visit_FunctionDef(self, node):
         if self.self_name in _parameter_names(node.args):
             return node  # its own `self`
@@ -58,12 +45,6 @@ class ModuleAttributeTransformer(Base):
         if self.self_name in _parameter_names(node.args):
             return node
         return self.generic_visit(node)
-
-
-def _reads_self_attribute(node):
-    """True for `dn__.module_attr(...)`: an attribute of self, as this pass rewrote it."""
-    return isinstance(node, gast.Call) and isinstance(node.func, gast.Attribute) \
-        and node.func.attr == "module_attr"
 
 
 def _read(value, name):
