@@ -3,9 +3,10 @@
 `x / n` records `operator.truediv` with `n` as a static argument, so examples with
 different numbers (a loss divided by each sentence's length) make as many
 signatures, hence as many groups. `merge` joins, within one level of a schedule,
-the groups of `+ - * /` between one lazy tensor and a Python number that differ
-only in that number. The joined group passes the numbers as a tensor with the
-dtype the op gives the number next to that tensor (`torch.result_type`), one row
+the groups of `+ - * / **` (or `torch.add`, `torch.pow`, ...) between one lazy tensor
+and a Python number that differ only in that number. The joined group passes the
+numbers as a tensor with the dtype the op gives the number next to that tensor
+(`torch.result_type`), one row
 per example, so every example computes what it would alone.
 """
 
@@ -15,7 +16,8 @@ import torch
 
 from dynnet.tracing import SLOT, Signature
 
-_OPS = {operator.add, operator.sub, operator.mul, operator.truediv}
+_OPS = {operator.add, operator.sub, operator.mul, operator.truediv, operator.pow,
+        torch.add, torch.sub, torch.mul, torch.div, torch.true_divide, torch.pow}
 _DTYPES = {torch.float32, torch.float64, torch.int64}
 _joined = {}  # relaxed key -> the joined Signature
 
