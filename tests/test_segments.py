@@ -2,6 +2,7 @@
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import dynnet
 from tests.helpers import assert_batch_matches_loop
@@ -388,3 +389,55 @@ def test_range_of_a_lazy_count_is_not_captured_into_a_segment():
     g = torch.Generator().manual_seed(9)
     examples = [torch.randn(D, generator=g).requires_grad_() for _ in range(8)]
     assert_batch_matches_loop(f, examples)
+
+
+class Decoder(nn.Module):
+    """Teacher forcing over a target sequence: the token of each step is a loop variable
+    (`w`), the previous one a local (`prev`), both per-example data."""
+
+    def __init__(self, vocab=12):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, D)
+        self.cell = nn.GRUCell(D, D)
+        self.out = nn.Linear(D, vocab)
+
+    @dynnet.function
+    def loss(self, h, targets):
+        total = 0.0
+        prev = 0
+        for w in targets:
+            h = self.cell(self.emb(torch.tensor(prev)), h)
+            total = total + F.cross_entropy(self.out(h), torch.tensor(w))
+            prev = w
+        return total / len(targets)
+
+
+def test_tokens_from_loop_variables_are_segment_data():
+    """`torch.tensor(w)` of a loop variable or local is per-example data, as for a
+    parameter's attribute: the step is one node whatever the token (it was keyed by
+    the token's value, one template per token), and `prev = w` stays out of it."""
+    model = Decoder()
+    g = torch.Generator().manual_seed(10)
+    examples = [(torch.randn(D, generator=g).requires_grad_(),
+                 [int(v) for v in torch.randint(12, (2 + k % 4,), generator=g)])
+                for k in range(10)]
+    model.loss.batch(*zip(*examples))
+    with dynnet.profile() as prof:
+        assert_batch_matches_loop(model.loss, examples, params=list(model.parameters()))
+    steps = sum(len(t) for _, t in examples)
+    segment_nodes = sum(sum(s) for sig, s in prof.group_sizes.items() if sig.kind == "segment")
+    assert segment_nodes == steps  # one node per step
+
+
+def test_data_computed_in_the_same_run_is_not_read_early():
+    emb = nn.Embedding(10, D)
+
+    @dynnet.function
+    def f(x, j):
+        k = j + 1
+        y = torch.tanh(emb(torch.tensor(k))) * x + x.sum()
+        return y * 2
+
+    g = torch.Generator().manual_seed(11)
+    examples = [(torch.randn(D, generator=g).requires_grad_(), k % 9) for k in range(12)]
+    assert_batch_matches_loop(f, examples, params=list(emb.parameters()))

@@ -28,6 +28,11 @@ Modules picked by index (`self.layers[k](x)`, `self.heads[name](x)`) are evaluat
 the call site and enter the segment as inputs, like `self.a.b` reads: their identity
 is part of the key, so replacing one is never replayed stale.
 
+`torch.tensor(w)` of any plain read (a parameter's attribute, a loop variable, a local)
+is per-example data: a data input of the segment, stacked by the replay, not a value
+in its key (one template per token). Statements without ops at either end of a run
+(`prev = w`, `return h, c`) stay outside it.
+
 Statically excluded, to keep segments likely to succeed: calls of names that do
 not resolve to torch, calls of the class's own methods (`self.encode(...)`),
 mutating and value-reading methods (`xs.append(h)`, `x.item()`), and factory calls
@@ -135,6 +140,12 @@ class SegmentTransformer(Base):
         if self.params & set(rest):
             return None
         return data
+
+    def _torch_factory(self, call):
+        """`torch.tensor(...)`-like: the factory is read from a torch module."""
+        base = call.func.value
+        obj = self.namespace.get(base.id) if isinstance(base, gast.Name) else None
+        return isinstance(obj, types.ModuleType) and obj.__name__.startswith("torch")
 
     def _qualifies(self, stmt):
         if isinstance(stmt, gast.Assign):
@@ -297,8 +308,15 @@ class SegmentTransformer(Base):
         out, run = [], []
 
         def close():
+            # statements with no op at either end (`prev = w`, `return h, c`) stay
+            # outside: inside, the Python values they move would be inputs keyed by value
+            first, last = 0, len(run)
+            while first < last and _count_ops(run[first:first + 1]) == 0:
+                first += 1
+            while last > first and _count_ops(run[last - 1:last]) == 0:
+                last -= 1
             if _count_ops(run) >= MIN_OPS and self.can_yield[-1]:
-                out.extend(self._segment(list(run)))
+                out.extend(run[:first] + self._segment(run[first:last]) + run[last:])
             else:
                 out.extend(run)
             run.clear()
@@ -340,15 +358,23 @@ class SegmentTransformer(Base):
         result = self.ctx.namer.new_symbol("returned")
         body = [_clone(s) for s in run]
         data_names, data_exprs = [], []
+        assigned = set()  # names the run assigns before the current statement
         for stmt in body:  # per-example data of factory calls become data inputs
-            for call in [n for n in gast.walk(stmt) if isinstance(n, gast.Call)]:
-                if isinstance(call.func, gast.Attribute) and call.func.attr in _FACTORIES \
-                        and self.params & set(_names(call, gast.Load)):
-                    name = self.ctx.namer.new_symbol("data")
-                    data_names.append(name)
-                    data_exprs.append(call.args[0])
-                    call.args[0] = gast.Name(id=name, ctx=gast.Load(), annotation=None,
-                                             type_comment=None)
+            for call in _calls_outside_comprehensions(stmt):
+                if not isinstance(call.func, gast.Attribute) or call.func.attr not in _FACTORIES:
+                    continue
+                if not (self.params & set(_names(call, gast.Load)) or (
+                        self._torch_factory(call) and self._data_argument(call) is not None
+                        and not assigned & set(_names(call.args[0], gast.Load)))):
+                    continue
+                name = self.ctx.namer.new_symbol("data")
+                data_names.append(name)
+                data_exprs.append(call.args[0])
+                call.args[0] = gast.Name(id=name, ctx=gast.Load(), annotation=None,
+                                         type_comment=None)
+            targets = stmt.targets if isinstance(stmt, gast.Assign) else (
+                [stmt.target] if isinstance(stmt, gast.AugAssign) else [])
+            assigned.update(n for t in targets for n in _names(t, gast.Store))
         callees = _hoist_indexed_callees(body, self.ctx.namer)
         if any(n in written for _, e in callees for n in _names(e, gast.Load)):
             return run  # the callee's index is computed in the run itself
@@ -434,6 +460,15 @@ class SegmentTransformer(Base):
         obj = self.namespace.get(name, getattr(builtins, name, None))
         return isinstance(obj, types.ModuleType) or (name not in self.namespace
                                                      and hasattr(builtins, name))
+
+
+def _calls_outside_comprehensions(node):
+    """The calls in `node`, except inside comprehensions (their names are local)."""
+    if isinstance(node, _COMPREHENSIONS):
+        return []
+    calls = [node] if isinstance(node, gast.Call) else []
+    return calls + [c for child in gast.iter_child_nodes(node)
+                    for c in _calls_outside_comprehensions(child)]
 
 
 def _free_loads(node):
