@@ -145,6 +145,7 @@ RECURRENT_LAYERS = {
 }
 
 
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
 @pytest.mark.parametrize("layout", ["unbatched", "own-batch-of-2"])
 @pytest.mark.parametrize("first", [False, True])
 @pytest.mark.parametrize("kind", list(RECURRENT_LAYERS))
