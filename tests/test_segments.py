@@ -441,3 +441,20 @@ def test_data_computed_in_the_same_run_is_not_read_early():
     g = torch.Generator().manual_seed(11)
     examples = [(torch.randn(D, generator=g).requires_grad_(), k % 9) for k in range(12)]
     assert_batch_matches_loop(f, examples, params=list(emb.parameters()))
+
+
+def test_modules_picked_inside_a_comprehension():
+    """`[self.layers[k](x) for k in range(3)]`: the callee's index is the
+    comprehension's own variable, so the call cannot be hoisted out of it (it raised
+    NameError); a replaced layer is used at once."""
+    model = Stacked()
+
+    @dynnet.function
+    def run(x):
+        ys = [torch.tanh(model.layers[k](x)) for k in range(len(model.layers))]
+        return torch.stack(ys).sum(0) * 2 + x
+
+    xs = [torch.randn(D).requires_grad_() for _ in range(5)]
+    assert_batch_matches_loop(run, xs, params=list(model.parameters()))
+    model.layers[1] = nn.Linear(D, D)
+    assert_batch_matches_loop(run, xs, params=list(model.parameters()))

@@ -182,10 +182,13 @@ class SegmentTransformer(Base):
             if isinstance(node, gast.comprehension) and (node.ifs or node.is_async):
                 return False  # a filter decides per element: it needs values
             if isinstance(node, _COMPREHENSIONS) and any(
-                    isinstance(n, gast.Call) and isinstance(n.func, gast.Attribute)
-                    and n.func.attr in _FACTORIES and self.params & set(_names(n, gast.Load))
+                    isinstance(n, gast.Call) and (isinstance(n.func, gast.Subscript) or (
+                        isinstance(n.func, gast.Attribute) and n.func.attr in _FACTORIES
+                        and self.params & set(_names(n, gast.Load))))
                     for n in gast.walk(node)):
-                return False  # per-example data read inside: not a data input of the run
+                # per-example data read inside is not a data input of the run, and a
+                # callee picked by an index the comprehension binds cannot be hoisted
+                return False
         return True
 
     # -------------------- runs --------------------
