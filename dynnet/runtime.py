@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from dynnet import config, tracing
+from dynnet import config, segments, tracing
 from dynnet.backends import arena, execute_group
 from dynnet.errors import where
 from dynnet.scheduler import get_strategy
@@ -59,6 +59,8 @@ class Profile:
         self.execute_seconds = 0.0
         self.schedule_seconds = 0.0
         self.group_sizes = {}  # Signature -> sizes of its groups, in execution order
+        # (file, line) of a segment -> [why its calls ran op by op, how many calls]
+        self.segment_fallbacks = {}
 
     def groups_of(self, fn):
         """Sizes of the groups that ran op or module `fn` (also inside segments)."""
@@ -74,6 +76,14 @@ class Profile:
         return out
 
     @property
+    def fallbacks(self):
+        """One line per segment whose calls ran op by op instead of as one node:
+        `file:line: why (N calls)`. Each is a place where the code falls off the fast
+        path (see docs/control_flow.md, segments)."""
+        return [f"{where(origin)}: {reason} ({calls} calls)"
+                for origin, (reason, calls) in self.segment_fallbacks.items()]
+
+    @property
     def trace_seconds(self):
         """Time outside scheduling and group execution: running the user's code,
         recording, the driver."""
@@ -85,10 +95,13 @@ class Profile:
         return (f"Profile(batches={self.batches}, nodes={self.nodes}, groups={self.groups}, "
                 f"rounds={self.rounds}, trace={self.trace_seconds:.4f}s "
                 f"({per_node:.2f} us/node), schedule={self.schedule_seconds:.4f}s "
-                f"({schedule:.2f} us/node), execute={self.execute_seconds:.4f}s)")
+                f"({schedule:.2f} us/node), execute={self.execute_seconds:.4f}s"
+                + (f", {len(self.segment_fallbacks)} segments ran op by op: see .fallbacks"
+                   if self.segment_fallbacks else "") + ")")
 
 
 _profiles = []
+segments._profiles = _profiles  # the segments note why a call ran op by op in these
 
 
 class profile:

@@ -348,17 +348,56 @@ def _segment(fn, inputs, data, trace):
     numbers = []
     key, lazies = _key(fn, inputs, data, numbers)
     if key is None:
+        if _profiles:
+            _note(fn, _unkeyable(fn, inputs, data))
         return fn(*inputs, *data)
     template = _templates.get(key)
     if template.__class__ is SegmentTemplate:
         _recent[id(fn.__code__)] = (fn.__code__, template)
         return template.record(lazies, data, trace)
-    if template is None and (lazies or data) and not _numbers_vary(key, numbers):
-        return _capture(fn, inputs, data, key, lazies, trace)
+    if template is None and (lazies or data):
+        if not _numbers_vary(key, numbers):
+            return _capture(fn, inputs, data, key, lazies, trace)
+        template = _UNSEGMENTABLE
+    if template is _UNSEGMENTABLE and _profiles:
+        _note(fn, _reasons.get(key, _NUMBERS_VARY))
     return fn(*inputs, *data)
 
 
+# -------------------- why a segment ran op by op (dynnet.profile) --------------------
+
+_reasons = {}  # key -> why its calls run op by op (for dynnet.profile)
+_profiles = []  # dynnet.runtime's list of active profiles (set on import of runtime)
+
+
+def _note(fn, reason):
+    """Counts a call of segment `fn` that ran op by op, with why, in the profile."""
+    code = fn.__code__
+    entry = _profiles[-1].segment_fallbacks.setdefault(
+        (code.co_filename, code.co_firstlineno), [reason, 0])
+    entry[1] += 1
+
+
+def _unkeyable(fn, inputs, data):
+    """Why `_key` found no key: the input that is a per-example Python object."""
+    names = fn.__code__.co_varnames[:fn.__code__.co_argcount]
+    for name, v in zip(names, inputs):
+        if not _key_input(v, [], [], {}):
+            what = "an attribute of self" if name.startswith("dn__") else f"`{name}`"
+            if v.__class__ in (tuple, list):
+                return (f"{what} is a {v.__class__.__name__} holding Python numbers or "
+                        "objects, which vary per example")
+            return f"{what} is a per-example Python object ({type(v).__name__})"
+    for d in data:
+        if d.__class__ not in (int, float, bool):
+            return (f"a torch.tensor(...) argument is a {type(d).__name__}, not a Python "
+                    "number")
+    return "its inputs cannot be keyed"
+
+
 _MAX_NUMBERS = 8  # templates of one key that differ only in numbers (see _numbers_vary)
+_NUMBERS_VARY = (f"a Python number among its inputs differs per example (over "
+                 f"{_MAX_NUMBERS} values; a template per value would make a group per value)")
 _by_numbers = {}  # key without its numbers -> the keys with numbers seen, or None
 
 
@@ -383,6 +422,7 @@ def _numbers_vary(key, numbers):
     _by_numbers[relaxed] = None
     for old in keys:
         _templates[old] = _UNSEGMENTABLE
+        _reasons[old] = _NUMBERS_VARY
     _recent.pop(id(key[0]), None)
     return True
 
@@ -402,23 +442,24 @@ def _capture(fn, inputs, data, key, lazies, trace):
     code = fn.__code__
     count = _keys_per_code.get(code, 0)
     if count >= _MAX_KEYS_PER_CODE:
-        _templates[key] = _UNSEGMENTABLE
+        _unsegmentable(fn, key, f"over {_MAX_KEYS_PER_CODE} different keys (input shapes, "
+                                "modules, Python values)")
         return fn(*inputs, *data)
     _keys_per_code[code] = count + 1
     start = len(trace.pending)
     previous = tracing._capture
     tracing._capture = captured = []
-    aborted = False
+    aborted = None
     try:
         outputs = fn(*inputs, *[_Datum(d, k) for k, d in enumerate(data)])
-    except _Abort:
-        aborted = True
+    except _Abort as abort:
+        aborted = str(abort) or "it is not straight-line tensor code"
     finally:
         tracing._capture = previous
-    if aborted:
+    if aborted is not None:
         tracing._capture_data.clear()
         del trace.pending[start:]  # pure, unreferenced nodes; nothing else happened yet
-        _templates[key] = _UNSEGMENTABLE
+        _unsegmentable(fn, key, aborted)
         return fn(*inputs, *data)
     template = _template(code, lazies, captured, outputs, data)
     tracing._capture_data.clear()
@@ -428,8 +469,21 @@ def _capture(fn, inputs, data, key, lazies, trace):
         template.keepalive = _stable_objects(inputs, [])
         template.compile_replay(inputs, data)
         _recent[id(code)] = (code, template)
-    _templates[key] = template if template is not None else _UNSEGMENTABLE
+    if template is None:
+        _unsegmentable(fn, key, "its ops or outputs cannot be replayed (an output that is "
+                                "not a tensor or constant, a random op, a value read from "
+                                "outside the segment)")
+    else:
+        _templates[key] = template
     return outputs
+
+
+def _unsegmentable(fn, key, reason):
+    """Marks `key`'s calls as running op by op, for `reason` (shown by dynnet.profile)."""
+    _templates[key] = _UNSEGMENTABLE
+    _reasons[key] = reason
+    if _profiles:
+        _note(fn, reason)
 
 
 def _stable_objects(values, out):
@@ -512,22 +566,22 @@ def seg_call(fn, /, *args, **kwargs):
         from dynnet.converter.operators.call import _METHOD_NEEDS
 
         if fn.name in _METHOD_NEEDS:
-            raise _Abort
+            raise _Abort(f"it needs a value (Tensor.{fn.name})")
         return tracing.record_method(fn.name, fn.tensor, args, kwargs)
     from dynnet.converter.operators.call import _classify, _record, _record_if_lazy
 
     try:
         hash(fn)
     except TypeError:
-        raise _Abort from None
+        raise _Abort(f"it calls {tracing.op_name(fn)}, which is not a torch op") from None
     handler = _classify(fn)
     if handler is _record or handler is _record_if_lazy:
         if fn in _RANDOM_FACTORIES:
-            raise _Abort
+            raise _Abort(f"it draws random numbers ({tracing.op_name(fn)})")
         return handler(fn, args, kwargs)
     if fn in _PURE_BUILTINS:
         return fn(*args, **kwargs)
-    raise _Abort
+    raise _Abort(f"it calls {tracing.op_name(fn)}, which is not a torch op")
 
 
 _PURE_BUILTINS = {len, abs, tuple, list, isinstance, getattr, sum, zip, enumerate, range,

@@ -458,3 +458,43 @@ def test_modules_picked_inside_a_comprehension():
     assert_batch_matches_loop(run, xs, params=list(model.parameters()))
     model.layers[1] = nn.Linear(D, D)
     assert_batch_matches_loop(run, xs, params=list(model.parameters()))
+
+
+class _Box:
+    def __init__(self, scale):
+        self.scale = scale
+
+
+def test_profile_names_segments_that_ran_op_by_op_and_why():
+    """`dynnet.profile().fallbacks`: file:line of each segment whose calls ran op by op,
+    with the reason, so that a user can see where code falls off the fast path."""
+    lin = nn.Linear(D, D)
+
+    @dynnet.function
+    def f(x, box, w):
+        a = torch.tanh(lin(x)) * box.scale + x  # a per-example object
+        if a.sum() > -1e9:
+            b = torch.sigmoid(a) * w + a * 2  # a number per example
+        if b.sum() > -1e9:
+            c = torch.tanh(b) + torch.rand(D) * 0 + b  # random numbers
+        return c.sum()
+
+    g = torch.Generator().manual_seed(12)
+    xs = [torch.randn(D, generator=g) for _ in range(12)]
+    args = (xs, [_Box(2.0)] * 12, [0.1 * k for k in range(12)])
+    f.batch(*args)
+    with dynnet.profile() as prof:
+        out = f.batch(*args)
+    with dynnet.run_eagerly():
+        expected = torch.stack([f(*a) for a in zip(*args)])
+    torch.testing.assert_close(out, expected)
+    lines = prof.fallbacks
+    line = f.fn.__code__.co_firstlineno
+    where = {int(s.split(":")[1]) - line: s for s in lines}  # line: the decorator's
+    assert "`box` is a per-example Python object (_Box) (12 calls)" in where[2]
+    assert "a Python number among its inputs differs per example" in where[4]
+    assert "draws random numbers (torch.rand)" in where[6]
+    assert "3 segments ran op by op: see .fallbacks" in repr(prof)
+    with dynnet.profile() as prof:
+        Stacked().run.batch([torch.randn(D)] * 3, ["a", "b", "a"])
+    assert prof.fallbacks == []
