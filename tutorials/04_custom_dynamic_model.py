@@ -12,7 +12,8 @@ examples take different numbers of steps.
 The same code runs with ``dynnet.run_eagerly()`` (plain PyTorch, example by example),
 which is the reference the batched results are checked against here, and how you
 debug a model. ``assert`` works on tensor values too, with the example's index in
-the error.
+the error. ``dynnet.profile()`` shows where code runs op by op instead of as one
+recorded node per straight-line run, and why.
 """
 
 import sys
@@ -110,6 +111,28 @@ def main(small=False):
         check.batch([torch.ones(3), torch.full((3,), 1000.0)])
     except AssertionError as error:
         print("AssertionError:", str(error).splitlines()[0])
+
+    # 4. where code leaves the fast path: dynnet.profile() names it. A Python number
+    # that differs per example (a weight) keys the straight-line run it is used in, so
+    # the run cannot be one recorded node; as torch.tensor(weight) it is per-example data.
+    @dynnet.function
+    def weighted(x, weight):
+        y = torch.tanh(model.gate(x)) * weight + x
+        return y.sum()
+
+    @dynnet.function
+    def weighted_data(x, weight):
+        y = torch.tanh(model.gate(x)) * torch.tensor(weight) + x
+        return y.sum()
+
+    weights = [0.1 * k for k in range(16)]
+    for f in (weighted, weighted_data):
+        f.batch(xs[:16], weights)  # the first call captures the run
+        with dynnet.profile() as prof:
+            f.batch(xs[:16], weights)
+        print(f"{f.__name__}: {prof.nodes} nodes in {prof.groups} groups")
+        for line in prof.fallbacks:
+            print("  ran op by op:", line.rsplit("/", 1)[-1])
 
 
 if __name__ == "__main__":
