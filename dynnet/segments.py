@@ -180,6 +180,10 @@ class SegmentTemplate:
         for j, d in enumerate(data):
             tests.append(f"type(D[{j}]) is DC{j}")
             names[f"DC{j}"] = d.__class__
+            if d.__class__ is list or d.__class__ is tuple:  # its length and item class
+                tests.append(f"len(D[{j}]) == {len(d)} and "
+                             f"all(type(v) is DI{j} for v in D[{j}])")
+                names[f"DI{j}"] = d[0].__class__
         tests.append("grad() is G")
         head = [f"{''.join(f'{u}, ' for u in unpacked)}= I" if unpacked else "pass",
                 f"if not ({' and '.join(tests)}):",
@@ -271,9 +275,13 @@ def _key(fn, inputs, data=(), numbers=None):
             return None, None
     for d in data:
         cls = d.__class__
-        if cls is not int and cls is not float and cls is not bool:
+        if cls is int or cls is float or cls is bool:
+            key.append(cls)
+            continue
+        item = tracing.data_item_class(d)  # a list of numbers: `torch.tensor(targets)`
+        if item is None:
             return None, None
-        key.append(cls)
+        key.append((cls, len(d), item))
     return tuple(key), lazies
 
 
@@ -389,9 +397,9 @@ def _unkeyable(fn, inputs, data):
                         "objects, which vary per example")
             return f"{what} is a per-example Python object ({type(v).__name__})"
     for d in data:
-        if d.__class__ not in (int, float, bool):
+        if tracing.data_item_class(d) is None:
             return (f"a torch.tensor(...) argument is a {type(d).__name__}, not a Python "
-                    "number")
+                    "number or a flat list of numbers")
     return "its inputs cannot be keyed"
 
 

@@ -435,6 +435,21 @@ def lazy_input(tensor):
 
 
 _SCALAR_DTYPES = {bool: torch.bool, int: torch.int64}
+_DATA_ITEMS = (bool, int, float)
+
+
+def data_item_class(value):
+    """The class of `value` when it is per-example data `torch.tensor` turns into a
+    constant: a Python bool, int or float, or a non-empty flat list or tuple of one of
+    them (the class of its items); else None."""
+    cls = value.__class__
+    if cls in _DATA_ITEMS:
+        return cls
+    if (cls is list or cls is tuple) and value:
+        item = value[0].__class__
+        if item in _DATA_ITEMS and all(v.__class__ is item for v in value):
+            return item
+    return None
 
 
 def _tensor_factory(fn, args, kwargs):
@@ -449,15 +464,21 @@ def _tensor_factory(fn, args, kwargs):
         datum, data = data, data.value
         cls = data.__class__
     dtype = kwargs.get("dtype")
+    shape = ()
+    item = data_item_class(data)
+    if item is not None and item is not cls:  # a flat list of numbers: `targets`
+        cls, shape, data = item, (len(data),), list(data)
     if cls is float:
         dtype = dtype or torch.get_default_dtype()
     elif cls in _SCALAR_DTYPES:
         dtype = dtype or _SCALAR_DTYPES[cls]
     else:
+        if datum is not None:
+            args = (data,)
         return _eager_constant(fn, args, kwargs)
     device = kwargs.get("device")
     device = torch.device(device) if device is not None else torch.device("cpu")
-    out = source("const", dtype, "torch.tensor", data, (), dtype, device)
+    out = source("const", dtype, "torch.tensor", data, shape, dtype, device)
     if datum is not None:
         _capture_data[id(out.node)] = datum.k
     return out

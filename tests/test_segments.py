@@ -498,3 +498,27 @@ def test_profile_names_segments_that_ran_op_by_op_and_why():
     with dynnet.profile() as prof:
         Stacked().run.batch([torch.randn(D)] * 3, ["a", "b", "a"])
     assert prof.fallbacks == []
+
+
+def test_lists_of_numbers_are_segment_data():
+    """`torch.tensor(targets)` of a per-example list of token ids (or floats) is data of
+    the segment: examples with lists of one length share a node group; the values
+    are the examples' own (it used to run op by op)."""
+    emb = nn.Embedding(20, D)
+
+    @dynnet.function
+    def f(x, targets, weights):
+        logits = torch.tanh(emb.weight @ x).repeat(len(targets), 1)
+        nll = F.cross_entropy(logits, torch.tensor(targets), reduction="none")
+        return (nll * torch.tensor(weights)).sum()
+
+    g = torch.Generator().manual_seed(13)
+    examples = [(torch.randn(D, generator=g).requires_grad_(),
+                 [int(v) for v in torch.randint(20, (1 + k % 3,), generator=g)],
+                 [0.5 + j for j in range(1 + k % 3)]) for k in range(9)]
+    f.batch(*zip(*examples))
+    with dynnet.profile() as prof:
+        assert_batch_matches_loop(f, examples, params=list(emb.parameters()))
+    assert prof.fallbacks == []
+    assert sorted(sum(s) for sig, s in prof.group_sizes.items()
+                  if sig.kind == "segment") == [3, 3, 3]  # one node per example

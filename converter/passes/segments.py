@@ -30,7 +30,9 @@ is part of the key, so replacing one is never replayed stale.
 
 `torch.tensor(w)` of any plain read (a parameter's attribute, a loop variable, a local)
 is per-example data: a data input of the segment, stacked by the replay, not a value
-in its key (one template per token). Statements without ops at either end of a run
+in its key (one template per token); so is a flat list of numbers
+(`torch.tensor(targets)`). `len(x)` of a plain read is evaluated at the call site, so
+that `x` itself need not be an input. Statements without ops at either end of a run
 (`prev = w`, `return h, c`) stay outside it.
 
 Statically excluded, to keep segments likely to succeed: calls of names that do
@@ -381,6 +383,7 @@ class SegmentTransformer(Base):
         callees = _hoist_indexed_callees(body, self.ctx.namer)
         if any(n in written for _, e in callees for n in _names(e, gast.Load)):
             return run  # the callee's index is computed in the run itself
+        callees += _hoist_lengths(body, self.ctx.namer, set(written))
         attr_names, attr_exprs = self._hoist_self_attributes(body)
         attr_names += [n for n, _ in callees]
         attr_exprs += [e for _, e in callees]
@@ -488,6 +491,46 @@ def _free_loads(node):
     if isinstance(node, gast.Name):
         return [node.id] if isinstance(node.ctx, gast.Load) else []
     return [n for child in gast.iter_child_nodes(node) for n in _free_loads(child)]
+
+
+def _hoist_lengths(body, namer, written):
+    """Replaces `len(x)` of a plain read the run does not assign (`len(targets)`) with
+    a new name; returns `[(name, expression)]`. The length then enters the key as a
+    number, while `x` itself (a list of per-example token ids, say) need not be an
+    input at all: a list of numbers would make the call unsegmentable."""
+    hoisted = {}
+
+    class Lengths(gast.NodeTransformer):
+        def visit_ListComp(self, node):
+            return node  # names bound inside cannot be read outside
+
+        visit_GeneratorExp = visit_ListComp
+
+        def visit_Call(self, node):
+            self.generic_visit(node)
+            if not (isinstance(node.func, gast.Name) and node.func.id == "len"
+                    and len(node.args) == 1 and not node.keywords
+                    and _plain_read(node.args[0])
+                    and not written & set(_names(node.args[0], gast.Load))):
+                return node
+            text = _unparse(node)
+            if text not in hoisted:
+                hoisted[text] = (namer.new_symbol("len"), _clone(node))
+            return gast.Name(id=hoisted[text][0], ctx=gast.Load(), annotation=None,
+                             type_comment=None)
+
+    for k, stmt in enumerate(body):
+        body[k] = Lengths().visit(stmt)
+    return list(hoisted.values())
+
+
+def _plain_read(node):
+    """A name, or attributes and plain indices of one (`tree.children`, `ids[0]`)."""
+    while isinstance(node, (gast.Attribute, gast.Subscript)):
+        if isinstance(node, gast.Subscript) and not _is_index(node.slice):
+            return False
+        node = node.value
+    return isinstance(node, gast.Name) and not node.id.startswith(RUNTIME)
 
 
 def _static_count(node):

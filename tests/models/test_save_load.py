@@ -108,3 +108,23 @@ def test_class_load_rejects_another_model(tmp_path):
     SequencePredictor(VOCAB, 4, 4).save(tmp_path / "lm")
     with pytest.raises(ModelLoadError, match="not a NaryTreeLSTM"):
         NaryTreeLSTM.load(tmp_path / "lm")
+
+
+@pytest.mark.parametrize("cls, kwargs", [
+    (NaryTreeLSTM, {}), (NaryTreeLSTM, {"node_loss": True}), (ChildSumTreeLSTM, {}),
+    (RecursiveNN, {}), (SequencePredictor, {"cell": "gru", "bos_id": 1, "eos_id": 2})])
+def test_shipped_models_stay_on_the_fast_path(cls, kwargs):
+    """No segment of a shipped model runs op by op (dynnet.profile().fallbacks)."""
+    import dynnet
+    from tests.strategies import VOCAB, random_trees
+
+    if cls is SequencePredictor:
+        model = cls(VOCAB, 8, 8, **kwargs)
+        data = [[3 + (k * j) % (VOCAB - 3) for j in range(1 + k % 6)] for k in range(12)]
+    else:
+        model = cls(VOCAB, embed_dim=8, hidden_dim=8, **kwargs)
+        data = random_trees(12, max_depth=5)
+    model.loss.batch(data).mean().backward()
+    with dynnet.profile() as prof:
+        model.loss.batch(data).mean().backward()
+    assert prof.fallbacks == []
