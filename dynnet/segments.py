@@ -368,7 +368,8 @@ def _segment(fn, inputs, data, trace):
             return _capture(fn, inputs, data, key, lazies, trace)
         template = _UNSEGMENTABLE
     if template is _UNSEGMENTABLE and _profiles:
-        _note(fn, _reasons.get(key, _NUMBERS_VARY))
+        reason = _reasons.get(key, _NUMBERS_VARY)
+        _note(fn, _numbers_reason(fn, inputs) if reason is _NUMBERS_VARY else reason)
     return fn(*inputs, *data)
 
 
@@ -384,6 +385,16 @@ def _note(fn, reason):
     entry = _profiles[-1].segment_fallbacks.setdefault(
         (code.co_filename, code.co_firstlineno), [reason, 0])
     entry[1] += 1
+
+
+def _numbers_reason(fn, inputs):
+    """Why a segment whose numbers vary runs op by op, naming the number inputs."""
+    names = fn.__code__.co_varnames[:fn.__code__.co_argcount]
+    numbers = [f"`{name}`" for name, v in zip(names, inputs)
+               if v.__class__ is int or v.__class__ is float]
+    return (f"{', '.join(numbers) or 'a Python number'} differs per example (over "
+            f"{_MAX_NUMBERS} values; a template per value would make a group per value); "
+            "as torch.tensor(...) it would be per-example data of the segment")
 
 
 def _unkeyable(fn, inputs, data):
@@ -404,8 +415,7 @@ def _unkeyable(fn, inputs, data):
 
 
 _MAX_NUMBERS = 8  # templates of one key that differ only in numbers (see _numbers_vary)
-_NUMBERS_VARY = (f"a Python number among its inputs differs per example (over "
-                 f"{_MAX_NUMBERS} values; a template per value would make a group per value)")
+_NUMBERS_VARY = "numbers vary"  # the reason of keys retired by _numbers_vary
 _by_numbers = {}  # key without its numbers -> the keys with numbers seen, or None
 
 
