@@ -390,11 +390,22 @@ def _note(fn, reason):
 def _numbers_reason(fn, inputs):
     """Why a segment whose numbers vary runs op by op, naming the number inputs."""
     names = fn.__code__.co_varnames[:fn.__code__.co_argcount]
-    numbers = [f"`{name}`" for name, v in zip(names, inputs)
+    numbers = [_input_name(name) for name, v in zip(names, inputs)
                if v.__class__ is int or v.__class__ is float]
     return (f"{', '.join(numbers) or 'a Python number'} differs per example (over "
             f"{_MAX_NUMBERS} values; a template per value would make a group per value); "
             "as torch.tensor(...) it would be per-example data of the segment")
+
+
+def _input_name(name):
+    """A segment input as the user wrote it (the converter names hoisted reads)."""
+    if name.startswith("dn__len"):
+        return "a len(...)"
+    if name.startswith("dn__callee"):
+        return "a module picked by index"
+    if name.startswith("dn__"):
+        return "an attribute of self"
+    return f"`{name}`"
 
 
 def _unkeyable(fn, inputs, data):
@@ -402,7 +413,7 @@ def _unkeyable(fn, inputs, data):
     names = fn.__code__.co_varnames[:fn.__code__.co_argcount]
     for name, v in zip(names, inputs):
         if not _key_input(v, [], [], {}):
-            what = "an attribute of self" if name.startswith("dn__") else f"`{name}`"
+            what = _input_name(name)
             if v.__class__ in (tuple, list):
                 return (f"{what} is a {v.__class__.__name__} holding Python numbers or "
                         "objects, which vary per example")

@@ -522,3 +522,20 @@ def test_lists_of_numbers_are_segment_data():
     assert prof.fallbacks == []
     assert sorted(sum(s) for sig, s in prof.group_sizes.items()
                   if sig.kind == "segment") == [3, 3, 3]  # one node per example
+
+
+def test_profile_names_a_length_that_varies_per_example():
+    emb = nn.Embedding(30, D)
+
+    @dynnet.function
+    def f(ids):
+        total = 0.0
+        for t in range(len(ids)):
+            total = total + torch.tanh(emb(torch.tensor(ids[t]))).sum()
+        return total * 2 / (len(ids) - 1)  # a per-example length in a segment
+
+    examples = [[(k * j) % 30 for j in range(2 + k)] for k in range(12)]
+    f.batch(examples)
+    with dynnet.profile() as prof:
+        assert_batch_matches_loop(f, examples, params=list(emb.parameters()))
+    assert len(prof.fallbacks) == 1 and "a len(...) differs per example" in prof.fallbacks[0]
