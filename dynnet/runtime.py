@@ -80,8 +80,18 @@ class Profile:
         """One line per segment whose calls ran op by op instead of as one node:
         `file:line: why (N calls)`. Each is a place where the code falls off the fast
         path (see docs/control_flow.md, segments)."""
-        return [f"{where(origin)}: {reason} ({calls} calls)"
-                for origin, (reason, calls) in self.segment_fallbacks.items()]
+        lines = [f"{where(origin)}: {reason} ({calls} calls)"
+                 for origin, (reason, calls) in self.segment_fallbacks.items()]
+        by_site = {}  # ops whose static arguments hold a tensor: per user file:line
+        for sig in self.group_sizes:
+            if sig.kind == "op" and _holds_tensor(sig.template):
+                by_site.setdefault(sig.origin, []).append(sig)
+        lines += [f"{where(origin)}: {sigs[0].name} ran with {len(sigs)} different tensors "
+                  "as a static argument, one batching group each: a tensor computed per "
+                  "example from Python values (`weight[i]` with an int i, say) rather than "
+                  "from lazy values; derive it from lazy values (`weight[torch.tensor(i)]`)"
+                  for origin, sigs in by_site.items() if len(sigs) >= _MANY_STATIC_TENSORS]
+        return lines
 
     @property
     def trace_seconds(self):
@@ -96,12 +106,24 @@ class Profile:
                 f"rounds={self.rounds}, trace={self.trace_seconds:.4f}s "
                 f"({per_node:.2f} us/node), schedule={self.schedule_seconds:.4f}s "
                 f"({schedule:.2f} us/node), execute={self.execute_seconds:.4f}s"
-                + (f", {len(self.segment_fallbacks)} segments ran op by op: see .fallbacks"
-                   if self.segment_fallbacks else "") + ")")
+                + (f", {len(self.fallbacks)} places ran op by op: see .fallbacks"
+                   if self.fallbacks else "") + ")")
 
 
 _profiles = []
 segments._profiles = _profiles  # the segments note why a call ran op by op in these
+_MANY_STATIC_TENSORS = 8  # signatures per op site, in one profile, worth a fallback line
+
+
+def _holds_tensor(template):
+    """True when a signature's static arguments hold a tensor (not a lazy slot)."""
+    if isinstance(template, torch.Tensor):
+        return True
+    if template.__class__ in (tuple, list):
+        return any(_holds_tensor(t) for t in template)
+    if template.__class__ is dict:
+        return any(_holds_tensor(t) for t in template.values())
+    return False
 
 
 class profile:

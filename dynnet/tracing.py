@@ -175,7 +175,7 @@ def _key_and_slots(obj, key, slots):
             key.append((id(base), obj.data_ptr(), obj.shape, obj.stride(), obj.dtype,
                         obj.requires_grad))
     elif isinstance(obj, torch.nn.Module):
-        key.append(torch.Tensor)
+        key.append(torch.nn.Module)
         key.append(id(obj))
     else:
         key.append(cls)

@@ -494,7 +494,7 @@ def test_profile_names_segments_that_ran_op_by_op_and_why():
     assert "`box` is a per-example Python object (_Box) (12 calls)" in where[2]
     assert "`w` differs per example" in where[4] and "torch.tensor(...)" in where[4]
     assert "draws random numbers (torch.rand)" in where[6]
-    assert "3 segments ran op by op: see .fallbacks" in repr(prof)
+    assert "3 places ran op by op: see .fallbacks" in repr(prof)
     with dynnet.profile() as prof:
         Stacked().run.batch([torch.randn(D)] * 3, ["a", "b", "a"])
     assert prof.fallbacks == []
@@ -539,3 +539,24 @@ def test_profile_names_a_length_that_varies_per_example():
     with dynnet.profile() as prof:
         assert_batch_matches_loop(f, examples, params=list(emb.parameters()))
     assert len(prof.fallbacks) == 1 and "a len(...) differs per example" in prof.fallbacks[0]
+
+
+def test_profile_names_tensors_computed_per_example_from_python_values():
+    """`emb.weight[i]` with a Python int computes eagerly per example; added to a lazy
+    value it is a new static argument per call: the profile names the op's line."""
+    emb = nn.Embedding(30, D)
+
+    @dynnet.function
+    def f(ids):
+        total = torch.zeros(D)
+        for i in ids:
+            total = total + emb.weight[i]
+        return total.tanh()
+
+    examples = [[(k * j + 1) % 30 for j in range(2 + k % 3)] for k in range(12)]
+    f.batch(examples)
+    with dynnet.profile() as prof:
+        assert_batch_matches_loop(f, examples, params=list(emb.parameters()))
+    line = f.fn.__code__.co_firstlineno + 4  # (the decorator) total = total + emb.weight[i]
+    assert any(f":{line}: operator.add ran with" in s and "as a static argument" in s
+               for s in prof.fallbacks), prof.fallbacks
