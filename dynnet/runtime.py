@@ -100,14 +100,15 @@ class Profile:
         return self.total_seconds - self.execute_seconds - self.schedule_seconds
 
     def __repr__(self):
+        fallbacks = len(self.fallbacks)
         per_node = 1e6 * self.trace_seconds / max(self.nodes, 1)
         schedule = 1e6 * self.schedule_seconds / max(self.nodes, 1)
         return (f"Profile(batches={self.batches}, nodes={self.nodes}, groups={self.groups}, "
                 f"rounds={self.rounds}, trace={self.trace_seconds:.4f}s "
                 f"({per_node:.2f} us/node), schedule={self.schedule_seconds:.4f}s "
                 f"({schedule:.2f} us/node), execute={self.execute_seconds:.4f}s"
-                + (f", {len(self.fallbacks)} places ran op by op: see .fallbacks"
-                   if self.fallbacks else "") + ")")
+                + (f", {fallbacks} places ran op by op: see .fallbacks" if fallbacks else "")
+                + ")")
 
 
 _profiles = []

@@ -426,7 +426,7 @@ def _unkeyable(fn, inputs, data):
 
 
 _MAX_NUMBERS = 8  # templates of one key that differ only in numbers (see _numbers_vary)
-_NUMBERS_VARY = "numbers vary"  # the reason of keys retired by _numbers_vary
+_NUMBERS_VARY = object()  # the reason of keys retired by _numbers_vary (see _numbers_reason)
 _by_numbers = {}  # key without its numbers -> the keys with numbers seen, or None
 
 

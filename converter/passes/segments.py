@@ -131,12 +131,7 @@ class SegmentTransformer(Base):
         if call.func.attr not in ("tensor", "as_tensor") or len(call.args) != 1:
             return None
         data = call.args[0]
-        node = data
-        while isinstance(node, (gast.Attribute, gast.Subscript)):
-            if isinstance(node, gast.Subscript) and not _is_index(node.slice):
-                return None
-            node = node.value
-        if not isinstance(node, gast.Name):
+        if not _plain_read(data):
             return None
         rest = [n for kw in call.keywords for n in _names(kw.value, gast.Load)]
         if self.params & set(rest):
@@ -366,11 +361,9 @@ class SegmentTransformer(Base):
         assigned = set()  # names the run assigns before the current statement
         for stmt in body:  # per-example data of factory calls become data inputs
             for call in _calls_outside_comprehensions(stmt):
-                if not isinstance(call.func, gast.Attribute) or call.func.attr not in _FACTORIES:
-                    continue
-                if not (self.params & set(_names(call, gast.Load)) or (
-                        self._torch_factory(call) and self._data_argument(call) is not None
-                        and not assigned & set(_names(call.args[0], gast.Load)))):
+                if not (isinstance(call.func, gast.Attribute) and self._torch_factory(call)
+                        and self._data_argument(call) is not None
+                        and not assigned & set(_names(call.args[0], gast.Load))):
                     continue
                 name = self.ctx.namer.new_symbol("data")
                 data_names.append(name)
