@@ -70,8 +70,10 @@ class RoundGradients:
         buffer.index_add_(0, index, grad)
 
 
-def plan(groups):
-    """Per group of `groups` (`(sig, nodes)` in execution order) its Placement or None."""
+def layout(groups):
+    """Where the outputs of `groups` (`(sig, nodes)` in execution order) go, without
+    allocating: `(shapes, places)`, per arena `(shape, dtype, device)`, and per group
+    None or, per output, None or `(arena number, base row)`."""
     counts = {}  # (aval, output position) -> rows, per key over the round
     producers = {}  # key -> number of groups writing it
     for sig, nodes in groups:
@@ -79,31 +81,54 @@ def plan(groups):
             key = (aval, k)
             counts[key] = counts.get(key, 0) + len(nodes)
             producers[key] = producers.get(key, 0) + 1
-    arenas, cursor, gradients = {}, {}, RoundGradients()
+    numbers, shapes, cursor = {}, [], {}
     for key, rows in counts.items():
         if producers[key] > 1:
             aval = key[0]
-            shape = (rows, *aval.shape)
-            arenas[key] = (torch.empty(shape, dtype=aval.dtype, device=aval.device),
-                           len(gradients.shapes))
-            gradients.shapes.append((shape, aval.dtype, aval.device))
+            numbers[key] = len(shapes)
+            shapes.append(((rows, *aval.shape), aval.dtype, aval.device))
             cursor[key] = 0
-    if not arenas:
-        return [None] * len(groups)
-    placements = []
+    places = []
     for sig, nodes in groups:
+        place = None
+        if numbers:
+            for k, aval in enumerate(sig.out_avals):
+                number = numbers.get((aval, k))
+                if number is None:
+                    continue
+                if place is None:
+                    place = [None] * len(sig.out_avals)
+                base = cursor[(aval, k)]
+                place[k] = (number, base)
+                cursor[(aval, k)] = base + len(nodes)
+        places.append(place)
+    return shapes, places
+
+
+def allocate(shapes, places):
+    """`(arenas, gradients, placements)` of a `layout`: the arenas it names, allocated,
+    their `RoundGradients`, and per group its Placement or None."""
+    gradients = RoundGradients()
+    gradients.shapes = list(shapes)
+    arenas = [torch.empty(shape, dtype=dtype, device=device)
+              for shape, dtype, device in shapes]
+    placements = []
+    for place in places:
         placement = None
-        for k, aval in enumerate(sig.out_avals):
-            found = arenas.get((aval, k))
-            if found is None:
-                continue
-            if placement is None:
-                placement = Placement(len(sig.out_avals))
-            base = cursor[(aval, k)]
-            placement.slots[k] = (found[0], base, found[1], gradients)
-            cursor[(aval, k)] = base + len(nodes)
+        if place is not None:
+            placement = Placement(len(place))
+            placement.slots = [None if p is None else (arenas[p[0]], p[1], p[0], gradients)
+                               for p in place]
         placements.append(placement)
-    return placements
+    return arenas, gradients, placements
+
+
+def plan(groups):
+    """Per group of `groups` (`(sig, nodes)` in execution order) its Placement or None."""
+    shapes, places = layout(groups)
+    if not shapes:
+        return [None] * len(groups)
+    return allocate(shapes, places)[2]
 
 
 def release(placements):

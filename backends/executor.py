@@ -57,32 +57,57 @@ def execute_group(sig, nodes, placement=None):
 
 
 def _run_op(sig, nodes):
-    from dynnet.backends.rules import BatchedCall
-
     B = len(nodes)
     if len(sig.in_avals) == 1:
         slots = [gather([n.inputs[0] for n in nodes])]
     else:  # one column of input lazies per slot
         slots = gather_columns(list(zip(*[n.inputs for n in nodes])))
+    if sig.kind == "numbers":  # each node's own signature holds its number
+        payloads = [n.sig for n in nodes]
+    elif sig.kind == "segment" or sig.kind == "loop":
+        payloads = [n.payload for n in nodes]
+    else:
+        payloads = None
     try:
-        if sig.kind == "segment" or sig.kind == "loop":
-            out = sig.fn.run_batched(slots, B, [n.payload for n in nodes])
-        elif sig.kind == "numbers":  # each node's own signature holds its number
-            out = sig.fn.run_batched(slots, B, [n.sig for n in nodes])
-        else:
-            out = sig.rule(BatchedCall(sig, slots, B))
+        leaves = call_batched(sig, slots, B, payloads)
     except Exception as e:
         raise _locate_failure(sig, nodes, e) from None
+    bad = wrong_output(sig, leaves, B)
+    if bad is not None:
+        if bad.__class__ is str:
+            raise BatchingError(bad)
+        raise _shape_error(sig, nodes, bad, sig.out_avals[leaves.index(bad)])
+    return leaves
+
+
+def call_batched(sig, slots, B, payloads):
+    """The flat output tensors of signature `sig`'s batched call on the stacked input
+    `slots` of `B` rows; `payloads` are the rows' data (segments, loops) or signatures
+    (a group of per-example numbers)."""
+    from dynnet.backends.rules import BatchedCall
+
+    if payloads is not None:
+        out = sig.fn.run_batched(slots, B, payloads)
+    else:
+        out = sig.rule(BatchedCall(sig, slots, B))
+    if out.__class__ is torch.Tensor:
+        return [out]
     leaves = []
     flatten_outputs(out, leaves)
+    return leaves
+
+
+def wrong_output(sig, leaves, B):
+    """None when `leaves` are what `sig`'s call on B rows must return, else a message
+    (a wrong count) or the first leaf of a wrong shape."""
     avals = sig.out_avals
     if len(leaves) != len(avals):
-        raise BatchingError(f"{sig.name} at {where(sig.origin)}: batched call returned "
-                            f"{len(leaves)} tensors, expected {len(avals)}")
+        return (f"{sig.name} at {where(sig.origin)}: batched call returned "
+                f"{len(leaves)} tensors, expected {len(avals)}")
     for leaf, aval in zip(leaves, avals):
         if leaf.shape[0] != B or leaf.shape[1:] != aval.shape:
-            raise _shape_error(sig, nodes, leaf, aval)
-    return leaves
+            return leaf
+    return None
 
 
 def _shape_error(sig, nodes, leaf, aval):

@@ -11,9 +11,11 @@ values; afterwards recording costs a dict lookup.
 Nodes with the same `Signature` object are batched together by the scheduler.
 """
 
+import itertools
 import os
 import sys
 import sysconfig
+import weakref
 
 import torch
 
@@ -21,6 +23,12 @@ from dynnet.errors import BatchingError, ConcretizationError, where
 
 SLOT = object()  # marks a tensor slot inside a template
 _MAX_SIGNATURES = 200_000
+
+
+# Every signature gets a serial number in order of creation. A forked process shares the
+# signatures that existed when it was forked under the same serials (dynnet/plans.py).
+_serials = itertools.count()
+signatures_by_serial = weakref.WeakValueDictionary()
 
 
 class Signature:
@@ -34,9 +42,11 @@ class Signature:
     """
 
     __slots__ = ("kind", "fn", "name", "template", "in_avals", "out_template", "out_avals",
-                 "rule", "origin", "grad_enabled", "tuple_out", "__weakref__")
+                 "rule", "origin", "grad_enabled", "tuple_out", "serial", "__weakref__")
 
     def __init__(self, kind, fn, name, template, in_avals, origin):
+        self.serial = next(_serials)
+        signatures_by_serial[self.serial] = self
         self.kind = kind
         self.fn = fn
         self.name = name
