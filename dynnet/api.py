@@ -6,7 +6,9 @@ from dynnet import config, tracing
 from dynnet.converter import converted_function
 from dynnet.converter.operators.call import register_startable
 from dynnet.outputs import materialize, stack_outputs
+from dynnet.plans import plan_batch
 from dynnet.runtime import Suspend, complete, run_batch
+from dynnet.workers import run_batches
 
 tracing.register_internal_file(__file__)
 
@@ -18,6 +20,7 @@ class DynFunction:
         self.fn = fn
         self.schedule = schedule
         self._converted = None
+        self._ran = False  # whether a batch ran (so its signatures likely exist)
         functools.update_wrapper(self, fn)
 
     def __set_name__(self, owner, name):
@@ -58,7 +61,35 @@ class DynFunction:
             return stack_outputs([self.fn(*a, **shared_kwargs) for a in examples])
         return stack_outputs(self._run(examples, shared_kwargs))
 
+    def batches(self, batches, *, workers=1, **shared_kwargs):
+        """Yields `self.batch(batch, **shared_kwargs)` for each batch of `batches` (a
+        sequence of batches, each a sequence of examples) in turn.
+
+        With `workers=1`, a worker process traces the next batches while this one
+        computes the current one (and while the caller trains on its outputs), and
+        only executes here: see dynnet/workers.py for what that changes (the user's
+        side effects other than print happen in the worker). `workers=0` runs each
+        batch here, as `.batch` does.
+        """
+        return self._batches(batches, workers, shared_kwargs, lambda x: (x,))
+
+    def _batches(self, batches, workers, kwargs, example):
+        def run_here(batch):
+            return self.batch(*zip(*[example(x) for x in batch]), **kwargs)
+
+        def plan(batch, known):
+            return plan_batch(self._make(kwargs), [example(x) for x in batch], known,
+                              self.schedule)
+
+        return run_batches(run_here, plan, batches, workers, warm=self._ran)
+
     def _run(self, examples, kwargs):
+        results, _ = run_batch(self._make(kwargs), examples, self.schedule)
+        self._ran = True
+        return results
+
+    def _make(self, kwargs):
+        """`make(args)`: the generator of one example's call."""
         converted = self.converted
 
         def make(args):
@@ -66,8 +97,7 @@ class DynFunction:
                 return converted.function(*args, **kwargs)
             return _returning(converted.function(*args, **kwargs))
 
-        results, _ = run_batch(make, examples, self.schedule)
-        return results
+        return make
 
     def __repr__(self):
         return f"<dynnet.function {self.fn.__qualname__}>"
@@ -93,6 +123,11 @@ class BoundDynFunction:
     def batch(self, *per_example_args, **shared_kwargs):
         n = _batch_size(per_example_args)
         return self.function.batch([self.obj] * n, *per_example_args, **shared_kwargs)
+
+    def batches(self, batches, *, workers=1, **shared_kwargs):
+        """`DynFunction.batches` with this object as the first argument."""
+        obj = self.obj
+        return self.function._batches(batches, workers, shared_kwargs, lambda x: (obj, x))
 
     @property
     def __wrapped__(self):

@@ -61,6 +61,8 @@ class Profile:
         self.group_sizes = {}  # Signature -> sizes of its groups, in execution order
         # (file, line) of a segment -> [why its calls ran op by op, how many calls]
         self.segment_fallbacks = {}
+        self.planned_batches = 0  # batches run from a worker's plan (dynnet/workers.py)
+        self.worker_misses = {}  # why a batch the worker could not plan -> how many
 
     def groups_of(self, fn):
         """Sizes of the groups that ran op or module `fn` (also inside segments)."""
@@ -91,6 +93,8 @@ class Profile:
                   "example from Python values (`weight[i]` with an int i, say) rather than "
                   "from lazy values; derive it from lazy values (`weight[torch.tensor(i)]`)"
                   for origin, sigs in by_site.items() if len(sigs) >= _MANY_STATIC_TENSORS]
+        lines += [f"worker: {reason} ({n} batches traced in this process instead)"
+                  for reason, n in self.worker_misses.items()]
         return lines
 
     @property

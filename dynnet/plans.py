@@ -1,0 +1,368 @@
+"""Batch plans: a traced and scheduled batch as plain data, executed by another process.
+
+A worker process (dynnet/workers.py), forked from the process that trains, runs the
+user's code on every example of a batch, schedules the nodes and encodes the result
+as a `Plan`: per group, the signature's serial number, ready gather indices for each
+input slot, the rows' payloads, and where every example's outputs are. The training
+process then runs the groups from the plan alone: no user code, no per-node Python.
+
+A plan can only name signatures that the executing process has too: those that
+existed when the worker was forked (the same serial; see `tracing.Signature`). A batch
+cannot be planned, and raises `PlanMiss` (the executing process then runs it itself),
+when its trace made a new signature, paused for a value, had to execute something,
+recorded per-example tensors (a tensor input or one computed eagerly from weights that
+the worker holds as they were when it was forked), printed to a file, or returned
+anything but lazy values and plain Python data.
+"""
+
+import gc
+import sys
+import time
+from array import array
+
+import torch
+
+from dynnet import tracing
+from dynnet.backends import arena
+from dynnet.backends.executor import GroupResult, call_batched, wrong_output
+from dynnet.backends.gather import data_tensor, index_tensor
+from dynnet.lazy import LazyTensor, Node
+from dynnet.runtime import Trace, _Example, _profiles, _step, lift_inputs
+
+tracing.register_internal_file(__file__)
+
+
+class PlanMiss(BaseException):
+    """A batch that cannot be planned; the message says why. A BaseException, so that
+    user code's `except Exception` never swallows it inside a worker."""
+
+
+class Plan:
+    """One batch, traced and scheduled (see the module docstring).
+
+    Attributes:
+      grad_enabled: the grad mode the batch was traced in.
+      shapes: per arena `(shape, dtype, device)`.
+      groups: per group `(serial, rows, payloads, reads, place)`: the signature's
+        serial, its row count, the rows' payloads (None, data, or signature serials of
+        a group of per-example numbers), how to read its input slots (see `_reads`),
+        and where its outputs go in the arenas (see `arena.layout`).
+      results: per example its result, with `_Out` in place of lazy values.
+      printed: per example index, the text it printed.
+      nodes: how many nodes the trace recorded.
+    """
+
+    __slots__ = ("grad_enabled", "shapes", "groups", "results", "printed", "nodes")
+
+    def __getstate__(self):
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __setstate__(self, state):
+        for name, value in zip(self.__slots__, state):
+            setattr(self, name, value)
+
+
+class _Out:
+    """In a plan's results: output `index` of group `group`, row `row`."""
+
+    __slots__ = ("group", "index", "row")
+
+    def __init__(self, group, index, row):
+        self.group, self.index, self.row = group, index, row
+
+    def __getstate__(self):
+        return self.group, self.index, self.row
+
+    def __setstate__(self, state):
+        self.group, self.index, self.row = state
+
+
+class _PlanningTrace(Trace):
+    """A trace that must not execute anything: the worker's weights are stale."""
+
+    def flush(self):
+        if self.pending:
+            raise PlanMiss("an example needed a computed value (a test on a tensor, a "
+                           "call that completes at once)")
+
+
+# -------------------- the worker side: trace, schedule, encode --------------------
+
+def plan_batch(make_generator, per_example_args, known, strategy=None):
+    """The `Plan` of running every example, without executing anything. `known` is the
+    count of signatures the executing process has (serials below it)."""
+    trace = _PlanningTrace(strategy)
+    tracing._active.append(trace)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    grad_enabled = torch.is_grad_enabled()
+    try:
+        examples = []
+        for i, args in enumerate(per_example_args):
+            trace.instance = i
+            examples.append(_Example(i, make_generator(lift_inputs(args))))
+        for ex in examples:
+            trace.instance = ex.index
+            if _step(ex):
+                raise PlanMiss("an example paused for a value (a test on a tensor)")
+    finally:
+        torch._C._set_grad_enabled(grad_enabled)
+        if gc_was_enabled:
+            gc.enable()
+        tracing._active.pop()
+    groups = list(trace.schedule(trace.pending))
+    plan = Plan()
+    plan.grad_enabled = grad_enabled
+    plan.nodes = len(trace.pending)
+    plan.shapes, places = arena.layout(groups)
+    for g, (_, nodes) in enumerate(groups):
+        for row, node in enumerate(nodes):
+            node.group = g  # the worker's nodes are never executed: a group number
+            node.row = row
+    sizes = [len(nodes) for _, nodes in groups]
+    plan.groups = [(_serial(sig, known), len(nodes), _payloads(sig, nodes, known),
+                    _reads(sig, nodes, sizes, places), places[g])
+                   for g, (sig, nodes) in enumerate(groups)]
+    plan.results = [_encode(ex.result) for ex in examples]
+    plan.printed = {}
+    for index, items in trace.outputs.items():
+        if any(file is not None for file, _ in items):
+            raise PlanMiss("an example printed to a file")
+        plan.printed[index] = "".join(text for _, text in items)
+    return plan
+
+
+def _serial(sig, known):
+    if sig.serial >= known:
+        raise PlanMiss(f"new batching signature {sig.describe()}, first seen at "
+                       f"{tracing.where(sig.origin) if sig.origin else 'an input'}")
+    return sig.serial
+
+
+def _payloads(sig, nodes, known):
+    kind = sig.kind
+    if kind == "op":
+        return None
+    if kind == "numbers":
+        return [_serial(n.sig, known) for n in nodes]
+    if kind == "segment" or kind == "loop" or kind == "const":
+        payloads = [n.payload for n in nodes]
+        if not all(_plain(p) for p in payloads):
+            raise PlanMiss(f"{sig.name}: per-example data that is not plain Python")
+        return payloads
+    raise PlanMiss(f"per-example tensors ({sig.name}): an input tensor or a tensor computed "
+                   "eagerly while tracing")
+
+
+_PLAIN = (int, float, bool, str, type(None))
+
+
+def _plain(obj):
+    cls = obj.__class__
+    if cls in _PLAIN:
+        return True
+    if cls is tuple or cls is list:
+        return all(_plain(x) for x in obj)
+    return False
+
+
+# A read: (_WHOLE, g, k) all of output k of group g in order; (_SLICE, g, k, start, stop);
+# (_ROWS, g, k, rows); (_MANY, ((g, k, rows), ...), inverse or None): rows of several
+# outputs, concatenated, then permuted by `inverse`; (_ARENA, number, rows, slots): one
+# index_select of arena `number` for all of `slots`, split among them in order.
+_WHOLE, _SLICE, _ROWS, _MANY, _ARENA = range(5)
+
+
+def _reads(sig, nodes, sizes, places):
+    """How the group's input slots are read: a list of reads that together fill every
+    slot, each `(slot, tag, ...)` with a tag above (`_ARENA` reads have slot None and
+    fill the slots they list)."""
+    n_slots = len(sig.in_avals)
+    if not n_slots:
+        return []
+    reads = []
+    by_arena = {}  # arena number -> (rows, slots)
+    columns = [[n.inputs[0] for n in nodes]] if n_slots == 1 else \
+        list(zip(*[n.inputs for n in nodes]))
+    for j, column in enumerate(columns):
+        first = column[0]
+        g, k = first.node.group, first.index
+        rows = []
+        for t in column:
+            node = t.node
+            if node.group != g or t.index != k:
+                break
+            rows.append(node.row)
+        else:
+            n = len(rows)
+            if rows[-1] - rows[0] == n - 1 and rows == list(range(rows[0], rows[0] + n)):
+                reads.append((j, _WHOLE, g, k) if n == sizes[g] else
+                             (j, _SLICE, g, k, rows[0], rows[0] + n))
+            else:
+                reads.append((j, _ROWS, g, k, array("q", rows)))
+            continue
+        found = _arena_rows(column, places)
+        if found is not None:
+            number, rows = found
+            entry = by_arena.setdefault(number, (array("q"), []))
+            entry[0].extend(rows)
+            entry[1].append(j)
+            continue
+        reads.append((j, _MANY) + _many(column))
+    for number, (rows, slots) in by_arena.items():
+        reads.append((None, _ARENA, number, rows, slots))
+    return reads
+
+
+def _arena_rows(column, places):
+    """`(arena number, rows)` when one arena holds every value of `column`, else None."""
+    number, rows = None, []
+    for t in column:
+        node = t.node
+        place = places[node.group]
+        own = place[t.index] if place is not None else None
+        if own is None or (number is not None and own[0] != number):
+            return None
+        number = own[0]
+        rows.append(own[1] + node.row)
+    return number, rows
+
+
+def _many(column):
+    sources = {}  # (g, k) -> (rows, positions)
+    for pos, t in enumerate(column):
+        entry = sources.setdefault((t.node.group, t.index), ([], []))
+        entry[0].append(t.node.row)
+        entry[1].append(pos)
+    order = [pos for _, positions in sources.values() for pos in positions]
+    inverse = [0] * len(order)
+    for i, pos in enumerate(order):
+        inverse[pos] = i
+    parts = tuple((g, k, array("q", rows)) for (g, k), (rows, _) in sources.items())
+    return parts, None if inverse == list(range(len(order))) else array("q", inverse)
+
+
+def _encode(obj):
+    """An example's result with `_Out` in place of its lazy values."""
+    cls = obj.__class__
+    if cls is LazyTensor:
+        return _Out(obj.node.group, obj.index, obj.node.row)
+    if cls in _PLAIN:
+        return obj
+    if cls is tuple or cls is list:
+        return cls(_encode(x) for x in obj)
+    if cls is dict:
+        return {k: _encode(v) for k, v in obj.items()}
+    if isinstance(obj, tuple) and hasattr(cls, "_fields"):  # a namedtuple
+        return cls(*[_encode(x) for x in obj])
+    raise PlanMiss(f"an example returned a {cls.__name__}; a planned batch returns lazy "
+                   "values and plain Python data")
+
+
+# -------------------- the executing side --------------------
+
+def execute_plan(plan, signatures):
+    """Runs `plan`; returns the examples' results (lazy values already computed).
+
+    `signatures` maps serial -> Signature (those the worker was forked with). A
+    batched call that fails raises PlanMiss: run in this process, the batch then names
+    the failing example."""
+    start = time.perf_counter()
+    sigs = [signatures[serial] for serial, *_ in plan.groups]
+    if plan.shapes:
+        arenas, gradients, placements = arena.allocate(plan.shapes,
+                                                       [g[4] for g in plan.groups])
+    else:
+        arenas, gradients, placements = (), None, [None] * len(plan.groups)
+    outputs = []  # per group, its output tensors
+    grad_enabled = torch.is_grad_enabled()
+    try:
+        for sig, (_, rows, payloads, reads, _), placement in zip(sigs, plan.groups,
+                                                                placements):
+            slots = _read(reads, len(sig.in_avals), outputs, arenas, gradients)
+            kind = sig.kind
+            if kind == "const":
+                leaves = [data_tensor(payloads, sig.out_avals[0])]
+            else:
+                if kind == "numbers":
+                    payloads = [signatures[s] for s in payloads]
+                try:
+                    if sig.grad_enabled or not grad_enabled:
+                        leaves = call_batched(sig, slots, rows, payloads)
+                    else:
+                        with torch.no_grad():
+                            leaves = call_batched(sig, slots, rows, payloads)
+                except Exception as e:
+                    raise PlanMiss(f"{sig.name} failed batched ({type(e).__name__})") from e
+                if wrong_output(sig, leaves, rows) is not None:
+                    raise PlanMiss(f"{sig.name} returned the wrong shapes batched")
+            if placement is not None:
+                arena.store(placement, leaves)
+            outputs.append(leaves)
+    finally:
+        if gradients is not None:
+            gradients.token = None  # the round is over (see arena.release)
+    results = [GroupResult(out) for out in outputs]
+    for index in sorted(plan.printed):
+        sys.stdout.write(plan.printed[index])
+    decoded = [_decode(r, results, sigs, i) for i, r in enumerate(plan.results)]
+    for p in _profiles:
+        p.batches += 1
+        p.planned_batches += 1
+        p.nodes += plan.nodes
+        p.groups += len(plan.groups)
+        p.rounds += 1
+        elapsed = time.perf_counter() - start
+        p.execute_seconds += elapsed
+        p.total_seconds += elapsed
+        for sig, (_, rows, *_) in zip(sigs, plan.groups):
+            p.group_sizes.setdefault(sig, []).append(rows)
+    return decoded
+
+
+def _read(reads, n_slots, outputs, arenas, gradients):
+    slots = [None] * n_slots
+    for read in reads:
+        tag = read[1]
+        if tag == _WHOLE:
+            slots[read[0]] = outputs[read[2]][read[3]]
+        elif tag == _SLICE:
+            slots[read[0]] = outputs[read[2]][read[3]][read[4]:read[5]]
+        elif tag == _ARENA:
+            _, _, number, rows, positions = read
+            buffer = arenas[number]
+            value = arena.select(buffer, index_tensor(rows, buffer.device), number,
+                                 gradients)
+            if len(positions) == 1:
+                slots[positions[0]] = value
+            else:
+                for j, part in zip(positions, value.split(len(rows) // len(positions))):
+                    slots[j] = part
+        elif tag == _ROWS:
+            buffer = outputs[read[2]][read[3]]
+            slots[read[0]] = buffer.index_select(0, index_tensor(read[4], buffer.device))
+        else:  # _MANY
+            parts = [outputs[g][k].index_select(0, index_tensor(rows, outputs[g][k].device))
+                     for g, k, rows in read[2]]
+            stacked = torch.cat(parts)
+            inverse = read[3]
+            slots[read[0]] = stacked if inverse is None else stacked.index_select(
+                0, index_tensor(inverse, stacked.device))
+    return slots
+
+
+def _decode(obj, results, sigs, instance):
+    cls = obj.__class__
+    if cls is _Out:
+        sig = sigs[obj.group]
+        node = Node(sig, (), 0, instance)
+        node.group = results[obj.group]
+        node.row = obj.row
+        return LazyTensor(node, obj.index, sig.out_avals[obj.index])
+    if cls is tuple or cls is list:
+        return cls(_decode(x, results, sigs, instance) for x in obj)
+    if cls is dict:
+        return {k: _decode(v, results, sigs, instance) for k, v in obj.items()}
+    if isinstance(obj, tuple) and hasattr(cls, "_fields"):
+        return cls(*[_decode(x, results, sigs, instance) for x in obj])
+    return obj

@@ -1,0 +1,163 @@
+"""Tracing the next batches in a worker process while this one computes.
+
+`run_batches` yields the outputs of a dynnet function on each batch of a sequence, as
+`f.batch(batch)` would. The first batch runs here, which creates the batching
+signatures and segment templates of the model; then a worker process is forked. It
+shares those objects (at the same addresses and serial numbers) and the batches, so
+a request is just a batch's index: the worker runs the user's code on every example
+of that batch, schedules the nodes and sends back a plan (dynnet/plans.py). Here the
+plan runs group by group with its gather indices ready. Training code between two
+batches (backward, optimizer step) overlaps the worker's tracing of the next one.
+
+A batch the worker cannot plan runs here instead (the profile's `fallbacks` says
+why). One that made new signatures also restarts the worker, so that it knows them.
+
+What a worker changes: the user's code runs in another process, so its side effects
+other than `print` (appending to a list, counting calls) do not reach this one, and
+Python decisions taken on weight values while tracing (`if self.w.sum() > 0`, on a
+weight, not a lazy value) see the weights of when the worker was forked. Code like
+that should run with `workers=0`.
+"""
+
+import collections.abc
+import multiprocessing
+import pickle
+from collections import deque
+
+import torch
+
+from dynnet import config, tracing
+from dynnet.outputs import stack_outputs
+from dynnet.plans import Plan, PlanMiss, execute_plan
+from dynnet.runtime import _profiles
+
+tracing.register_internal_file(__file__)
+
+AHEAD = 2  # batches requested from the worker beyond the one about to run
+_MAX_RESTARTS = 8  # worker restarts for new signatures, per run_batches call
+_MAX_MISSES = 3  # batches in a row the worker could not plan before it is stopped
+
+
+def can_fork():
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def run_batches(run_here, plan, batches, workers, warm=False):
+    """Yields `run_here(batch)` for each batch of `batches`, planning batches ahead in
+    a worker process (`plan(batch, known) -> Plan`, see plans.plan_batch) when
+    `workers` is 1. `workers=0` runs every batch here. Unless `warm` (the function ran
+    before, so its signatures likely exist), the first batch runs here."""
+    if workers not in (0, 1):
+        raise ValueError(f"workers must be 0 or 1, not {workers!r}")
+    if not isinstance(batches, collections.abc.Sequence):
+        batches = list(batches)  # the worker reads batches by index
+    if workers == 0 or len(batches) < 2 or config.eager or not can_fork():
+        for batch in batches:
+            yield run_here(batch)
+        return
+    first = 0
+    if not warm:
+        yield run_here(batches[0])  # creates the signatures that the worker's plans name
+        first = 1
+    worker, restarts, misses = _Worker(plan, batches), 0, 0
+    try:
+        requested = first
+        for i in range(first, len(batches)):
+            if worker is None:
+                yield run_here(batches[i])
+                continue
+            while requested < len(batches) and requested <= i + AHEAD:
+                worker.request(requested, torch.is_grad_enabled())
+                requested += 1
+            got, new_signature = worker.receive(i)
+            if got.__class__ is Plan:
+                if got.grad_enabled == torch.is_grad_enabled():
+                    try:
+                        results = execute_plan(got, worker.signatures)
+                    except PlanMiss as e:
+                        got = str(e)
+                    else:
+                        misses = 0
+                        yield stack_outputs(results)
+                        continue
+                else:
+                    got = "the batch was traced in another grad mode"
+            _note_miss(got)
+            yield run_here(batches[i])
+            misses += 1
+            if new_signature or misses >= _MAX_MISSES:
+                worker.close()
+                worker = None
+                if new_signature and restarts < _MAX_RESTARTS:
+                    restarts += 1
+                    worker, requested, misses = _Worker(plan, batches), i + 1, 0
+    finally:
+        if worker is not None:
+            worker.close()
+
+
+def _note_miss(reason):
+    for p in _profiles:
+        p.worker_misses[reason] = p.worker_misses.get(reason, 0) + 1
+
+
+class _Worker:
+    """A forked process that plans batches on request, in request order."""
+
+    def __init__(self, plan, batches):
+        context = multiprocessing.get_context("fork")
+        self.conn, child = context.Pipe()
+        known = next(tracing._serials)  # every signature here has a smaller serial
+        self.signatures = dict(tracing.signatures_by_serial)  # kept alive for the plans
+        self.process = context.Process(target=_serve, args=(child, plan, batches, known),
+                                       daemon=True, name="dynnet-planner")
+        self.process.start()
+        child.close()
+        self.requested = deque()
+
+    def request(self, index, grad_enabled):
+        self.conn.send((index, grad_enabled))
+        self.requested.append(index)
+
+    def receive(self, index):
+        """`(plan or the reason there is none, whether the reason is a new signature)`
+        for batch `index`, the oldest request."""
+        assert self.requested.popleft() == index
+        try:
+            return pickle.loads(self.conn.recv_bytes())
+        except (EOFError, OSError):
+            return "the worker process ended", False
+
+    def close(self):
+        """Stops the worker without waiting for it: it exits once it reads the end of
+        the pipe (after the batch it is planning, if any); multiprocessing reaps it."""
+        self.conn.close()
+
+
+def _serve(conn, plan, batches, known):
+    """The worker's loop: plans the requested batches until told to stop."""
+    torch.set_num_threads(1)  # the other process computes
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        index, grad_enabled = message
+        try:
+            with torch.set_grad_enabled(grad_enabled):
+                reply = (plan(batches[index], known), False)
+        except PlanMiss as e:
+            reply = (str(e), str(e).startswith(_NEW_SIGNATURE))
+        except Exception as e:  # runs here again, where the error is reported
+            reply = (f"{type(e).__name__} while tracing in the worker: {e}", False)
+        try:
+            data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as e:
+            data = pickle.dumps((f"the plan could not be sent ({type(e).__name__}: {e})",
+                                 False))
+        conn.send_bytes(data)
+
+
+_NEW_SIGNATURE = "new batching signature"
