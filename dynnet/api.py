@@ -74,14 +74,16 @@ class DynFunction:
         return self._batches(batches, workers, shared_kwargs, lambda x: (x,))
 
     def _batches(self, batches, workers, kwargs, example):
+        def examples(batch):
+            return [example(x) for x in batch]
+
         def run_here(batch):
-            return self.batch(*zip(*[example(x) for x in batch]), **kwargs)
+            return self.batch(*zip(*examples(batch)), **kwargs)
 
         def plan(batch, known):
-            return plan_batch(self._make(kwargs), [example(x) for x in batch], known,
-                              self.schedule)
+            return plan_batch(self._make(kwargs), examples(batch), known, self.schedule)
 
-        return run_batches(run_here, plan, batches, workers, warm=self._ran)
+        return run_batches(run_here, plan, examples, batches, workers, warm=self._ran)
 
     def _run(self, examples, kwargs):
         results, _ = run_batch(self._make(kwargs), examples, self.schedule)

@@ -27,7 +27,7 @@ from dynnet.backends import arena
 from dynnet.backends.executor import GroupResult, call_batched, wrong_output
 from dynnet.backends.gather import data_tensor, index_tensor
 from dynnet.lazy import LazyTensor, Node
-from dynnet.runtime import Trace, _Example, _profiles, _step, lift_inputs
+from dynnet.runtime import Trace, _Example, _profiles, _step, lift_inputs, tensor_leaves
 
 tracing.register_internal_file(__file__)
 
@@ -96,11 +96,16 @@ def plan_batch(make_generator, per_example_args, known, strategy=None):
     gc_was_enabled = gc.isenabled()
     gc.disable()
     grad_enabled = torch.is_grad_enabled()
+    inputs = {}  # id of a lifted input's node -> (example, its position among them)
     try:
         examples = []
         for i, args in enumerate(per_example_args):
             trace.instance = i
-            examples.append(_Example(i, make_generator(lift_inputs(args))))
+            start = len(trace.pending)
+            lifted = lift_inputs(args)
+            for j, node in enumerate(trace.pending[start:]):
+                inputs[id(node)] = (i, j)
+            examples.append(_Example(i, make_generator(lifted)))
         for ex in examples:
             trace.instance = ex.index
             if _step(ex):
@@ -120,7 +125,7 @@ def plan_batch(make_generator, per_example_args, known, strategy=None):
             node.group = g  # the worker's nodes are never executed: a group number
             node.row = row
     sizes = [len(nodes) for _, nodes in groups]
-    plan.groups = [(_serial(sig, known), len(nodes), _payloads(sig, nodes, known),
+    plan.groups = [(_serial(sig, known), len(nodes), _payloads(sig, nodes, known, inputs),
                     _reads(sig, nodes, sizes, places), places[g])
                    for g, (sig, nodes) in enumerate(groups)]
     plan.results = [_encode(ex.result) for ex in examples]
@@ -139,7 +144,7 @@ def _serial(sig, known):
     return sig.serial
 
 
-def _payloads(sig, nodes, known):
+def _payloads(sig, nodes, known, inputs):
     kind = sig.kind
     if kind == "op":
         return None
@@ -150,8 +155,15 @@ def _payloads(sig, nodes, known):
         if not all(_plain(p) for p in payloads):
             raise PlanMiss(f"{sig.name}: per-example data that is not plain Python")
         return payloads
-    raise PlanMiss(f"per-example tensors ({sig.name}): an input tensor or a tensor computed "
-                   "eagerly while tracing")
+    if kind == "stack":  # an example's input tensor: where it is; a pure factory's value
+        payloads = [inputs.get(id(n)) for n in nodes]
+        if sig.fn is not None:
+            return [n.payload if p is None else p for n, p in zip(nodes, payloads)]
+        if all(p is not None for p in payloads):
+            return payloads
+    raise PlanMiss("a tensor computed while tracing, from random numbers or from other "
+                   "tensors (weights, say), which the worker holds as they were when it "
+                   "started")
 
 
 _PLAIN = (int, float, bool, str, type(None))
@@ -261,12 +273,13 @@ def _encode(obj):
 
 # -------------------- the executing side --------------------
 
-def execute_plan(plan, signatures):
+def execute_plan(plan, signatures, examples):
     """Runs `plan`; returns the examples' results (lazy values already computed).
 
-    `signatures` maps serial -> Signature (those the worker was forked with). A
-    batched call that fails raises PlanMiss: run in this process, the batch then names
-    the failing example."""
+    `signatures` maps serial -> Signature (those the worker was forked with);
+    `examples` are the batch's per-example argument tuples (their tensors are the
+    plan's inputs). A batched call that fails raises PlanMiss: run in this process,
+    the batch then names the failing example."""
     start = time.perf_counter()
     sigs = [signatures[serial] for serial, *_ in plan.groups]
     if plan.shapes:
@@ -283,6 +296,9 @@ def execute_plan(plan, signatures):
             kind = sig.kind
             if kind == "const":
                 leaves = [data_tensor(payloads, sig.out_avals[0])]
+            elif kind == "stack":
+                leaves = [torch.stack([_input(examples, p) if p.__class__ is tuple else p
+                                       for p in payloads])]
             else:
                 if kind == "numbers":
                     payloads = [signatures[s] for s in payloads]
@@ -318,6 +334,14 @@ def execute_plan(plan, signatures):
         for sig, (_, rows, *_) in zip(sigs, plan.groups):
             p.group_sizes.setdefault(sig, []).append(rows)
     return decoded
+
+
+def _input(examples, ref):
+    """Tensor input `j` of example `i` (in the order `lift_inputs` lifts them)."""
+    i, j = ref
+    found = []
+    tensor_leaves(examples[i], found)
+    return found[j]
 
 
 def _read(reads, n_slots, outputs, arenas, gradients):

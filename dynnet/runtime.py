@@ -411,6 +411,20 @@ def complete(suspend):
     return ex.value
 
 
+def tensor_leaves(obj, out):
+    """Appends the tensors of an argument structure to `out`, in the order in which
+    `lift_inputs` lifts them."""
+    cls = obj.__class__
+    if isinstance(obj, torch.Tensor):
+        out.append(obj)
+    elif cls is tuple or cls is list:
+        for x in obj:
+            tensor_leaves(x, out)
+    elif cls is dict:
+        for x in obj.values():
+            tensor_leaves(x, out)
+
+
 def lift_inputs(obj):
     """Per-example tensors in an argument structure become lazy inputs.
 

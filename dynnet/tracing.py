@@ -495,11 +495,25 @@ def _tensor_factory(fn, args, kwargs):
 
 
 def _eager_constant(fn, args, kwargs):
-    """A factory call with Python arguments: computed now, stacked with its peers."""
+    """A factory call with Python arguments: computed now, stacked with its peers. The
+    signature's `fn` is the factory when the value depends on the arguments alone (no
+    tensor among them, no random numbers), else None (dynnet/plans.py reads it)."""
     value = fn(*args, **kwargs)
     if not isinstance(value, torch.Tensor):
         return value
-    return source("stack", None, op_name(fn), value, value.shape, value.dtype, value.device)
+    pure = fn in _PURE_FACTORIES and not _holds_tensor((args, kwargs))
+    return source("stack", fn if pure else None, op_name(fn), value, value.shape,
+                  value.dtype, value.device)
+
+
+def _holds_tensor(obj):
+    if isinstance(obj, torch.Tensor):
+        return True
+    if obj.__class__ in (tuple, list):
+        return any(_holds_tensor(x) for x in obj)
+    if obj.__class__ is dict:
+        return any(_holds_tensor(x) for x in obj.values())
+    return False
 
 
 _factories = {torch.tensor: _tensor_factory, torch.as_tensor: _tensor_factory}
@@ -507,6 +521,8 @@ for _f in (torch.zeros, torch.ones, torch.full, torch.empty, torch.arange, torch
            torch.linspace, torch.rand, torch.randn, torch.randint, torch.randperm,
            torch.zeros_like, torch.ones_like, torch.full_like):
     _factories[_f] = _eager_constant
+_PURE_FACTORIES = {torch.tensor, torch.as_tensor, torch.zeros, torch.ones, torch.full,
+                   torch.arange, torch.eye, torch.linspace}
 
 
 from dynnet.lazy import LazyTensor, Node  # noqa: E402  (lazy.py imports this module)

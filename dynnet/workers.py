@@ -42,10 +42,10 @@ def can_fork():
     return "fork" in multiprocessing.get_all_start_methods()
 
 
-def run_batches(run_here, plan, batches, workers, warm=False):
+def run_batches(run_here, plan, examples, batches, workers, warm=False):
     """Yields `run_here(batch)` for each batch of `batches`, planning batches ahead in
     a worker process (`plan(batch, known) -> Plan`, see plans.plan_batch) when
-    `workers` is 1. `workers=0` runs every batch here. Unless `warm` (the function ran
+    `workers` is 1; `examples(batch)` are a batch's per-example argument tuples. `workers=0` runs every batch here. Unless `warm` (the function ran
     before, so its signatures likely exist), the first batch runs here."""
     if workers not in (0, 1):
         raise ValueError(f"workers must be 0 or 1, not {workers!r}")
@@ -73,7 +73,7 @@ def run_batches(run_here, plan, batches, workers, warm=False):
             if got.__class__ is Plan:
                 if got.grad_enabled == torch.is_grad_enabled():
                     try:
-                        results = execute_plan(got, worker.signatures)
+                        results = execute_plan(got, worker.signatures, examples(batches[i]))
                     except PlanMiss as e:
                         got = str(e)
                     else:
@@ -129,9 +129,9 @@ class _Worker:
             return "the worker process ended", False
 
     def close(self):
-        """Stops the worker without waiting for it: it exits once it reads the end of
-        the pipe (after the batch it is planning, if any); multiprocessing reaps it."""
+        """Stops the worker at once, without waiting (multiprocessing reaps it)."""
         self.conn.close()
+        self.process.terminate()
 
 
 def _serve(conn, plan, batches, known):

@@ -1,0 +1,251 @@
+"""`f.batches`: batches traced in a worker process, executed here from their plans.
+
+Every test checks results against running without a worker (or example by example),
+and that the worker actually planned the batches it should have (the profile's
+`planned_batches`), so a broken worker cannot hide behind the in-process fallback.
+"""
+
+import copy
+import multiprocessing
+import random
+import time
+
+import pytest
+import torch
+
+import dynnet
+from dynnet.models import NaryTreeLSTM, SequencePredictor
+from dynnet.workers import can_fork
+from tests.strategies import VOCAB, random_trees
+
+pytestmark = pytest.mark.skipif(not can_fork(), reason="workers need the fork start method")
+
+
+def tree_model(seed=0):
+    torch.manual_seed(seed)
+    return NaryTreeLSTM(VOCAB, embed_dim=8, hidden_dim=12)
+
+
+def tree_batches(n_batches, size=6, seed=1):
+    trees = random_trees(n_batches * size, max_depth=7, seed=seed)
+    return [trees[i:i + size] for i in range(0, len(trees), size)]
+
+
+def test_planned_batches_equal_batch_values_and_gradients():
+    model = tree_model()
+    batches = tree_batches(6)
+    with dynnet.profile() as profile:
+        got = list(model.loss.batches(batches))
+    # warm-up batch here, then every batch from a plan
+    assert profile.planned_batches == len(batches) - 1, profile.fallbacks
+    twin = copy.deepcopy(model)
+    want = [twin.loss.batch(b) for b in batches]
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+    sum(g.sum() for g in got).backward()
+    sum(w.sum() for w in want).backward()
+    for (name, p), q in zip(model.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+def test_planned_batches_equal_examples_one_by_one():
+    model = tree_model(3)
+    batches = tree_batches(4, size=5, seed=7)
+    with torch.no_grad():
+        model.predict.batch(batches[0])  # warm: the worker plans from the first batch on
+        with dynnet.profile() as profile:
+            got = list(model.predict.batches(batches))
+    assert profile.planned_batches == len(batches)
+    with dynnet.run_eagerly(), torch.no_grad():
+        for batch, logits in zip(batches, got):
+            want = torch.stack([model.predict(t) for t in batch])
+            torch.testing.assert_close(logits, want, atol=1e-5, rtol=1e-4)
+
+
+def test_training_sees_every_update():
+    """The worker traces with stale weights; the plans must compute with current ones."""
+    model = tree_model(5)
+    twin = copy.deepcopy(model)
+    batches = tree_batches(8, seed=11)
+    runs = []
+    for m, outputs in ((model, model.loss.batches(batches)),
+                       (twin, (twin.loss.batch(b) for b in batches))):
+        opt = torch.optim.Adam(m.parameters(), lr=0.05)
+        losses = []
+        with dynnet.profile() as profile:
+            for loss in outputs:
+                opt.zero_grad()
+                loss.mean().backward()
+                opt.step()
+                losses.append(loss.mean().item())
+        runs.append((losses, profile.planned_batches))
+    (got, planned), (want, _) = runs
+    assert planned == len(batches) - 1
+    assert got == pytest.approx(want, rel=1e-4, abs=1e-5)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
+
+
+def test_sequence_model_and_shared_kwargs():
+    torch.manual_seed(0)
+    model = SequencePredictor(VOCAB, embed_dim=8, hidden_dim=8, eos_id=0)
+    rng = random.Random(2)
+    # the first batch holds every length: later batches make no new signature
+    lengths = list(range(1, 9)) + [rng.randrange(1, 9) for _ in range(32)]
+    sentences = [[rng.randrange(1, VOCAB) for _ in range(n)] for n in lengths]
+    batches = [sentences[i:i + 8] for i in range(0, 40, 8)]
+    with dynnet.profile() as profile:
+        got = list(model.loss.batches(batches))
+    assert profile.planned_batches == len(batches) - 1, profile.fallbacks
+    for batch, loss in zip(batches, got):
+        torch.testing.assert_close(loss, model.loss.batch(batch))
+
+
+@dynnet.function
+def scaled_sum(x, scale=1.0):
+    if x.sum() > 0:  # a test on a lazy value: the example pauses
+        return x.sum() * scale
+    return -x.sum() * scale
+
+
+def test_a_batch_that_pauses_runs_here(capsys):
+    batches = [[torch.randn(3) for _ in range(4)] for _ in range(5)]
+    with dynnet.profile() as profile:
+        got = list(scaled_sum.batches(batches, scale=2.0))
+    for batch, out in zip(batches, got):
+        torch.testing.assert_close(out, torch.stack([x.sum().abs() * 2 for x in batch]))
+    assert profile.planned_batches == 0
+    assert any(line.startswith("worker: ") for line in profile.fallbacks)
+
+
+@dynnet.function
+def row_sums(x):
+    print("length", x.shape[0])
+    return torch.tanh(x).sum(0)
+
+
+def test_new_signatures_restart_the_worker_and_prints_arrive_in_order(capsys):
+    # the worker meets a new per-example shape (a new signature) at batch 2 and 4
+    dims = [3, 3, 5, 5, 7, 7, 7]
+    torch.manual_seed(0)
+    batches = [[torch.randn(d, 2) for _ in range(3)] for d in dims]
+    inputs = [[x.tolist() for x in batch] for batch in batches]  # plain data: plannable
+
+    @dynnet.function
+    def from_lists(rows):
+        return row_sums(torch.tensor(rows))
+
+    with dynnet.profile() as profile:
+        got = list(from_lists.batches(inputs))
+    for batch, out in zip(batches, got):
+        torch.testing.assert_close(out, torch.stack([torch.tanh(x).sum(0) for x in batch]))
+    # batches 0, 2 and 4 run here (a first batch, then new signatures); the others planned
+    assert profile.planned_batches == 4, profile.fallbacks
+    assert sum(profile.worker_misses.values()) == 2
+    printed = capsys.readouterr().out.split("\n")[:-1]
+    assert printed == [f"length {d}" for d in dims for _ in range(3)]
+
+
+def test_per_example_tensor_inputs_and_their_gradients():
+    batches = [[torch.randn(d, 4, requires_grad=True) for d in (2, 2, 3)] for _ in range(5)]
+    with dynnet.profile() as profile:
+        got = list(row_sums.batches(batches))
+    assert profile.planned_batches == len(batches) - 1, profile.fallbacks
+    want = [[torch.tanh(x).sum(0) for x in batch] for batch in batches]
+    for batch_out, batch_want in zip(got, want):  # per-example shapes differ: lists
+        for out, w in zip(batch_out, batch_want):
+            torch.testing.assert_close(out, w)
+    inputs = [x for batch in batches for x in batch]
+    grads = torch.autograd.grad(sum((o * o).sum() for b in got for o in b), inputs)
+    grads_want = torch.autograd.grad(sum((w * w).sum() for b in want for w in b), inputs)
+    for g, w in zip(grads, grads_want):
+        torch.testing.assert_close(g, w)
+
+
+@dynnet.function
+def with_noise(x):
+    return torch.tanh(x) + torch.randn(4)  # random numbers drawn while tracing
+
+
+def test_batches_the_worker_cannot_plan_run_here_and_the_worker_stops():
+    batches = [[torch.randn(4) for _ in range(3)] for _ in range(8)]
+    with dynnet.profile() as profile:
+        got = list(with_noise.batches(batches))
+    assert [out.shape for out in got] == [(3, 4)] * 8
+    assert profile.planned_batches == 0
+    (reason, count), = profile.worker_misses.items()
+    assert "a tensor computed while tracing, from random numbers" in reason
+    assert count == 3  # then the worker is stopped: no more batches are sent to it
+
+
+def test_grad_mode_changed_after_the_request():
+    model = tree_model(2)
+    batches = tree_batches(5, seed=4)
+    model.loss.batch(batches[0])
+    outputs = []
+    with dynnet.profile() as profile:
+        for i, loss in enumerate(model.loss.batches(batches)):
+            outputs.append(loss)
+            torch.set_grad_enabled(i < 1)  # batches 2.. were requested with grad on
+    torch.set_grad_enabled(True)
+    assert outputs[0].requires_grad and not outputs[3].requires_grad
+    assert "the batch was traced in another grad mode" in profile.worker_misses
+    for batch, loss in zip(batches, outputs):
+        torch.testing.assert_close(loss, model.loss.batch(batch).detach())
+
+
+def test_user_errors_are_raised_here_with_the_example():
+    @dynnet.function
+    def fails_on_big(x):
+        if len(x) > 3:
+            raise ValueError("too long")
+        return torch.tensor(x, dtype=torch.float32).sum()
+
+    batches = [[[1.0, 2.0]] * 2, [[1.0, 2.0]] * 2, [[1.0]] * 2 + [[1.0, 2.0, 3.0, 4.0]]]
+    gen = fails_on_big.batches(batches)
+    assert next(gen).tolist() == [3.0, 3.0]
+    assert next(gen).tolist() == [3.0, 3.0]
+    with pytest.raises(ValueError, match="too long") as info:
+        next(gen)
+    assert any("example 2" in note for note in info.value.__notes__)
+
+
+def test_leaving_the_loop_early_stops_the_worker():
+    model = tree_model()
+    model.loss.batch(tree_batches(1)[0])
+    before = set(multiprocessing.active_children())
+    gen = model.loss.batches(tree_batches(6))
+    next(gen)
+    started = set(multiprocessing.active_children()) - before
+    assert len(started) == 1
+    gen.close()
+    worker = started.pop()
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+
+
+def test_without_workers_and_bad_arguments():
+    model = tree_model()
+    batches = tree_batches(3)
+    with dynnet.profile() as profile:
+        got = list(model.loss.batches(iter(batches), workers=0))
+    assert profile.planned_batches == 0 and not profile.worker_misses
+    for batch, loss in zip(batches, got):
+        torch.testing.assert_close(loss, model.loss.batch(batch))
+    with pytest.raises(ValueError, match="workers must be 0 or 1"):
+        next(model.loss.batches(batches, workers=4))
+    with dynnet.run_eagerly():
+        eager = list(model.loss.batches(batches))
+    torch.testing.assert_close(eager[1], got[1])
+
+
+def test_the_worker_overlaps_with_work_here():
+    """Between two batches the caller's own work runs while the worker traces: with a
+    slow step here, the worker has every later plan ready in time."""
+    model = tree_model()
+    batches = tree_batches(4)
+    model.loss.batch(batches[0])
+    with dynnet.profile() as profile:
+        for loss in model.loss.batches(batches):
+            time.sleep(0.05)
+    assert profile.planned_batches == len(batches)
