@@ -63,7 +63,7 @@ def _run_op(sig, nodes):
     else:  # one column of input lazies per slot
         slots = gather_columns(list(zip(*[n.inputs for n in nodes])))
     if sig.kind == "numbers":  # each node's own signature holds its number
-        payloads = [n.sig for n in nodes]
+        payloads = [sig.fn.number_of(n.sig) for n in nodes]
     elif sig.kind == "segment" or sig.kind == "loop":
         payloads = [n.payload for n in nodes]
     else:
@@ -82,7 +82,7 @@ def _run_op(sig, nodes):
 
 def call_batched(sig, slots, B, payloads):
     """The flat output tensors of signature `sig`'s batched call on the stacked input
-    `slots` of `B` rows; `payloads` are the rows' data (segments, loops) or signatures
+    `slots` of `B` rows; `payloads` are the rows' data (segments, loops) or numbers
     (a group of per-example numbers)."""
     from dynnet.backends.rules import BatchedCall
 

@@ -29,10 +29,13 @@ class NumberColumn:
         self.fn = fn
         self.position = position  # where the number stands among the two arguments
 
-    def run_batched(self, slots, size, sigs):
-        """`slots[0]` stacked; `sigs[i]` is row i's own signature, holding its number."""
+    def number_of(self, sig):
+        """The number in `sig`, a signature of this column's family (its own op)."""
+        return sig.template[0][self.position]
+
+    def run_batched(self, slots, size, numbers):
+        """`slots[0]` stacked; `numbers[i]` is row i's number."""
         x = slots[0]
-        numbers = [s.template[0][self.position] for s in sigs]
         dtype = torch.result_type(torch.empty((), dtype=x.dtype), numbers[0])
         column = torch.tensor(numbers, dtype=dtype, device=x.device)
         column = column.reshape(size, *([1] * (x.dim() - 1)))
@@ -73,6 +76,14 @@ def merge(level):
         else:
             out.setdefault(_joined_signature(key, sig), []).extend(nodes)
     return out
+
+
+def known_joined(sig, known):
+    """The joined signature of `sig`'s family when it has a serial below `known` (it
+    existed when a worker was forked, see dynnet/plans.py), else None."""
+    key = relaxed_key(sig)
+    joined = _joined.get(key) if key is not None else None
+    return joined if joined is not None and joined.serial < known else None
 
 
 def _joined_signature(key, example):

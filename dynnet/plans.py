@@ -23,10 +23,11 @@ from array import array
 import torch
 
 from dynnet import tracing
-from dynnet.backends import arena
+from dynnet.backends import arena, numbers
 from dynnet.backends.executor import GroupResult, call_batched, wrong_output
 from dynnet.backends.gather import data_tensor, index_tensor
 from dynnet.lazy import LazyTensor, Node
+from dynnet.segments import DataColumns
 from dynnet.runtime import Trace, _Example, _profiles, _step, lift_inputs, tensor_leaves
 
 tracing.register_internal_file(__file__)
@@ -44,8 +45,9 @@ class Plan:
       grad_enabled: the grad mode the batch was traced in.
       shapes: per arena `(shape, dtype, device)`.
       groups: per group `(serial, rows, payloads, reads, place)`: the signature's
-        serial, its row count, the rows' payloads (None, data, or signature serials of
-        a group of per-example numbers), how to read its input slots (see `_reads`),
+        serial, its row count, the rows' payloads (None; data; the numbers of a
+        group of per-example numbers; the stacked values of a pure factory such as
+        `torch.zeros(n)`, or where each example's input tensor is), how to read its input slots (see `_reads`),
         and where its outputs go in the arenas (see `arena.layout`).
       results: per example its result, with `_Out` in place of lazy values.
       printed: per example index, the text it printed.
@@ -125,9 +127,15 @@ def plan_batch(make_generator, per_example_args, known, strategy=None):
             node.group = g  # the worker's nodes are never executed: a group number
             node.row = row
     sizes = [len(nodes) for _, nodes in groups]
-    plan.groups = [(_serial(sig, known), len(nodes), _payloads(sig, nodes, known, inputs),
-                    _reads(sig, nodes, sizes, places), places[g])
-                   for g, (sig, nodes) in enumerate(groups)]
+    plan.groups = []
+    for g, (sig, nodes) in enumerate(groups):
+        joined = numbers.known_joined(sig, known) if sig.serial >= known else None
+        if joined is not None:  # an op with a number new to the executing process
+            entry = (joined.serial, [joined.fn.number_of(n.sig) for n in nodes])
+        else:
+            entry = (_serial(sig, known), _payloads(sig, nodes, known, inputs))
+        plan.groups.append((entry[0], len(nodes), entry[1], _reads(sig, nodes, sizes, places),
+                            places[g]))
     plan.results = [_encode(ex.result) for ex in examples]
     plan.printed = {}
     for index, items in trace.outputs.items():
@@ -149,21 +157,34 @@ def _payloads(sig, nodes, known, inputs):
     if kind == "op":
         return None
     if kind == "numbers":
-        return [_serial(n.sig, known) for n in nodes]
+        return [sig.fn.number_of(n.sig) for n in nodes]
     if kind == "segment" or kind == "loop" or kind == "const":
         payloads = [n.payload for n in nodes]
         if not all(_plain(p) for p in payloads):
             raise PlanMiss(f"{sig.name}: per-example data that is not plain Python")
+        if kind == "segment" and payloads and payloads[0]:
+            return DataColumns([_column(c) for c in zip(*payloads)])
         return payloads
-    if kind == "stack":  # an example's input tensor: where it is; a pure factory's value
+    if kind == "stack":
+        if sig.fn is not None:  # values of a pure factory (torch.zeros(n)): stacked
+            return torch.stack([n.payload for n in nodes])
         payloads = [inputs.get(id(n)) for n in nodes]
-        if sig.fn is not None:
-            return [n.payload if p is None else p for n, p in zip(nodes, payloads)]
-        if all(p is not None for p in payloads):
+        if all(p is not None for p in payloads):  # the examples' input tensors: where
             return payloads
     raise PlanMiss("a tensor computed while tracing, from random numbers or from other "
                    "tensors (weights, say), which the worker holds as they were when it "
                    "started")
+
+
+def _column(values):
+    """One data input of every row: an int64 or float64 array when it can be one."""
+    cls = values[0].__class__
+    if (cls is int or cls is float) and all(v.__class__ is cls for v in values):
+        try:
+            return array("q" if cls is int else "d", values)
+        except OverflowError:  # an int beyond int64: torch.tensor says what is wrong
+            pass
+    return list(values)
 
 
 _PLAIN = (int, float, bool, str, type(None))
@@ -297,11 +318,9 @@ def execute_plan(plan, signatures, examples):
             if kind == "const":
                 leaves = [data_tensor(payloads, sig.out_avals[0])]
             elif kind == "stack":
-                leaves = [torch.stack([_input(examples, p) if p.__class__ is tuple else p
-                                       for p in payloads])]
+                leaves = [payloads if payloads.__class__ is torch.Tensor else
+                          torch.stack([_input(examples, p) for p in payloads])]
             else:
-                if kind == "numbers":
-                    payloads = [signatures[s] for s in payloads]
                 try:
                     if sig.grad_enabled or not grad_enabled:
                         leaves = call_batched(sig, slots, rows, payloads)

@@ -61,6 +61,32 @@ def _compile(signature, lines, names):
     return names[signature.split("(")[0]]
 
 
+class DataColumns:
+    """A group's data inputs by position rather than by row (dynnet/plans.py sends them
+    so): `columns[k]` holds every row's data input k, as an `array` of int64 ('q') or
+    float64 ('d') when they are all ints or all floats, else as a list."""
+
+    __slots__ = ("columns",)
+
+    def __init__(self, columns):
+        self.columns = columns
+
+    def column(self, k, aval):
+        """Data input k of every row as one tensor of `aval`'s dtype and device."""
+        values = self.columns[k]
+        if values.__class__ is list:
+            return torch.tensor(values, dtype=aval.dtype, device=aval.device)
+        dtype = torch.int64 if values.typecode == "q" else torch.float64
+        out = torch.frombuffer(values, dtype=dtype) if len(values) else torch.empty(0, dtype=dtype)
+        return out.to(device=aval.device, dtype=aval.dtype)
+
+    def __getstate__(self):
+        return self.columns
+
+    def __setstate__(self, columns):
+        self.columns = columns
+
+
 class SegmentTemplate:
     """The ops one segment records, replayable on a stacked batch.
 
@@ -209,7 +235,9 @@ class SegmentTemplate:
                     leaves = []
                     flatten_outputs(out, leaves)
             elif payload.__class__ is _DataRef:  # per-example scalars
-                leaves = [data_tensor([d[payload.k] for d in data], payload.aval)]
+                leaves = [data.column(payload.k, payload.aval)
+                          if data.__class__ is DataColumns else
+                          data_tensor([d[payload.k] for d in data], payload.aval)]
             else:  # a constant with static arguments: the same value for every row
                 leaves = [payload.expand(size, *payload.shape)]
             values.append(leaves)

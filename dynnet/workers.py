@@ -36,6 +36,10 @@ tracing.register_internal_file(__file__)
 AHEAD = 2  # batches requested from the worker beyond the one about to run
 _MAX_RESTARTS = 8  # worker restarts for new signatures, per run_batches call
 _MAX_MISSES = 3  # batches in a row the worker could not plan before it is stopped
+# A batch whose plan has not arrived when it is due runs here at once (its plan is
+# dropped): this process never waits for the worker, which starts cold after the fork.
+# Off, it waits (tests do, for exact counts of planned batches).
+STEAL = True
 
 
 def can_fork():
@@ -69,6 +73,9 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False):
             while requested < len(batches) and requested <= i + AHEAD:
                 worker.request(requested, torch.is_grad_enabled())
                 requested += 1
+            if STEAL and not worker.ready(i):  # trace it here rather than wait
+                yield run_here(batches[i])
+                continue
             got, new_signature = worker.receive(i)
             if got.__class__ is Plan:
                 if got.grad_enabled == torch.is_grad_enabled():
@@ -118,6 +125,16 @@ class _Worker:
     def request(self, index, grad_enabled):
         self.conn.send((index, grad_enabled))
         self.requested.append(index)
+
+    def ready(self, index):
+        """Whether the reply for batch `index` has arrived; replies to earlier requests
+        (batches that ran here while their plans were on the way) are dropped."""
+        requested = self.requested
+        while requested and requested[0] < index:
+            if not self.conn.poll():
+                return False
+            self.receive(requested[0])
+        return bool(requested) and requested[0] == index and self.conn.poll()
 
     def receive(self, index):
         """`(plan or the reason there is none, whether the reason is a new signature)`

@@ -1,0 +1,151 @@
+"""Whole epochs, wall clock: dynnet with a worker process against hand-batched PyTorch.
+
+    python -m benchmarks.pipelined [--trees N] [--sentences N] [--batch-sizes 64 256]
+                                   [--repeats K] [--threads T] [--only tree seq]
+
+`f.batches(batches)` traces the next batches in a forked worker process while this
+process computes (dynnet/workers.py), so its cost shows in wall time only: the
+per-variant CPU clock of `benchmarks.run --clock process` would not count the worker.
+Each variant starts from the same weights and takes one warm-up step on the first
+batch; then, per repeat and in a rotating order, every variant runs one training epoch
+(zero grads, forward, backward, Adam step per batch) and one inference epoch over all
+examples. Figures are medians over the repeats, in examples per second.
+
+Variants: the hand-batched baselines of `benchmarks.run` (tree-LSTM: level-wise with
+autograd and with a hand-written backward; LM: `nn.LSTM` on a `PackedSequence`), dynnet
+one batch at a time (`f.batch`), and dynnet over the epoch with a worker
+(`f.batches(batches)`). The machine's load average is printed before and after: wall
+time on a shared machine moves with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import time
+
+import torch
+
+from benchmarks import common, sequence_lm, tree_lstm
+
+LABELS = {"batched": "hand-batched autograd", "manual": "hand-written backward",
+          "dynnet": "dynnet f.batch", "workers": "dynnet f.batches (worker)"}
+
+
+def _epochs(bench, name, variant, dynnet_functions):
+    """`(module, train_epoch, infer_epoch)` for one variant of `bench`."""
+    module = variant.build(bench.start)
+    optimizer = bench.make_optimizer(module)
+
+    if name == "workers":
+        loss_fn, infer_fn = (f(module) for f in dynnet_functions)
+
+        def train(batches):
+            for loss in loss_fn.batches(batches):
+                optimizer.zero_grad(set_to_none=True)
+                loss.mean().backward()
+                optimizer.step()
+
+        def infer(batches):
+            with torch.no_grad():
+                for _ in infer_fn.batches(batches):
+                    pass
+    else:
+        def train(batches):
+            for batch in batches:
+                common.train_step(variant, module, optimizer, batch)
+
+        def infer(batches):
+            for batch in batches:
+                variant.infer(module, batch)
+
+    return module, train, infer
+
+
+def measure(bench, dynnet_functions, batch_size, repeats):
+    import dynnet
+
+    batches = common.batches(bench.examples, batch_size)
+    names = [n for n in ("batched", "manual", "dynnet") if n in bench.variants
+             and not isinstance(bench.variants[n], str)]
+    variants = {n: bench.variants[n] for n in names}
+    variants["workers"] = bench.variants["dynnet"]
+    names.append("workers")
+    runs = {}
+    for name in names:
+        module, train, infer = _epochs(bench, name, variants[name], dynnet_functions)
+        train(batches[:1])  # warm-up: one step; dynnet creates its signatures here
+        infer(batches[:1])
+        runs[name] = (train, infer)
+    times = {n: ([], []) for n in names}
+    planned = {}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            train, infer = runs[name]
+            with dynnet.profile() as profile:
+                for k, epoch in enumerate((train, infer)):
+                    start = time.perf_counter()
+                    epoch(batches)
+                    times[name][k].append(time.perf_counter() - start)
+            if name == "workers":
+                planned[name] = (profile.planned_batches, profile.batches,
+                                 dict(profile.worker_misses))
+    n = len(bench.examples)
+    return {name: tuple(n / common.median(t) for t in times[name]) for name in names}, planned
+
+
+def _ratio(a, b):
+    return f"{a[0] / b[0]:.2f} / {a[1] / b[1]:.2f}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trees", type=int, default=2048)
+    parser.add_argument("--sentences", type=int, default=512)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", nargs="+", choices=["tree", "seq"], default=["tree", "seq"])
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from benchmarks import dynnet_models
+
+    load_before = os.getloadavg()
+    device = torch.device("cpu")
+    benches = []
+    if "tree" in args.only:
+        benches.append((tree_lstm.benchmark(args.trees, args.batch_sizes, device),
+                        (lambda m: m.root_loss, lambda m: m.root_logits)))
+    if "seq" in args.only:
+        benches.append((sequence_lm.benchmark(args.sentences, args.batch_sizes, device),
+                        (lambda m: m.sentence_loss, lambda m: m.sentence_loss)))
+    del dynnet_models  # imported for its side effect: the dynnet variants exist
+    print(f"CPU {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} torch threads, "
+          f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, wall clock, "
+          f"{args.repeats} repeats\n")
+    print("| benchmark | variant | batch | train ex/s | infer ex/s | vs hand-batched "
+          "| vs hand-bwd | worker plans |")
+    print("|---|---|---|---|---|---|---|---|")
+    for bench, functions in benches:
+        for size in args.batch_sizes:
+            rates, planned = measure(bench, functions, size, args.repeats)
+            for name, rate in rates.items():
+                vs_manual = _ratio(rate, rates["manual"]) if "manual" in rates else "-"
+                plans = "-"
+                if name in planned:
+                    done, total, misses = planned[name]
+                    plans = f"{done}/{total}" + (f" (misses: {misses})" if misses else "")
+                print(f"| {bench.name} | {LABELS[name]} | {size} | {rate[0]:.0f} | "
+                      f"{rate[1]:.0f} | {_ratio(rate, rates['batched'])} | {vs_manual} "
+                      f"| {plans} |", flush=True)
+    load_after = os.getloadavg()
+    print(f"\nload average (1, 5, 15 min): before {load_before[0]:.2f} {load_before[1]:.2f} "
+          f"{load_before[2]:.2f}, after {load_after[0]:.2f} {load_after[1]:.2f} "
+          f"{load_after[2]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
