@@ -1,6 +1,7 @@
 """The user-facing API: `function`, `to_code`, `run_eagerly`."""
 
 import functools
+import weakref
 
 from dynnet import config, tracing
 from dynnet.converter import converted_function
@@ -21,6 +22,7 @@ class DynFunction:
         self.schedule = schedule
         self._converted = None
         self._ran = False  # whether a batch ran (so its signatures likely exist)
+        self._ran_on = weakref.WeakSet()  # objects a method's batches ran on
         functools.update_wrapper(self, fn)
 
     def __set_name__(self, owner, name):
@@ -71,24 +73,53 @@ class DynFunction:
         side effects other than print happen in the worker). `workers=0` runs each
         batch here, as `.batch` does.
         """
-        return self._batches(batches, workers, shared_kwargs, lambda x: (x,))
+        return self._batches(batches, workers, shared_kwargs, None)
 
-    def _batches(self, batches, workers, kwargs, example):
+    def _batches(self, batches, workers, kwargs, obj):
+        """`batches`, of a method when `obj` is not None (bound to `obj`)."""
+        if obj is None:
+            warm = self._ran
+
+            def example(x):
+                return (x,)
+        else:
+            warm = self._ran_on_object(obj)
+
+            def example(x):
+                return (obj, x)
+
         def examples(batch):
             return [example(x) for x in batch]
 
         def run_here(batch):
-            return self.batch(*zip(*examples(batch)), **kwargs)
+            out = self.batch(*zip(*examples(batch)), **kwargs)
+            if obj is not None:
+                self._mark_ran_on(obj)
+            return out
 
         def plan(batch, known):
             return plan_batch(self._make(kwargs), examples(batch), known, self.schedule)
 
-        return run_batches(run_here, plan, examples, batches, workers, warm=self._ran)
+        return run_batches(run_here, plan, examples, batches, workers, warm=warm)
 
     def _run(self, examples, kwargs):
         results, _ = run_batch(self._make(kwargs), examples, self.schedule)
         self._ran = True
         return results
+
+    def _mark_ran_on(self, obj):
+        try:
+            self._ran_on.add(obj)
+        except TypeError:  # not weakly referenceable
+            pass
+
+    def _ran_on_object(self, obj):
+        """Whether a batch of this method ran on `obj` (its segments key on `obj`'s
+        modules, so another object makes new signatures)."""
+        try:
+            return obj in self._ran_on
+        except TypeError:  # not weakly referenceable
+            return False
 
     def _make(self, kwargs):
         """`make(args)`: the generator of one example's call."""
@@ -124,12 +155,13 @@ class BoundDynFunction:
 
     def batch(self, *per_example_args, **shared_kwargs):
         n = _batch_size(per_example_args)
-        return self.function.batch([self.obj] * n, *per_example_args, **shared_kwargs)
+        out = self.function.batch([self.obj] * n, *per_example_args, **shared_kwargs)
+        self.function._mark_ran_on(self.obj)
+        return out
 
     def batches(self, batches, *, workers=1, **shared_kwargs):
         """`DynFunction.batches` with this object as the first argument."""
-        obj = self.obj
-        return self.function._batches(batches, workers, shared_kwargs, lambda x: (obj, x))
+        return self.function._batches(batches, workers, shared_kwargs, self.obj)
 
     @property
     def __wrapped__(self):

@@ -22,6 +22,7 @@ that should run with `workers=0`.
 import collections.abc
 import multiprocessing
 import pickle
+import sys
 from collections import deque
 
 import torch
@@ -36,21 +37,19 @@ tracing.register_internal_file(__file__)
 AHEAD = 2  # batches requested from the worker beyond the one about to run
 _MAX_RESTARTS = 8  # worker restarts for new signatures, per run_batches call
 _MAX_MISSES = 3  # batches in a row the worker could not plan before it is stopped
-# A batch whose plan has not arrived when it is due runs here at once (its plan is
-# dropped): this process never waits for the worker, which starts cold after the fork.
-# Off, it waits (tests do, for exact counts of planned batches).
-STEAL = True
 
 
 def can_fork():
-    return "fork" in multiprocessing.get_all_start_methods()
+    """Workers are forked, and used on Linux only (elsewhere fork is unsafe or absent)."""
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
 def run_batches(run_here, plan, examples, batches, workers, warm=False):
     """Yields `run_here(batch)` for each batch of `batches`, planning batches ahead in
     a worker process (`plan(batch, known) -> Plan`, see plans.plan_batch) when
-    `workers` is 1; `examples(batch)` are a batch's per-example argument tuples. `workers=0` runs every batch here. Unless `warm` (the function ran
-    before, so its signatures likely exist), the first batch runs here."""
+    `workers` is 1; `examples(batch)` are a batch's per-example argument tuples.
+    `workers=0` runs every batch here. `warm`: the function ran before, so its
+    signatures likely exist already."""
     if workers not in (0, 1):
         raise ValueError(f"workers must be 0 or 1, not {workers!r}")
     if not isinstance(batches, collections.abc.Sequence):
@@ -59,23 +58,23 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False):
         for batch in batches:
             yield run_here(batch)
         return
-    first = 0
-    if not warm:
-        yield run_here(batches[0])  # creates the signatures that the worker's plans name
-        first = 1
-    worker, restarts, misses = _Worker(plan, batches), 0, 0
+    # The first batch runs here, while a freshly forked worker warms up (its first plan
+    # takes several times longer than the next ones). Forked before the first batch
+    # when the function ran before (its signatures exist), else after it.
+    worker = _Worker(plan, batches) if warm else None
+    requested = 1
     try:
-        requested = first
-        for i in range(first, len(batches)):
+        if worker is not None:
+            requested = worker.request_until(requested, 1 + AHEAD, batches)
+        yield run_here(batches[0])
+        if worker is None:
+            worker = _Worker(plan, batches)
+        restarts, misses = 0, 0
+        for i in range(1, len(batches)):
             if worker is None:
                 yield run_here(batches[i])
                 continue
-            while requested < len(batches) and requested <= i + AHEAD:
-                worker.request(requested, torch.is_grad_enabled())
-                requested += 1
-            if STEAL and not worker.ready(i):  # trace it here rather than wait
-                yield run_here(batches[i])
-                continue
+            requested = worker.request_until(requested, i + AHEAD, batches)
             got, new_signature = worker.receive(i)
             if got.__class__ is Plan:
                 if got.grad_enabled == torch.is_grad_enabled():
@@ -122,19 +121,14 @@ class _Worker:
         child.close()
         self.requested = deque()
 
-    def request(self, index, grad_enabled):
-        self.conn.send((index, grad_enabled))
-        self.requested.append(index)
-
-    def ready(self, index):
-        """Whether the reply for batch `index` has arrived; replies to earlier requests
-        (batches that ran here while their plans were on the way) are dropped."""
-        requested = self.requested
-        while requested and requested[0] < index:
-            if not self.conn.poll():
-                return False
-            self.receive(requested[0])
-        return bool(requested) and requested[0] == index and self.conn.poll()
+    def request_until(self, start, last, batches):
+        """Requests batches `start` to `last` (within `batches`) in the current grad
+        mode; returns the next batch to request."""
+        grad_enabled = torch.is_grad_enabled()
+        for index in range(start, min(last + 1, len(batches))):
+            self.conn.send((index, grad_enabled))
+            self.requested.append(index)
+        return max(start, min(last + 1, len(batches)))
 
     def receive(self, index):
         """`(plan or the reason there is none, whether the reason is a new signature)`

@@ -15,18 +15,11 @@ import torch
 
 import dynnet
 from dynnet.models import NaryTreeLSTM, SequencePredictor
-from dynnet import workers
 from dynnet.workers import can_fork
 from tests.strategies import VOCAB, random_trees
 
 pytestmark = pytest.mark.skipif(not can_fork(), reason="workers need the fork start method")
 
-
-@pytest.fixture(autouse=True)
-def wait_for_plans(monkeypatch):
-    """Batches wait for their plans, so that the counts of planned batches are exact
-    (`test_batches_run_here_while_plans_are_late` covers the default)."""
-    monkeypatch.setattr(workers, "STEAL", False)
 
 
 def tree_model(seed=0):
@@ -60,10 +53,10 @@ def test_planned_batches_equal_examples_one_by_one():
     model = tree_model(3)
     batches = tree_batches(4, size=5, seed=7)
     with torch.no_grad():
-        model.predict.batch(batches[0])  # warm: the worker plans from the first batch on
+        model.predict.batch(batches[0])  # warm: the worker is forked at once
         with dynnet.profile() as profile:
             got = list(model.predict.batches(batches))
-    assert profile.planned_batches == len(batches)
+    assert profile.planned_batches == len(batches) - 1
     with dynnet.run_eagerly(), torch.no_grad():
         for batch, logits in zip(batches, got):
             want = torch.stack([model.predict(t) for t in batch])
@@ -256,30 +249,5 @@ def test_the_worker_overlaps_with_work_here():
     with dynnet.profile() as profile:
         for loss in model.loss.batches(batches):
             time.sleep(0.05)
-    assert profile.planned_batches == len(batches)
+    assert profile.planned_batches == len(batches) - 1
 
-
-def test_batches_run_here_while_plans_are_late(monkeypatch):
-    """By default a batch whose plan has not arrived runs here; the late plan is
-    dropped, and later plans still line up with their batches."""
-    monkeypatch.setattr(workers, "STEAL", True)
-    model = tree_model(4)
-    batches = tree_batches(10, seed=5)
-    model.loss.batch(batches[0])
-    ready = workers._Worker.ready
-    late = {0, 1, 4}  # plans of these batches come too late
-
-    def slow_ready(self, index):  # the others arrive in time (waits for them)
-        if index in late:
-            return False
-        while not ready(self, index):
-            time.sleep(0.001)
-        return True
-
-    monkeypatch.setattr(workers._Worker, "ready", slow_ready)
-    with dynnet.profile() as profile:
-        got = list(model.loss.batches(batches))
-    assert profile.planned_batches == len(batches) - len(late)
-    assert not profile.worker_misses
-    for batch, loss in zip(batches, got):
-        torch.testing.assert_close(loss, model.loss.batch(batch))
