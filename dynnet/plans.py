@@ -310,6 +310,8 @@ def execute_plan(plan, signatures, examples):
         arenas, gradients, placements = (), None, [None] * len(plan.groups)
     outputs = []  # per group, its output tensors
     grad_enabled = torch.is_grad_enabled()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # as while tracing: nothing cyclic is made here
     try:
         for sig, (_, rows, payloads, reads, _), placement in zip(sigs, plan.groups,
                                                                 placements):
@@ -335,6 +337,8 @@ def execute_plan(plan, signatures, examples):
                 arena.store(placement, leaves)
             outputs.append(leaves)
     finally:
+        if gc_was_enabled:
+            gc.enable()
         if gradients is not None:
             gradients.token = None  # the round is over (see arena.release)
     results = [GroupResult(out) for out in outputs]

@@ -21,6 +21,9 @@ EXPECTED = {
                                    "weighted_data: 32 nodes in 2 groups"],
     "05_gpu_and_multiprocess.py": ["device cpu", "2 processes",
                                    "parameters equal one process on the whole batches: True"],
+    "06_worker_process.py": ["7 of 8 batches from the worker's plans",
+                             "same parameters after the epoch: True",
+                             "clipped_norm: 0 planned; worker: an example paused for a value"],
 }
 
 
