@@ -92,6 +92,10 @@ def build_parser():
     train.add_argument("--threads", type=_positive_int, default=1, metavar="T",
                        help="torch CPU threads per process; dynamic batches are many small "
                             "ops, where extra threads mostly contend (default: 1)")
+    train.add_argument("--workers", type=int, choices=(0, 1), default=0, metavar="W",
+                       help="1: trace the next batches in a worker process while this one "
+                            "trains (one process, Linux; see tutorials/06); 0: no worker "
+                            "(default: 0)")
     train.add_argument("--out", metavar="DIR",
                        help="output directory (default: runs/MODEL)")
     again = train.add_mutually_exclusive_group()
@@ -427,7 +431,8 @@ def train(args):
     trainer = Trainer(model, _task(kind), splits["train"], dev=splits.get("dev"),
                       epochs=args.epochs, batch_size=settings["batch_size"],
                       lr=settings["lr"], seed=settings["seed"], out_dir=out, device=device,
-                      progress=False if args.no_progress else None, log=say)
+                      progress=False if args.no_progress else None, log=say,
+                      workers=args.workers)
     trainer.fit(resume=args.resume)
     if splits.get("test") and rank == 0:
         metrics = trainer.evaluate(splits["test"])

@@ -82,6 +82,11 @@ class TreeTask:
     def losses(self, model, trees):
         return model.loss.batch(trees)
 
+    def losses_of_batches(self, model, batches, workers):
+        """``losses`` of each batch in turn, traced ahead in a worker process when
+        ``workers`` is 1 (see ``f.batches``)."""
+        return model.loss.batches(batches, workers=workers)
+
     @torch.no_grad()
     def evaluate(self, model, trees, batch_size=256):
         correct = 0
@@ -103,6 +108,9 @@ class SequenceTask:
 
     def losses(self, model, sentences):
         return model.loss.batch(sentences)
+
+    def losses_of_batches(self, model, batches, workers):
+        return model.loss.batches(batches, workers=workers)
 
     @torch.no_grad()
     def evaluate(self, model, sentences, batch_size=256):
@@ -301,10 +309,13 @@ class Trainer:
             False, or None for one only when stderr is a terminal.
         log: ``str -> None`` for the one-line epoch summaries; None for silence.
         settings: JSON-serialisable extra state saved in checkpoints.
+        workers: 1 to trace the next batches in a worker process while this one trains
+            (``f.batches``; one process, tasks with ``losses_of_batches``), else 0.
     """
 
     def __init__(self, model, task, train, *, dev=None, epochs=5, batch_size=32, lr=1e-3,
-                 seed=0, out_dir=None, device="cpu", progress=True, log=print, settings=None):
+                 seed=0, out_dir=None, device="cpu", progress=True, log=print, settings=None,
+                 workers=0):
         if not train:
             raise ValueError("no training examples")
         if batch_size < 1 or epochs < 0:
@@ -322,6 +333,7 @@ class Trainer:
         self.progress = progress
         self.log = log
         self.settings = settings or {}
+        self.workers = workers
         self.rank, self.world = _world()
         self.epoch = 0  # epochs completed
         self.sampler = BucketBatchSampler([task.length(x) for x in self.train], batch_size,
@@ -365,6 +377,21 @@ class Trainer:
             return float(value) / self.world
         return float(value)
 
+    def _steps(self, batches):
+        """The mean loss of an optimizer step on each batch of indices in turn."""
+        examples = [[self.train[i] for i in indices] for indices in batches]
+        planned = getattr(self.task, "losses_of_batches", None)
+        if not self.workers or self.world > 1 or planned is None:
+            for batch in examples:
+                yield self.step(batch)
+            return
+        for batch, losses in zip(examples, planned(self.model, examples, self.workers)):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = losses.sum() / len(batch)
+            loss.backward()
+            self.optimizer.step()
+            yield float(loss.detach())
+
     def train_epoch(self):
         """Runs one epoch; returns ``{"loss", "examples_per_s", "seconds"}``."""
         self.model.train()
@@ -379,8 +406,7 @@ class Trainer:
                        mininterval=0.5, disable=None if self.progress is None else False)
         total, seen, start = 0.0, 0, time.perf_counter()
         try:
-            for indices in batches:
-                loss = self.step([self.train[i] for i in indices])
+            for indices, loss in zip(batches, self._steps(batches)):
                 total += loss * len(indices)
                 seen += len(indices)
                 if bar is not None:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import dynnet
 from dynnet import cli
 from dynnet.cli import main
 
@@ -127,6 +128,24 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
     la, lb = _metrics(straight), _metrics(resumed)
     assert [r["epoch"] for r in lb] == [1, 2, 2]  # the epoch-1 test line was dropped
     assert la[1]["loss"] == lb[1]["loss"] and la[1]["dev"] == lb[1]["dev"]
+
+
+@pytest.mark.parametrize("model", ["tree-lstm", "lm"])
+def test_a_worker_process_gives_the_same_training(tmp_path, model):
+    """`--workers 1` traces batches in a worker: same weights, dropout included."""
+    extra = ["--model-args", '{"embed_dim": 8, "hidden_dim": 8, "dropout": 0.3}',
+             "--epochs", "2", "--seed", "5"]
+    with_worker, without = tmp_path / "with", tmp_path / "without"
+    with dynnet.profile() as profile:
+        assert _train(with_worker, "--workers", "1", *extra, model=model) == 0
+    assert profile.planned_batches > 0, profile.fallbacks
+    assert _train(without, *extra, model=model) == 0
+    a = load_file(str(with_worker / "checkpoint" / "weights.safetensors"))
+    b = load_file(str(without / "checkpoint" / "weights.safetensors"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], msg=key)
+    assert [r["loss"] for r in _metrics(with_worker)[:2]] == pytest.approx(
+        [r["loss"] for r in _metrics(without)[:2]], rel=1e-5)
 
 
 @pytest.mark.parametrize("model", ["child-sum-tree-lstm", "recursive-nn"])
