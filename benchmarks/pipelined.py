@@ -80,7 +80,7 @@ def measure(bench, dynnet_functions, batch_size, repeats):
         infer(batches[:1])
         runs[name] = (train, infer)
     times = {n: ([], []) for n in names}
-    planned = {}
+    planned, per_node = {}, {}
     for r in range(repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:
             train, infer = runs[name]
@@ -92,8 +92,20 @@ def measure(bench, dynnet_functions, batch_size, repeats):
             if name == "workers":
                 planned[name] = (profile.planned_batches, profile.batches,
                                  dict(profile.worker_misses))
+            if name in ("dynnet", "workers"):
+                per_node[name] = _python_per_node(profile)
     n = len(bench.examples)
-    return {name: tuple(n / common.median(t) for t in times[name]) for name in names}, planned
+    rates = {name: tuple(n / common.median(t) for t in times[name]) for name in names}
+    return rates, planned, per_node
+
+
+def _python_per_node(profile):
+    """Microseconds per recorded node spent in this process outside group execution
+    (running the user's code, recording, scheduling): all of it with `f.batch`, only
+    what batches traced here cost with a worker."""
+    nodes = max(profile.nodes, 1)
+    return (1e6 * (profile.trace_seconds + profile.schedule_seconds) / nodes,
+            1e6 * profile.execute_seconds / nodes)
 
 
 def _ratio(a, b):
@@ -129,9 +141,14 @@ def main(argv=None):
     print("| benchmark | variant | batch | train ex/s | infer ex/s | vs hand-batched "
           "| vs hand-bwd | worker plans |")
     print("|---|---|---|---|---|---|---|---|")
+    notes = []
     for bench, functions in benches:
         for size in args.batch_sizes:
-            rates, planned = measure(bench, functions, size, args.repeats)
+            rates, planned, per_node = measure(bench, functions, size, args.repeats)
+            notes.extend(f"{bench.name} batch {size}, {LABELS[name]}: this process spent "
+                         f"{trace:.2f} us per node tracing and scheduling, {execute:.2f} us "
+                         "executing (kernels included)"
+                         for name, (trace, execute) in per_node.items())
             for name, rate in rates.items():
                 vs_manual = _ratio(rate, rates["manual"]) if "manual" in rates else "-"
                 plans = "-"
@@ -142,6 +159,9 @@ def main(argv=None):
                       f"{rate[1]:.0f} | {_ratio(rate, rates['batched'])} | {vs_manual} "
                       f"| {plans} |", flush=True)
     load_after = os.getloadavg()
+    print()
+    for note in notes:
+        print(f"- {note}")
     print(f"\nload average (1, 5, 15 min): before {load_before[0]:.2f} {load_before[1]:.2f} "
           f"{load_before[2]:.2f}, after {load_after[0]:.2f} {load_after[1]:.2f} "
           f"{load_after[2]:.2f}")

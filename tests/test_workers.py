@@ -251,3 +251,28 @@ def test_the_worker_overlaps_with_work_here():
             time.sleep(0.05)
     assert profile.planned_batches == len(batches) - 1
 
+
+
+class Shrink(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.cell = torch.nn.Linear(4, 4)
+
+    @dynnet.function
+    def shrink(self, x):
+        while x.norm() > 1:  # a loop segment: one node per example, no pause
+            x = 0.8 * torch.tanh(self.cell(x)) * x
+        return x
+
+
+def test_a_data_dependent_loop_is_planned():
+    torch.manual_seed(0)
+    model = Shrink()
+    batches = [[torch.randn(4) * s for s in (0.5, 2.0, 8.0, 30.0)] for _ in range(4)]
+    with dynnet.profile() as profile:
+        got = list(model.shrink.batches(batches))
+    assert profile.planned_batches == len(batches) - 1, profile.fallbacks
+    assert any(sig.kind == "loop" for sig in profile.group_sizes)
+    with dynnet.run_eagerly():
+        for batch, out in zip(batches, got):
+            torch.testing.assert_close(out, torch.stack([model.shrink(x) for x in batch]))
