@@ -27,8 +27,8 @@ from dynnet.backends import arena, numbers
 from dynnet.backends.executor import GroupResult, call_batched, wrong_output
 from dynnet.backends.gather import data_tensor, index_tensor
 from dynnet.lazy import LazyTensor, Node
-from dynnet.segments import DataColumns
 from dynnet.runtime import Trace, _Example, _profiles, _step, lift_inputs, tensor_leaves
+from dynnet.segments import DataColumns
 
 tracing.register_internal_file(__file__)
 
@@ -47,8 +47,9 @@ class Plan:
       groups: per group `(serial, rows, payloads, reads, place)`: the signature's
         serial, its row count, the rows' payloads (None; data; the numbers of a
         group of per-example numbers; the stacked values of a pure factory such as
-        `torch.zeros(n)`, or where each example's input tensor is), how to read its input slots (see `_reads`),
-        and where its outputs go in the arenas (see `arena.layout`).
+        `torch.zeros(n)`, or where each example's input tensor is), how to read its
+        input slots (see `_reads`), and where its outputs go in the arenas (see
+        `arena.layout`).
       results: per example its result, with `_Out` in place of lazy values.
       printed: per example index, the text it printed.
       nodes: how many nodes the trace recorded.
