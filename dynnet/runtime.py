@@ -86,7 +86,7 @@ class Profile:
                  for origin, (reason, calls) in self.segment_fallbacks.items()]
         by_site = {}  # ops whose static arguments hold a tensor: per user file:line
         for sig in self.group_sizes:
-            if sig.kind == "op" and _holds_tensor(sig.template):
+            if sig.kind == "op" and tracing.holds_tensor(sig.template):
                 by_site.setdefault(sig.origin, []).append(sig)
         lines += [f"{where(origin)}: {sigs[0].name} ran with {len(sigs)} different tensors "
                   "as a static argument, one batching group each: a tensor computed per "
@@ -118,17 +118,6 @@ class Profile:
 _profiles = []
 segments._profiles = _profiles  # the segments note why a call ran op by op in these
 _MANY_STATIC_TENSORS = 8  # signatures per op site, in one profile, worth a fallback line
-
-
-def _holds_tensor(template):
-    """True when a signature's static arguments hold a tensor (not a lazy slot)."""
-    if isinstance(template, torch.Tensor):
-        return True
-    if template.__class__ in (tuple, list):
-        return any(_holds_tensor(t) for t in template)
-    if template.__class__ is dict:
-        return any(_holds_tensor(t) for t in template.values())
-    return False
 
 
 class profile:

@@ -501,18 +501,19 @@ def _eager_constant(fn, args, kwargs):
     value = fn(*args, **kwargs)
     if not isinstance(value, torch.Tensor):
         return value
-    pure = fn in _PURE_FACTORIES and not _holds_tensor((args, kwargs))
+    pure = fn in _PURE_FACTORIES and not holds_tensor((args, kwargs))
     return source("stack", fn if pure else None, op_name(fn), value, value.shape,
                   value.dtype, value.device)
 
 
-def _holds_tensor(obj):
+def holds_tensor(obj):
+    """True when `obj` (nested tuples, lists and dicts) holds a torch tensor."""
     if isinstance(obj, torch.Tensor):
         return True
     if obj.__class__ in (tuple, list):
-        return any(_holds_tensor(x) for x in obj)
+        return any(holds_tensor(x) for x in obj)
     if obj.__class__ is dict:
-        return any(_holds_tensor(x) for x in obj.values())
+        return any(holds_tensor(x) for x in obj.values())
     return False
 
 

@@ -12,11 +12,14 @@ import time
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dynnet
 from dynnet.models import NaryTreeLSTM, SequencePredictor
 from dynnet.workers import can_fork
 from tests.strategies import VOCAB, random_trees
+from tests.strategies import tree_batches as tree_batch_lists
 
 pytestmark = pytest.mark.skipif(not can_fork(), reason="workers need the fork start method")
 
@@ -47,6 +50,31 @@ def test_planned_batches_equal_batch_values_and_gradients():
     sum(w.sum() for w in want).backward()
     for (name, p), q in zip(model.named_parameters(), twin.parameters()):
         torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+_NODE_LOSS_MODEL = NaryTreeLSTM(VOCAB, embed_dim=6, hidden_dim=7, node_loss=True)
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.lists(tree_batch_lists(max_size=6, max_depth=6), min_size=2, max_size=4))
+def test_random_batches_of_random_trees(batches):
+    model = _NODE_LOSS_MODEL
+    model.zero_grad()
+    with dynnet.profile() as profile:
+        got = list(model.loss.batches(batches))
+    assert profile.planned_batches == len(batches) - 1, profile.fallbacks
+    got_grads = torch.autograd.grad(sum(g.sum() for g in got), list(model.parameters()),
+                                    allow_unused=True)
+    want = [model.loss.batch(b) for b in batches]
+    want_grads = torch.autograd.grad(sum(w.sum() for w in want), list(model.parameters()),
+                                     allow_unused=True)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+    for g, w in zip(got_grads, want_grads):
+        if w is None:
+            assert g is None
+        else:
+            torch.testing.assert_close(g, w)
 
 
 def test_planned_batches_equal_examples_one_by_one():
