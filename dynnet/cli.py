@@ -92,10 +92,10 @@ def build_parser():
     train.add_argument("--threads", type=_positive_int, default=1, metavar="T",
                        help="torch CPU threads per process; dynamic batches are many small "
                             "ops, where extra threads mostly contend (default: 1)")
-    train.add_argument("--workers", type=int, choices=(0, 1), default=0, metavar="W",
+    train.add_argument("--workers", type=int, choices=(0, 1), default=1, metavar="W",
                        help="1: trace the next batches in a worker process while this one "
-                            "trains (one process, Linux; see tutorials/06); 0: no worker "
-                            "(default: 0)")
+                            "trains (one process, Linux; same results; see tutorials/06); "
+                            "0: trace them here (default: 1)")
     train.add_argument("--out", metavar="DIR",
                        help="output directory (default: runs/MODEL)")
     again = train.add_mutually_exclusive_group()
