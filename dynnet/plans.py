@@ -53,9 +53,11 @@ class Plan:
       results: per example its result, with `_Out` in place of lazy values.
       printed: per example index, the text it printed.
       nodes: how many nodes the trace recorded.
+      fingerprint: what the batch was (see dynnet/workers.py), set by the worker.
     """
 
-    __slots__ = ("grad_enabled", "shapes", "groups", "results", "printed", "nodes")
+    __slots__ = ("grad_enabled", "shapes", "groups", "results", "printed", "nodes",
+                 "fingerprint")
 
     def __getstate__(self):
         return tuple(getattr(self, name) for name in self.__slots__)
@@ -120,6 +122,7 @@ def plan_batch(make_generator, per_example_args, known, strategy=None):
         tracing._active.pop()
     groups = list(trace.schedule(trace.pending))
     plan = Plan()
+    plan.fingerprint = None
     plan.grad_enabled = grad_enabled
     plan.nodes = len(trace.pending)
     plan.shapes, places = arena.layout(groups)

@@ -12,6 +12,10 @@ batches (backward, optimizer step) overlaps the worker's tracing of the next one
 A batch the worker cannot plan runs here instead (the profile's `fallbacks` says
 why). One that made new signatures also restarts the worker, so that it knows them.
 
+The worker reads the batches as they were when it was forked. A batch replaced or
+reordered here since then is noticed (its examples are not the same objects: the plan
+is dropped and the batch runs here); an example changed in place is not.
+
 What a worker changes: the user's code runs in another process, so its side effects
 other than `print` (appending to a list, counting calls) do not reach this one, and
 Python decisions taken on weight values while tracing (`if self.w.sum() > 0`, on a
@@ -84,7 +88,9 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False):
             requested = worker.request_until(requested, i + AHEAD, batches)
             got, new_signature = worker.receive(i)
             if got.__class__ is Plan:
-                if got.grad_enabled == torch.is_grad_enabled():
+                if got.fingerprint != fingerprint(batches[i]):
+                    got = "the batch changed after the worker was forked"
+                elif got.grad_enabled == torch.is_grad_enabled():
                     try:
                         results = execute_plan(got, worker.signatures, examples(batches[i]))
                     except PlanMiss as e:
@@ -108,6 +114,13 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False):
         if worker is not None:
             worker.close()
         torch.set_num_threads(threads)
+
+
+def fingerprint(batch):
+    """What a batch is, the same in the worker as here for a batch that existed at the
+    fork: its length and the identities of its examples (a batch replaced or shuffled
+    here since then has other ones, and its plan is not used)."""
+    return len(batch), hash(tuple(map(id, batch)))
 
 
 def _note_miss(reason):
@@ -170,7 +183,9 @@ def _serve(conn, plan, batches, known):
         index, grad_enabled = message
         try:
             with torch.set_grad_enabled(grad_enabled):
-                reply = (plan(batches[index], known), False)
+                planned = plan(batches[index], known)
+            planned.fingerprint = fingerprint(batches[index])
+            reply = (planned, False)
         except PlanMiss as e:
             reply = (str(e), str(e).startswith(_NEW_SIGNATURE))
         except Exception as e:  # runs here again, where the error is reported

@@ -304,3 +304,18 @@ def test_a_data_dependent_loop_is_planned():
     with dynnet.run_eagerly():
         for batch, out in zip(batches, got):
             torch.testing.assert_close(out, torch.stack([model.shrink(x) for x in batch]))
+
+
+def test_batches_changed_after_the_fork_are_not_planned_stale():
+    model = tree_model(6)
+    batches = tree_batches(6, seed=9)
+    model.loss.batch(batches[0])  # warm: the worker is forked before the first batch
+    spare = tree_batches(1, seed=10)[0]
+    got = []
+    with dynnet.profile() as profile:
+        for i, loss in enumerate(model.loss.batches(batches)):
+            got.append(loss)
+            if i == 0:
+                batches[4] = spare  # after the fork: the worker still sees the old one
+    assert profile.worker_misses == {"the batch changed after the worker was forked": 1}
+    torch.testing.assert_close(got[4], model.loss.batch(spare))
