@@ -96,10 +96,18 @@ class _PlanningTrace(Trace):
 def plan_batch(make_generator, per_example_args, known, strategy=None):
     """The `Plan` of running every example, without executing anything. `known` is the
     count of signatures the executing process has (serials below it)."""
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # the trace's many small objects live until the plan is made
+    try:
+        return _plan(make_generator, per_example_args, known, strategy)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _plan(make_generator, per_example_args, known, strategy):
     trace = _PlanningTrace(strategy)
     tracing._active.append(trace)
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
     grad_enabled = torch.is_grad_enabled()
     inputs = {}  # id of a lifted input's node -> (example, its position among them)
     try:
@@ -117,8 +125,6 @@ def plan_batch(make_generator, per_example_args, known, strategy=None):
                 raise PlanMiss("an example paused for a value (a test on a tensor)")
     finally:
         torch._C._set_grad_enabled(grad_enabled)
-        if gc_was_enabled:
-            gc.enable()
         tracing._active.pop()
     groups = list(trace.schedule(trace.pending))
     plan = Plan()
@@ -164,10 +170,13 @@ def _payloads(sig, nodes, known, inputs):
         return [sig.fn.number_of(n.sig) for n in nodes]
     if kind == "segment" or kind == "loop" or kind == "const":
         payloads = [n.payload for n in nodes]
-        if not all(_plain(p) for p in payloads):
+        if kind == "segment" and payloads and payloads[0]:  # equal-length data tuples
+            payloads = DataColumns([_column(c) for c in zip(*payloads)])
+            plain = all(c.__class__ is array or _plain(c) for c in payloads.columns)
+        else:
+            plain = _plain(payloads)
+        if not plain:
             raise PlanMiss(f"{sig.name}: per-example data that is not plain Python")
-        if kind == "segment" and payloads and payloads[0]:
-            return DataColumns([_column(c) for c in zip(*payloads)])
         return payloads
     if kind == "stack":
         if sig.fn is not None:  # values of a pure factory (torch.zeros(n)): stacked
@@ -181,12 +190,13 @@ def _payloads(sig, nodes, known, inputs):
 
 
 def _column(values):
-    """One data input of every row: an int64 or float64 array when it can be one."""
+    """One data input of every row: an int64 or float64 array when it can be one (a
+    segment's key fixes each data input's class, so the rows agree on it)."""
     cls = values[0].__class__
-    if (cls is int or cls is float) and all(v.__class__ is cls for v in values):
+    if cls is int or cls is float:
         try:
             return array("q" if cls is int else "d", values)
-        except OverflowError:  # an int beyond int64: torch.tensor says what is wrong
+        except (TypeError, OverflowError):  # beyond int64: torch.tensor says what is wrong
             pass
     return list(values)
 
@@ -230,7 +240,7 @@ def _reads(sig, nodes, sizes, places):
             if node.group != g or t.index != k:
                 break
             rows.append(node.row)
-        else:
+        else:  # one group output
             n = len(rows)
             if rows[-1] - rows[0] == n - 1 and rows == list(range(rows[0], rows[0] + n)):
                 reads.append((j, _WHOLE, g, k) if n == sizes[g] else
@@ -253,14 +263,18 @@ def _reads(sig, nodes, sizes, places):
 
 def _arena_rows(column, places):
     """`(arena number, rows)` when one arena holds every value of `column`, else None."""
-    number, rows = None, []
+    first = column[0]
+    place = places[first.node.group]
+    own = place[first.index] if place is not None else None
+    if own is None:
+        return None
+    number, rows = own[0], []
     for t in column:
         node = t.node
         place = places[node.group]
         own = place[t.index] if place is not None else None
-        if own is None or (number is not None and own[0] != number):
+        if own is None or own[0] != number:
             return None
-        number = own[0]
         rows.append(own[1] + node.row)
     return number, rows
 
