@@ -2,6 +2,7 @@
 
     python -m benchmarks.pipelined [--trees N] [--sentences N] [--batch-sizes 64 256]
                                    [--repeats K] [--threads T] [--only tree seq]
+                                   [--device cpu|cuda] [--data DIR]
 
 `f.batches(batches)` traces the next batches in a forked worker process while this
 process computes (dynnet/workers.py), so its cost shows in wall time only: the
@@ -24,7 +25,6 @@ import argparse
 import datetime
 import os
 import platform
-import time
 
 import torch
 
@@ -64,7 +64,7 @@ def _epochs(bench, name, variant, dynnet_functions):
     return module, train, infer
 
 
-def measure(bench, dynnet_functions, batch_size, repeats):
+def measure(bench, dynnet_functions, batch_size, repeats, device):
     import dynnet
 
     batches = common.batches(bench.examples, batch_size)
@@ -86,9 +86,7 @@ def measure(bench, dynnet_functions, batch_size, repeats):
             train, infer = runs[name]
             with dynnet.profile() as profile:
                 for k, epoch in enumerate((train, infer)):
-                    start = time.perf_counter()
-                    epoch(batches)
-                    times[name][k].append(time.perf_counter() - start)
+                    times[name][k].append(common.time_call(lambda: epoch(batches), device))
             if name == "workers":
                 planned[name] = (profile.planned_batches, profile.batches,
                                  dict(profile.worker_misses))
@@ -120,21 +118,25 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", nargs="+", choices=["tree", "seq"], default=["tree", "seq"])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--data", default=common.DATA_DIR, help="folder with sst/ and ptb/")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from benchmarks import dynnet_models
 
     load_before = os.getloadavg()
-    device = torch.device("cpu")
+    device = torch.device(args.device)
     benches = []
     if "tree" in args.only:
-        benches.append((tree_lstm.benchmark(args.trees, args.batch_sizes, device),
+        benches.append((tree_lstm.benchmark(args.trees, args.batch_sizes, device, args.data),
                         (lambda m: m.root_loss, lambda m: m.root_logits)))
     if "seq" in args.only:
-        benches.append((sequence_lm.benchmark(args.sentences, args.batch_sizes, device),
+        benches.append((sequence_lm.benchmark(args.sentences, args.batch_sizes, device,
+                                              args.data),
                         (lambda m: m.sentence_loss, lambda m: m.sentence_loss)))
     del dynnet_models  # imported for its side effect: the dynnet variants exist
-    print(f"CPU {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+    card = f"{torch.cuda.get_device_name()}, " if device.type == "cuda" else ""
+    print(f"{card}CPU {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} torch threads, "
           f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, wall clock, "
           f"{args.repeats} repeats\n")
@@ -144,7 +146,7 @@ def main(argv=None):
     notes = []
     for bench, functions in benches:
         for size in args.batch_sizes:
-            rates, planned, per_node = measure(bench, functions, size, args.repeats)
+            rates, planned, per_node = measure(bench, functions, size, args.repeats, device)
             notes.extend(f"{bench.name} batch {size}, {LABELS[name]}: this process spent "
                          f"{trace:.2f} us per node tracing and scheduling, {execute:.2f} us "
                          "executing (kernels included)"
