@@ -30,6 +30,7 @@ import gc
 import multiprocessing
 import os
 import pickle
+import signal
 import sys
 from collections import deque
 
@@ -136,7 +137,8 @@ class _Worker:
         self.conn, child = context.Pipe()
         known = next(tracing._serials)  # every signature here has a smaller serial
         self.signatures = dict(tracing.signatures_by_serial)  # kept alive for the plans
-        self.process = context.Process(target=_serve, args=(child, plan, batches, known),
+        self.process = context.Process(target=_serve,
+                                       args=(child, self.conn, plan, batches, known),
                                        daemon=True, name="dynnet-planner")
         self.process.start()
         child.close()
@@ -166,8 +168,10 @@ class _Worker:
         self.process.terminate()
 
 
-def _serve(conn, plan, batches, known):
-    """The worker's loop: plans the requested batches until told to stop."""
+def _serve(conn, parent_end, plan, batches, known):
+    """The worker's loop: plans the requested batches until the pipe closes."""
+    parent_end.close()  # this copy would keep the pipe open after the parent's end
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     torch.set_num_threads(1)  # the other process computes
     # The objects inherited from the fork are never garbage here: keep the collector off
     # them (a full collection touched every one of them, copying their memory pages:

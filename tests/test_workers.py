@@ -319,3 +319,19 @@ def test_batches_changed_after_the_fork_are_not_planned_stale():
                 batches[4] = spare  # after the fork: the worker still sees the old one
     assert profile.worker_misses == {"the batch changed after the worker was forked": 1}
     torch.testing.assert_close(got[4], model.loss.batch(spare))
+
+
+def test_the_worker_ends_when_this_process_lets_go_of_the_pipe():
+    """A worker must not outlive its parent: once the parent's end of the pipe is gone
+    (closed, or the parent killed), the worker's read ends and it exits on its own."""
+    model = tree_model()
+    model.loss.batch(tree_batches(1)[0])
+    before = set(multiprocessing.active_children())
+    gen = model.loss.batches(tree_batches(4))
+    next(gen)
+    worker = (set(multiprocessing.active_children()) - before).pop()
+    handle = gen.gi_frame.f_locals["worker"]
+    handle.conn.close()  # as if this process had died; no terminate()
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+    gen.close()
