@@ -107,11 +107,14 @@ class Profile:
         fallbacks = len(self.fallbacks)
         per_node = 1e6 * self.trace_seconds / max(self.nodes, 1)
         schedule = 1e6 * self.schedule_seconds / max(self.nodes, 1)
-        return (f"Profile(batches={self.batches}, nodes={self.nodes}, groups={self.groups}, "
+        planned = f" ({self.planned_batches} from a worker's plans)" if self.planned_batches \
+            else ""
+        return (f"Profile(batches={self.batches}{planned}, nodes={self.nodes}, "
+                f"groups={self.groups}, "
                 f"rounds={self.rounds}, trace={self.trace_seconds:.4f}s "
                 f"({per_node:.2f} us/node), schedule={self.schedule_seconds:.4f}s "
                 f"({schedule:.2f} us/node), execute={self.execute_seconds:.4f}s"
-                + (f", {fallbacks} places ran op by op: see .fallbacks" if fallbacks else "")
+                + (f", {fallbacks} fallbacks: see .fallbacks" if fallbacks else "")
                 + ")")
 
 

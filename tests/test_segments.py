@@ -494,7 +494,7 @@ def test_profile_names_segments_that_ran_op_by_op_and_why():
     assert "`box` is a per-example Python object (_Box) (12 calls)" in where[2]
     assert "`w` differs per example" in where[4] and "torch.tensor(...)" in where[4]
     assert "draws random numbers (torch.rand)" in where[6]
-    assert "3 places ran op by op: see .fallbacks" in repr(prof)
+    assert "3 fallbacks: see .fallbacks" in repr(prof)
     with dynnet.profile() as prof:
         Stacked().run.batch([torch.randn(D)] * 3, ["a", "b", "a"])
     assert prof.fallbacks == []

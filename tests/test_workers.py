@@ -335,3 +335,11 @@ def test_the_worker_ends_when_this_process_lets_go_of_the_pipe():
     worker.join(timeout=10)
     assert not worker.is_alive()
     gen.close()
+
+
+def test_the_profile_says_how_many_batches_came_from_plans():
+    model = tree_model()
+    batches = tree_batches(3)
+    with dynnet.profile() as profile:
+        list(model.loss.batches(batches))
+    assert f"batches=3 ({len(batches) - 1} from a worker's plans)" in repr(profile)
