@@ -65,7 +65,8 @@ class DynFunction:
 
     def batches(self, batches, *, workers=1, **shared_kwargs):
         """Yields `self.batch(batch, **shared_kwargs)` for each batch of `batches` (a
-        sequence of batches, each a sequence of examples) in turn.
+        sequence of batches, each a sequence of examples; any other iterable of
+        batches runs here, batch by batch) in turn.
 
         With `workers=1`, a worker process traces the next batches while this one
         computes the current one (and while the caller trains on its outputs), and

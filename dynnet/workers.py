@@ -61,9 +61,13 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False):
     signatures likely exist already."""
     if workers not in (0, 1):
         raise ValueError(f"workers must be 0 or 1, not {workers!r}")
-    if not isinstance(batches, collections.abc.Sequence):
-        batches = list(batches)  # the worker reads batches by index
-    if workers == 0 or len(batches) < 2 or config.eager or not can_fork():
+    sequence = isinstance(batches, collections.abc.Sequence)
+    if workers and not sequence and not config.eager:
+        # the worker reads batches by index from its copy of them: a stream (a
+        # DataLoader, a generator) runs here, batch by batch, never read ahead
+        _note_miss("the batches are not a sequence (a list of batches), so a worker "
+                   "cannot read them; they ran in this process")
+    if not sequence or workers == 0 or len(batches) < 2 or config.eager or not can_fork():
         for batch in batches:
             yield run_here(batch)
         return

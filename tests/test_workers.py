@@ -257,8 +257,20 @@ def test_without_workers_and_bad_arguments():
     model = tree_model()
     batches = tree_batches(3)
     with dynnet.profile() as profile:
-        got = list(model.loss.batches(iter(batches), workers=0))
+        got = list(model.loss.batches(batches, workers=0))
     assert profile.planned_batches == 0 and not profile.worker_misses
+    with dynnet.profile() as profile:  # a stream is never read ahead: it runs here
+        stream = (b for b in batches)
+        streamed = []
+        for loss in model.loss.batches(stream):
+            streamed.append(loss)
+            assert stream.gi_frame is not None  # not drained ahead of time
+    assert profile.planned_batches == 0
+    assert list(profile.worker_misses) == [
+        "the batches are not a sequence (a list of batches), so a worker cannot read "
+        "them; they ran in this process"]
+    for a, b in zip(streamed, got):
+        torch.testing.assert_close(a, b)
     for batch, loss in zip(batches, got):
         torch.testing.assert_close(loss, model.loss.batch(batch))
     with pytest.raises(ValueError, match="workers must be 0 or 1"):
