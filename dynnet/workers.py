@@ -71,20 +71,23 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False):
         for batch in batches:
             yield run_here(batch)
         return
-    # The first batch runs here, while a freshly forked worker warms up (its first plan
-    # takes several times longer than the next ones). Forked before the first batch
-    # when the function ran before (its signatures exist), else after it.
     threads = torch.get_num_threads()
-    if threads > 1 and threads >= len(os.sched_getaffinity(0)):
-        torch.set_num_threads(threads - 1)  # the worker takes a core of its own
-    worker = _Worker(plan, batches) if warm else None
-    requested = 1
+    worker = None
     try:
-        if worker is not None:
-            requested = worker.request_until(requested, 1 + AHEAD, batches)
+        if threads > 1 and threads >= len(os.sched_getaffinity(0)):
+            torch.set_num_threads(threads - 1)  # the worker takes a core of its own
+        # The first batch runs here: the worker has no plan yet, and it would take
+        # about as long to trace the batch there as to run it whole here. The worker
+        # is forked before it when the function already ran (its signatures exist),
+        # else after it, so that it shares the signatures that batch makes.
+        requested = 1
+        if warm:
+            worker = _start(plan, batches)
+            if worker is not None:
+                requested = worker.request_until(requested, 1 + AHEAD, batches)
         yield run_here(batches[0])
-        if worker is None:
-            worker = _Worker(plan, batches)
+        if not warm:
+            worker = _start(plan, batches)
         restarts, misses = 0, 0
         for i in range(1, len(batches)):
             if worker is None:
@@ -95,7 +98,9 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False):
             if got.__class__ is Plan:
                 if got.fingerprint != fingerprint(batches[i]):
                     got = "the batch changed after the worker was forked"
-                elif got.grad_enabled == torch.is_grad_enabled():
+                elif got.grad_enabled != torch.is_grad_enabled():
+                    got = "the batch was traced in another grad mode"
+                else:
                     try:
                         results = execute_plan(got, worker.signatures, examples(batches[i]))
                     except PlanMiss as e:
@@ -104,8 +109,6 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False):
                         misses = 0
                         yield stack_outputs(results)
                         continue
-                else:
-                    got = "the batch was traced in another grad mode"
             _note_miss(got)
             yield run_here(batches[i])
             misses += 1
@@ -114,11 +117,20 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False):
                 worker = None
                 if new_signature and restarts < _MAX_RESTARTS:
                     restarts += 1
-                    worker, requested, misses = _Worker(plan, batches), i + 1, 0
+                    worker, requested, misses = _start(plan, batches), i + 1, 0
     finally:
         if worker is not None:
             worker.close()
         torch.set_num_threads(threads)
+
+
+def _start(plan, batches):
+    """A new worker, or None (noted in the profile) when no process can be forked."""
+    try:
+        return _Worker(plan, batches)
+    except OSError as e:
+        _note_miss(f"no worker process could be started ({e}); the batches ran here")
+        return None
 
 
 def fingerprint(batch):

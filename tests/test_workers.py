@@ -355,3 +355,23 @@ def test_the_profile_says_how_many_batches_came_from_plans():
     with dynnet.profile() as profile:
         list(model.loss.batches(batches))
     assert f"batches=3 ({len(batches) - 1} from a worker's plans)" in repr(profile)
+
+
+def test_when_no_process_can_be_forked_the_batches_run_here(monkeypatch):
+    from dynnet import workers
+
+    def no_fork(plan, batches):
+        raise OSError("Cannot allocate memory")
+
+    monkeypatch.setattr(workers, "_Worker", no_fork)
+    model = tree_model()
+    batches = tree_batches(3)
+    threads = torch.get_num_threads()
+    with dynnet.profile() as profile:
+        got = list(model.loss.batches(batches))
+    assert profile.planned_batches == 0
+    assert list(profile.worker_misses) == [
+        "no worker process could be started (Cannot allocate memory); the batches ran here"]
+    assert torch.get_num_threads() == threads
+    for batch, loss in zip(batches, got):
+        torch.testing.assert_close(loss, model.loss.batch(batch))
