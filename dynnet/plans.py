@@ -10,9 +10,10 @@ A plan can only name signatures that the executing process has too: those that
 existed when the worker was forked (the same serial; see `tracing.Signature`). A batch
 cannot be planned, and raises `PlanMiss` (the executing process then runs it itself),
 when its trace made a new signature, paused for a value, had to execute something,
-recorded per-example tensors (a tensor input or one computed eagerly from weights that
-the worker holds as they were when it was forked), printed to a file, or returned
-anything but lazy values and plain Python data.
+recorded a tensor computed while tracing from random numbers or from other tensors
+(weights, which the worker holds as they were when it was forked), printed to a file,
+or returned anything but lazy values and plain Python data. The examples' own input
+tensors are fine: the plan says where each one is, and they are read here.
 """
 
 import gc
@@ -143,7 +144,7 @@ def _plan(make_generator, per_example_args, known, strategy):
         if joined is not None:  # an op with a number new to the executing process
             entry = (joined.serial, [joined.fn.number_of(n.sig) for n in nodes])
         else:
-            entry = (_serial(sig, known), _payloads(sig, nodes, known, inputs))
+            entry = (_serial(sig, known), _payloads(sig, nodes, inputs))
         plan.groups.append((entry[0], len(nodes), entry[1], _reads(sig, nodes, sizes, places),
                             places[g]))
     plan.results = [_encode(ex.result) for ex in examples]
@@ -162,7 +163,7 @@ def _serial(sig, known):
     return sig.serial
 
 
-def _payloads(sig, nodes, known, inputs):
+def _payloads(sig, nodes, inputs):
     kind = sig.kind
     if kind == "op":
         return None
