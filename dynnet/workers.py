@@ -16,6 +16,10 @@ The worker reads the batches as they were when it was forked. A batch replaced o
 reordered here since then is noticed (its examples are not the same objects: the plan
 is dropped and the batch runs here); an example changed in place is not.
 
+Memory: the worker shares this process's memory until either writes to it (fork's
+copy-on-write); reading an example changes its reference count, so the pages of the
+examples it traces, and of the model objects it uses, get copied into the worker.
+
 What a worker changes: the user's code runs in another process, so its side effects
 other than `print` (appending to a list, counting calls) do not reach this one, and
 Python decisions taken on weight values while tracing (`if self.w.sum() > 0`, on a
