@@ -150,7 +150,9 @@ def store(placement, outputs):
     with torch.no_grad():
         for slot, value in zip(placement.slots, outputs):
             if slot is not None:
-                slot[0][slot[1]:slot[1] + value.shape[0]] = value
+                rows = slot[0][slot[1]:slot[1] + value.shape[0]]
+                if rows.data_ptr() != value.data_ptr():  # else computed in place there
+                    rows.copy_(value)
     if torch.is_grad_enabled():
         places, tracked, gradients = [], [], None
         for slot, value in zip(placement.slots, outputs):

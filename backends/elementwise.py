@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from dynnet.backends.rules import def_rule, flat_call
+from dynnet.tracing import SLOT
 
 
 def aligned(rank):
@@ -38,6 +39,28 @@ def _prepare_elementwise(sig):
 
 
 elementwise_rule.prepare = _prepare_elementwise
+
+
+# The ops whose group call can write its result into a given tensor (`out=`).
+_OUT_VARIANTS = {operator.add: torch.add, operator.sub: torch.sub, operator.mul: torch.mul,
+                 operator.truediv: torch.div, torch.add: torch.add, torch.sub: torch.sub,
+                 torch.mul: torch.mul, torch.div: torch.div, torch.sigmoid: torch.sigmoid,
+                 torch.tanh: torch.tanh, torch.relu: torch.relu, torch.exp: torch.exp}
+
+
+def _prepare_elementwise_out(sig):
+    """`run(slots, size, out)`: the group call writing into `out` (no autograd), for
+    an op of `_OUT_VARIANTS` on tensors of the output's rank only; else None."""
+    fn = _OUT_VARIANTS.get(sig.fn)
+    args, kwargs = sig.template
+    rank = len(sig.out_avals[0].shape)
+    if fn is None or kwargs or any(a is not SLOT for a in args) or \
+            any(len(a.shape) != rank for a in sig.in_avals):
+        return None
+    return lambda slots, size, out: fn(*slots, out=out)
+
+
+elementwise_rule.prepare_out = _prepare_elementwise_out
 
 
 def expand_rule(call):

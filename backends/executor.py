@@ -32,11 +32,13 @@ def execute_group(sig, nodes, placement=None):
     (also into the round's arenas, where `placement` says so)."""
     kind = sig.kind
     if kind == "op" or kind == "segment" or kind == "loop" or kind == "numbers":
+        grad = sig.grad_enabled and torch.is_grad_enabled()
+        outs = arena_rows(placement, len(nodes)) if kind == "segment" and not grad else None
         if sig.grad_enabled or not torch.is_grad_enabled():
-            outputs = _run_op(sig, nodes)
+            outputs = _run_op(sig, nodes, outs)
         else:  # recorded under torch.no_grad()
             with torch.no_grad():
-                outputs = _run_op(sig, nodes)
+                outputs = _run_op(sig, nodes, outs)
     elif kind == "const":
         aval = sig.out_avals[0]
         outputs = [data_tensor([n.payload for n in nodes], aval)]
@@ -56,7 +58,16 @@ def execute_group(sig, nodes, placement=None):
     return result
 
 
-def _run_op(sig, nodes):
+def arena_rows(placement, rows):
+    """Per output position with a place in an arena, its `rows` rows there (a segment
+    run outside autograd computes its outputs straight into them), or None."""
+    if placement is None:
+        return None
+    return {k: slot[0][slot[1]:slot[1] + rows]
+            for k, slot in enumerate(placement.slots) if slot is not None} or None
+
+
+def _run_op(sig, nodes, outs=None):
     B = len(nodes)
     if len(sig.in_avals) == 1:
         slots = [gather([n.inputs[0] for n in nodes])]
@@ -69,7 +80,7 @@ def _run_op(sig, nodes):
     else:
         payloads = None
     try:
-        leaves = call_batched(sig, slots, B, payloads)
+        leaves = call_batched(sig, slots, B, payloads, outs)
     except Exception as e:
         raise _locate_failure(sig, nodes, e) from None
     bad = wrong_output(sig, leaves, B)
@@ -80,13 +91,15 @@ def _run_op(sig, nodes):
     return leaves
 
 
-def call_batched(sig, slots, B, payloads):
+def call_batched(sig, slots, B, payloads, outs=None):
     """The flat output tensors of signature `sig`'s batched call on the stacked input
     `slots` of `B` rows; `payloads` are the rows' data (segments, loops) or numbers
-    (a group of per-example numbers)."""
+    (a group of per-example numbers). `outs`: see `SegmentTemplate.run_batched`."""
     from dynnet.backends.rules import BatchedCall
 
-    if payloads is not None:
+    if outs:
+        out = sig.fn.run_batched(slots, B, payloads, outs)
+    elif payloads is not None:
         out = sig.fn.run_batched(slots, B, payloads)
     else:
         out = sig.rule(BatchedCall(sig, slots, B))

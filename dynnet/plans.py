@@ -25,7 +25,7 @@ import torch
 
 from dynnet import tracing
 from dynnet.backends import arena, numbers
-from dynnet.backends.executor import GroupResult, call_batched, wrong_output
+from dynnet.backends.executor import GroupResult, arena_rows, call_batched, wrong_output
 from dynnet.backends.gather import data_tensor, index_tensor
 from dynnet.lazy import LazyTensor, Node
 from dynnet.runtime import Trace, _Example, _profiles, _step, lift_inputs, tensor_leaves
@@ -342,12 +342,14 @@ def execute_plan(plan, signatures, examples):
                 leaves = [payloads if payloads.__class__ is torch.Tensor else
                           torch.stack([_input(examples, p) for p in payloads])]
             else:
+                outs = arena_rows(placement, rows) if kind == "segment" and \
+                    not (grad_enabled and sig.grad_enabled) else None
                 try:
                     if sig.grad_enabled or not grad_enabled:
-                        leaves = call_batched(sig, slots, rows, payloads)
+                        leaves = call_batched(sig, slots, rows, payloads, outs)
                     else:
                         with torch.no_grad():
-                            leaves = call_batched(sig, slots, rows, payloads)
+                            leaves = call_batched(sig, slots, rows, payloads, outs)
                 except Exception as e:
                     raise PlanMiss(f"{sig.name} failed batched ({type(e).__name__})") from e
                 if wrong_output(sig, leaves, rows) is not None:

@@ -218,15 +218,28 @@ class SegmentTemplate:
         head += [f"l{k} = {e}" for k, e in enumerate(lazy_exprs) if e != f"l{k}"]  # nested
         self.replay = _compile("replay(I, D, trace)", head + lines, names)
 
-    def run_batched(self, inputs, size, data=None):
+    def run_batched(self, inputs, size, data=None, outs=None):
         """The segment's lazy outputs for a group: its ops on the stacked inputs.
 
         `data` holds each example's data inputs (the nodes' payloads), in row order.
+        `outs` (outside autograd only) maps the position of a lazy output to a tensor
+        its op may write into instead of a new one (see `writes`); the outputs it
+        returns are then those tensors.
         """
         steps = self._steps or self._prepare_steps()
+        writes = {}
+        if outs:
+            for p, dest in outs.items():
+                write = self.writes.get(p)
+                if write is not None:
+                    writes[write[0]] = (write[1], dest)
         values = []
-        for run, refs, payload in steps:
+        for step, (run, refs, payload) in enumerate(steps):
             slots = [inputs[i] if j < 0 else values[j][i] for j, i in refs]
+            if writes and step in writes:
+                run_out, dest = writes[step]
+                values.append([run_out(slots, size, dest)])
+                continue
             if run is not None:  # an op
                 out = run(slots, size)
                 if isinstance(out, torch.Tensor):
@@ -260,6 +273,15 @@ class SegmentTemplate:
                 value = payload if sig.kind == "stack" else torch.tensor(
                     payload, dtype=aval.dtype, device=aval.device)
                 steps.append((None, refs, value))
+        # lazy output p -> (its op, `run(slots, size, out)`) when that op can write its
+        # result into a given tensor: the group's arena rows (dynnet/plans.py)
+        self.writes = {}
+        for p, (j, i) in enumerate(self.lazy_outputs):
+            sig = self.ops[j][0]
+            make = getattr(sig.rule, "prepare_out", None) if sig.kind == "op" else None
+            run_out = make(sig) if make is not None and i == 0 else None
+            if run_out is not None and self.lazy_outputs.count((j, i)) == 1:
+                self.writes[p] = (j, run_out)
         self._steps = steps
         return steps
 

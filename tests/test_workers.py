@@ -375,3 +375,22 @@ def test_when_no_process_can_be_forked_the_batches_run_here(monkeypatch):
     assert torch.get_num_threads() == threads
     for batch, loss in zip(batches, got):
         torch.testing.assert_close(loss, model.loss.batch(batch))
+
+
+def test_planned_inference_of_inline_ops_computes_into_the_arenas():
+    """Plans of a model written with inline ops, under no_grad: the segments' last ops
+    write into the arena rows (tests/test_segments.py checks the mechanism)."""
+    from tests.test_segments import InlineTreeLSTM
+
+    torch.manual_seed(1)
+    model = InlineTreeLSTM()
+    batches = tree_batches(5, seed=12)
+    with torch.no_grad():
+        with dynnet.profile() as profile:
+            got = list(model.encode.batches(batches))
+        assert profile.planned_batches == len(batches) - 1
+        with dynnet.run_eagerly():
+            for batch, (h, c) in zip(batches, got):
+                want = [model.encode(t) for t in batch]
+                torch.testing.assert_close(h, torch.stack([w[0] for w in want]))
+                torch.testing.assert_close(c, torch.stack([w[1] for w in want]))
