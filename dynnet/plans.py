@@ -26,7 +26,7 @@ import torch
 from dynnet import tracing
 from dynnet.backends import arena, numbers
 from dynnet.backends.executor import GroupResult, arena_rows, call_batched, wrong_output
-from dynnet.backends.gather import data_tensor, index_tensor
+from dynnet.backends.gather import data_tensor
 from dynnet.lazy import LazyTensor, Node
 from dynnet.runtime import Trace, _Example, _profiles, _step, lift_inputs, tensor_leaves
 from dynnet.segments import DataColumns
@@ -51,14 +51,16 @@ class Plan:
         `torch.zeros(n)`, or where each example's input tensor is), how to read its
         input slots (see `_reads`), and where its outputs go in the arenas (see
         `arena.layout`).
+      indices: every gather index of the plan, in one int64 array (one transfer to
+        the device per batch); reads name `(start, stop)` spans of it.
       results: per example its result, with `_Out` in place of lazy values.
       printed: per example index, the text it printed.
       nodes: how many nodes the trace recorded.
       fingerprint: what the batch was (see dynnet/workers.py), set by the worker.
     """
 
-    __slots__ = ("grad_enabled", "shapes", "groups", "results", "printed", "nodes",
-                 "fingerprint")
+    __slots__ = ("grad_enabled", "shapes", "groups", "indices", "results", "printed",
+                 "nodes", "fingerprint")
 
     def __getstate__(self):
         return tuple(getattr(self, name) for name in self.__slots__)
@@ -147,6 +149,7 @@ def _plan(make_generator, per_example_args, known, strategy):
             entry = (_serial(sig, known), _payloads(sig, nodes, inputs))
         plan.groups.append((entry[0], len(nodes), entry[1], _reads(sig, nodes, sizes, places),
                             places[g]))
+    plan.indices = _pack(plan.groups)
     plan.results = [_encode(ex.result) for ex in examples]
     plan.printed = {}
     for index, items in trace.outputs.items():
@@ -294,6 +297,32 @@ def _many(column):
     return parts, None if inverse == list(range(len(order))) else array("q", inverse)
 
 
+def _pack(groups):
+    """Moves the index arrays of every group's reads into one array, which it returns;
+    the reads keep `(start, stop)` spans of it instead."""
+    packed = array("q")
+
+    def span(rows):
+        start = len(packed)
+        packed.extend(rows)
+        return start, len(packed)
+
+    for g, (serial, rows, payloads, reads, place) in enumerate(groups):
+        spans = []
+        for read in reads:
+            tag = read[1]
+            if tag == _ROWS:
+                read = read[:4] + (span(read[4]),)
+            elif tag == _ARENA:
+                read = read[:3] + (span(read[3]), read[4])
+            elif tag == _MANY:
+                parts = tuple((pg, pk, span(rows)) for pg, pk, rows in read[2])
+                read = (read[0], _MANY, parts, None if read[3] is None else span(read[3]))
+            spans.append(read)
+        groups[g] = (serial, rows, payloads, spans, place)
+    return packed
+
+
 def _encode(obj):
     """An example's result with `_Out` in place of its lazy values."""
     cls = obj.__class__
@@ -328,13 +357,14 @@ def execute_plan(plan, signatures, examples):
     else:
         arenas, gradients, placements = (), None, [None] * len(plan.groups)
     outputs = []  # per group, its output tensors
+    index = _Indices(plan.indices)
     grad_enabled = torch.is_grad_enabled()
     gc_was_enabled = gc.isenabled()
     gc.disable()  # as while tracing: nothing cyclic is made here
     try:
         for sig, (_, rows, payloads, reads, _), placement in zip(sigs, plan.groups,
                                                                 placements):
-            slots = _read(reads, len(sig.in_avals), outputs, arenas, gradients)
+            slots = _read(reads, len(sig.in_avals), outputs, arenas, gradients, index)
             kind = sig.kind
             if kind == "const":
                 leaves = [data_tensor(payloads, sig.out_avals[0])]
@@ -388,7 +418,23 @@ def _input(examples, ref):
     return found[j]
 
 
-def _read(reads, n_slots, outputs, arenas, gradients):
+class _Indices:
+    """A plan's packed gather indices as int64 tensors, moved once to each device."""
+
+    def __init__(self, packed):
+        self.on = {"cpu": torch.frombuffer(packed, dtype=torch.int64) if len(packed)
+                   else torch.empty(0, dtype=torch.int64)}
+
+    def __call__(self, span, device):
+        """The indices of `span` on `device`."""
+        key = str(device)
+        tensor = self.on.get(key)
+        if tensor is None:
+            tensor = self.on[key] = self.on["cpu"].to(device)
+        return tensor[span[0]:span[1]]
+
+
+def _read(reads, n_slots, outputs, arenas, gradients, index):
     slots = [None] * n_slots
     for read in reads:
         tag = read[1]
@@ -399,23 +445,23 @@ def _read(reads, n_slots, outputs, arenas, gradients):
         elif tag == _ARENA:
             _, _, number, rows, positions = read
             buffer = arenas[number]
-            value = arena.select(buffer, index_tensor(rows, buffer.device), number,
-                                 gradients)
+            value = arena.select(buffer, index(rows, buffer.device), number, gradients)
             if len(positions) == 1:
                 slots[positions[0]] = value
             else:
-                for j, part in zip(positions, value.split(len(rows) // len(positions))):
+                per_slot = (rows[1] - rows[0]) // len(positions)
+                for j, part in zip(positions, value.split(per_slot)):
                     slots[j] = part
         elif tag == _ROWS:
             buffer = outputs[read[2]][read[3]]
-            slots[read[0]] = buffer.index_select(0, index_tensor(read[4], buffer.device))
+            slots[read[0]] = buffer.index_select(0, index(read[4], buffer.device))
         else:  # _MANY
-            parts = [outputs[g][k].index_select(0, index_tensor(rows, outputs[g][k].device))
+            parts = [outputs[g][k].index_select(0, index(rows, outputs[g][k].device))
                      for g, k, rows in read[2]]
             stacked = torch.cat(parts)
             inverse = read[3]
             slots[read[0]] = stacked if inverse is None else stacked.index_select(
-                0, index_tensor(inverse, stacked.device))
+                0, index(inverse, stacked.device))
     return slots
 
 
