@@ -93,7 +93,8 @@ class DynFunction:
             return [example(x) for x in batch]
 
         def run_here(batch):
-            out = self.batch(*zip(*examples(batch)), **kwargs)
+            columns = list(zip(*examples(batch))) or [[]] * (1 if obj is None else 2)
+            out = self.batch(*columns, **kwargs)
             if obj is not None:
                 self._mark_ran_on(obj)
             return out

@@ -394,3 +394,12 @@ def test_planned_inference_of_inline_ops_computes_into_the_arenas():
                 want = [model.encode(t) for t in batch]
                 torch.testing.assert_close(h, torch.stack([w[0] for w in want]))
                 torch.testing.assert_close(c, torch.stack([w[1] for w in want]))
+
+
+def test_empty_batches_give_what_batch_gives():
+    model = tree_model()
+    batches = [[], *tree_batches(2), []]
+    got = list(model.loss.batches(batches))
+    assert got[0] == [] and got[3] == []
+    torch.testing.assert_close(got[1], model.loss.batch(batches[1]))
+    assert list(scaled_sum.batches([[], []], workers=0)) == [[], []]
