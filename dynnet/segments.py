@@ -112,6 +112,7 @@ class SegmentTemplate:
         self.record = self._compile_recorder()
         self.replay = None
         self._steps = None  # prepared on first replay
+        self.writes = {}  # see _prepare_steps
 
     def _collect(self, entries):
         for kind, ref in entries:
