@@ -562,38 +562,16 @@ def test_profile_names_tensors_computed_per_example_from_python_values():
                for s in prof.fallbacks), prof.fallbacks
 
 
-class InlineTreeLSTM(nn.Module):
-    """A tree-LSTM written with inline ops: its segments end in elementwise ops whose
-    results go to the round's arenas (h and c, two outputs)."""
-
-    def __init__(self, vocab=50, dim=6):
-        super().__init__()
-        self.embed = nn.Embedding(vocab, dim)
-        self.leaf = nn.Linear(dim, 3 * dim)
-        self.internal = nn.Linear(2 * dim, 5 * dim)
-
-    @dynnet.function
-    def encode(self, tree):
-        if tree.is_leaf:
-            x = self.embed(torch.tensor(tree.word_id))
-            i, o, u = torch.chunk(self.leaf(x), 3)
-            c = torch.sigmoid(i) * torch.tanh(u)
-            return torch.sigmoid(o) * torch.tanh(c), c
-        (hl, cl), (hr, cr) = [self.encode(child) for child in tree.children]
-        i, fl, fr, o, u = torch.chunk(self.internal(torch.cat([hl, hr])), 5)
-        c = torch.sigmoid(i) * torch.tanh(u) + torch.sigmoid(fl) * cl + torch.sigmoid(fr) * cr
-        return torch.sigmoid(o) * torch.tanh(c), c
-
-
 def test_outside_autograd_segments_compute_into_the_arenas():
     """Under no_grad a segment's last elementwise ops write their results straight into
     the arena rows of their group (no copy); values must be those of eager PyTorch,
     through the arenas (a later level reads them there) and in the outputs."""
     from dynnet import segments
     from tests.strategies import random_trees
+    from tests.test_arena import TreeLSTM  # inline ops; its segments end in tanh and +
 
     torch.manual_seed(0)
-    model = InlineTreeLSTM()
+    model = TreeLSTM()
     trees = random_trees(12, max_depth=7, seed=2)
     with torch.no_grad():
         h, c = model.encode.batch(trees)
@@ -601,8 +579,8 @@ def test_outside_autograd_segments_compute_into_the_arenas():
             want = [model.encode(t) for t in trees]
     torch.testing.assert_close(h, torch.stack([w[0] for w in want]))
     torch.testing.assert_close(c, torch.stack([w[1] for w in want]))
-    first = InlineTreeLSTM.encode.fn.__code__.co_firstlineno
+    code = TreeLSTM.encode.fn.__code__
     ours = [t for t in segments._templates.values()
-            if isinstance(t, segments.SegmentTemplate) and t.sig.origin[0] == __file__
-            and first < t.sig.origin[1] < first + 12]
+            if isinstance(t, segments.SegmentTemplate) and t.sig.origin[0] == code.co_filename
+            and code.co_firstlineno < t.sig.origin[1] < code.co_firstlineno + 12]
     assert ours and all(len(t.writes) == 2 for t in ours)  # h and c of both segments

@@ -380,10 +380,10 @@ def test_when_no_process_can_be_forked_the_batches_run_here(monkeypatch):
 def test_planned_inference_of_inline_ops_computes_into_the_arenas():
     """Plans of a model written with inline ops, under no_grad: the segments' last ops
     write into the arena rows (tests/test_segments.py checks the mechanism)."""
-    from tests.test_segments import InlineTreeLSTM
+    from tests.test_arena import TreeLSTM  # inline ops; its segments end in tanh and +
 
     torch.manual_seed(1)
-    model = InlineTreeLSTM()
+    model = TreeLSTM()
     batches = tree_batches(5, seed=12)
     with torch.no_grad():
         with dynnet.profile() as profile:
