@@ -350,7 +350,10 @@ def execute_plan(plan, signatures, examples):
     plan's inputs). A batched call that fails raises PlanMiss: run in this process,
     the batch then names the failing example."""
     start = time.perf_counter()
-    sigs = [signatures[serial] for serial, *_ in plan.groups]
+    try:
+        sigs = [signatures[serial] for serial, *_ in plan.groups]
+    except KeyError as e:  # cannot happen with a worker forked from this process
+        raise PlanMiss(f"the plan names signature {e} unknown here") from None
     if plan.shapes:
         arenas, gradients, placements = arena.allocate(plan.shapes,
                                                        [g[4] for g in plan.groups])
@@ -393,8 +396,8 @@ def execute_plan(plan, signatures, examples):
         if gradients is not None:
             gradients.token = None  # the round is over (see arena.release)
     results = [GroupResult(out) for out in outputs]
-    for index in sorted(plan.printed):
-        sys.stdout.write(plan.printed[index])
+    for example in sorted(plan.printed):
+        sys.stdout.write(plan.printed[example])
     decoded = [_decode(r, results, sigs, i) for i, r in enumerate(plan.results)]
     for p in _profiles:
         p.batches += 1
