@@ -92,6 +92,7 @@ def worker(rank, world, small, init_method=None):
             same = all(torch.allclose(a, b, atol=1e-5) for a, b in
                        zip(model.parameters(), alone.parameters()))
             print("parameters equal one process on the whole batches:", same)
+        dist.barrier()  # no process leaves while another still works (gloo aborts)
     finally:
         dist.destroy_process_group()
 
