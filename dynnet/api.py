@@ -63,7 +63,7 @@ class DynFunction:
             return stack_outputs([self.fn(*a, **shared_kwargs) for a in examples])
         return stack_outputs(self._run(examples, shared_kwargs))
 
-    def batches(self, batches, *, workers=1, **shared_kwargs):
+    def batches(self, batches, *, workers=None, **shared_kwargs):
         """Yields `self.batch(batch, **shared_kwargs)` for each batch of `batches` (a
         sequence of batches, each a sequence of examples; any other iterable of
         batches runs here, batch by batch) in turn.
@@ -72,7 +72,8 @@ class DynFunction:
         computes the current one (and while the caller trains on its outputs), and
         only executes here: see dynnet/workers.py for what that changes (the user's
         side effects other than print happen in the worker). `workers=0` runs each
-        batch here, as `.batch` does.
+        batch here, as `.batch` does. The default, None, is `dynnet.config.workers`
+        (1 unless the environment sets `DYNNET_WORKERS=0`).
         """
         return self._batches(batches, workers, shared_kwargs, None)
 
@@ -102,6 +103,8 @@ class DynFunction:
         def plan(batch, known):
             return plan_batch(self._make(kwargs), examples(batch), known, self.schedule)
 
+        if workers is None:
+            workers = config.workers
         return run_batches(run_here, plan, examples, batches, workers, warm=warm)
 
     def _run(self, examples, kwargs):
@@ -161,7 +164,7 @@ class BoundDynFunction:
         self.function._mark_ran_on(self.obj)
         return out
 
-    def batches(self, batches, *, workers=1, **shared_kwargs):
+    def batches(self, batches, *, workers=None, **shared_kwargs):
         """`DynFunction.batches` with this object as the first argument."""
         return self.function._batches(batches, workers, shared_kwargs, self.obj)
 

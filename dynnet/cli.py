@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from dynnet import synthetic
+from dynnet import config, synthetic
 from dynnet.data import binary_label, read_sentences, read_trees
 from dynnet.errors import DynnetError
 from dynnet.vocab import Vocab, atomic_write_text
@@ -92,10 +92,10 @@ def build_parser():
     train.add_argument("--threads", type=_positive_int, default=1, metavar="T",
                        help="torch CPU threads per process; dynamic batches are many small "
                             "ops, where extra threads mostly contend (default: 1)")
-    train.add_argument("--workers", type=int, choices=(0, 1), default=1, metavar="W",
+    train.add_argument("--workers", type=int, choices=(0, 1), default=None, metavar="W",
                        help="1: trace the next batches in a worker process while this one "
                             "trains (one process, Linux; same results; see tutorials/06); "
-                            "0: trace them here (default: 1)")
+                            "0: trace them here (default: 1, or 0 when DYNNET_WORKERS=0)")
     train.add_argument("--out", metavar="DIR",
                        help="output directory (default: runs/MODEL)")
     again = train.add_mutually_exclusive_group()
@@ -432,7 +432,7 @@ def train(args):
                       epochs=args.epochs, batch_size=settings["batch_size"],
                       lr=settings["lr"], seed=settings["seed"], out_dir=out, device=device,
                       progress=False if args.no_progress else None, log=say,
-                      workers=args.workers)
+                      workers=config.workers if args.workers is None else args.workers)
     trainer.fit(resume=args.resume)
     if splits.get("test") and rank == 0:
         metrics = trainer.evaluate(splits["test"])

@@ -403,3 +403,27 @@ def test_empty_batches_give_what_batch_gives():
     assert got[0] == [] and got[3] == []
     torch.testing.assert_close(got[1], model.loss.batch(batches[1]))
     assert list(scaled_sum.batches([[], []], workers=0)) == [[], []]
+
+
+def test_dynnet_config_workers_turns_workers_off(monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    read = "import dynnet; print(dynnet.config.workers)"
+    for value, expected in (("0", "0"), ("1", "1"), (None, "1")):
+        env = {k: v for k, v in os.environ.items() if k != "DYNNET_WORKERS"}
+        if value is not None:
+            env["DYNNET_WORKERS"] = value
+        out = subprocess.run([sys.executable, "-c", read], env=env, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        assert out == expected
+    monkeypatch.setattr(dynnet.config, "workers", 0)
+    model = tree_model()
+    batches = tree_batches(3)
+    with dynnet.profile() as profile:
+        list(model.loss.batches(batches))
+    assert profile.planned_batches == 0 and not profile.worker_misses
+    with dynnet.profile() as profile:
+        list(model.loss.batches(batches, workers=1))  # an explicit choice wins
+    assert profile.planned_batches == len(batches) - 1
