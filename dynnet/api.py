@@ -210,6 +210,8 @@ def function(fn=None, *, schedule=None):
     when structures or leaf shapes differ between examples, a list of per-example
     outputs; non-tensor values (numbers, lists of ids) become the list of the examples'
     values. Results equal running `fn` on each example, forward and backward.
+    `f.batches(batches)` yields `f.batch(batch)` for each batch of a list of batches
+    (each a list of examples), tracing the next ones in a worker process.
 
     Args:
       schedule: "depth" or "agenda" (default: `dynnet.config.schedule`).
