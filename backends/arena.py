@@ -107,7 +107,9 @@ def layout(groups):
 
 def allocate(shapes, places):
     """`(arenas, gradients, placements)` of a `layout`: the arenas it names, allocated,
-    their `RoundGradients`, and per group its Placement or None."""
+    their `RoundGradients` (None without arenas), and per group its Placement or None."""
+    if not shapes:
+        return (), None, [None] * len(places)
     gradients = RoundGradients()
     gradients.shapes = list(shapes)
     arenas = [torch.empty(shape, dtype=dtype, device=device)
@@ -125,10 +127,7 @@ def allocate(shapes, places):
 
 def plan(groups):
     """Per group of `groups` (`(sig, nodes)` in execution order) its Placement or None."""
-    shapes, places = layout(groups)
-    if not shapes:
-        return [None] * len(groups)
-    return allocate(shapes, places)[2]
+    return allocate(*layout(groups))[2]
 
 
 def release(placements):

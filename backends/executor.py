@@ -32,13 +32,7 @@ def execute_group(sig, nodes, placement=None):
     (also into the round's arenas, where `placement` says so)."""
     kind = sig.kind
     if kind == "op" or kind == "segment" or kind == "loop" or kind == "numbers":
-        grad = sig.grad_enabled and torch.is_grad_enabled()
-        outs = arena_rows(placement, len(nodes)) if kind == "segment" and not grad else None
-        if sig.grad_enabled or not torch.is_grad_enabled():
-            outputs = _run_op(sig, nodes, outs)
-        else:  # recorded under torch.no_grad()
-            with torch.no_grad():
-                outputs = _run_op(sig, nodes, outs)
+        outputs = _run_op(sig, nodes, placement)
     elif kind == "const":
         aval = sig.out_avals[0]
         outputs = [data_tensor([n.payload for n in nodes], aval)]
@@ -58,16 +52,7 @@ def execute_group(sig, nodes, placement=None):
     return result
 
 
-def arena_rows(placement, rows):
-    """Per output position with a place in an arena, its `rows` rows there (a segment
-    run outside autograd computes its outputs straight into them), or None."""
-    if placement is None:
-        return None
-    return {k: slot[0][slot[1]:slot[1] + rows]
-            for k, slot in enumerate(placement.slots) if slot is not None} or None
-
-
-def _run_op(sig, nodes, outs=None):
+def _run_op(sig, nodes, placement):
     B = len(nodes)
     if len(sig.in_avals) == 1:
         slots = [gather([n.inputs[0] for n in nodes])]
@@ -80,7 +65,7 @@ def _run_op(sig, nodes, outs=None):
     else:
         payloads = None
     try:
-        leaves = call_batched(sig, slots, B, payloads, outs)
+        leaves = call_batched(sig, slots, B, payloads, placement)
     except Exception as e:
         raise _locate_failure(sig, nodes, e) from None
     bad = wrong_output(sig, leaves, B)
@@ -91,12 +76,25 @@ def _run_op(sig, nodes, outs=None):
     return leaves
 
 
-def call_batched(sig, slots, B, payloads, outs=None):
+def call_batched(sig, slots, B, payloads, placement=None):
     """The flat output tensors of signature `sig`'s batched call on the stacked input
-    `slots` of `B` rows; `payloads` are the rows' data (segments, loops) or numbers
-    (a group of per-example numbers). `outs`: see `SegmentTemplate.run_batched`."""
+    `slots` of `B` rows, in the grad mode `sig` was recorded in; `payloads` are the
+    rows' data (segments, loops) or numbers (a group of per-example numbers). Outside
+    autograd, a segment computes its outputs straight into their rows of the round's
+    arenas, where `placement` puts them (see `SegmentTemplate.run_batched`)."""
+    if sig.grad_enabled or not torch.is_grad_enabled():
+        return _call(sig, slots, B, payloads, placement)
+    with torch.no_grad():  # recorded under torch.no_grad()
+        return _call(sig, slots, B, payloads, placement)
+
+
+def _call(sig, slots, B, payloads, placement):
     from dynnet.backends.rules import BatchedCall
 
+    outs = None
+    if placement is not None and sig.kind == "segment" and not torch.is_grad_enabled():
+        outs = {k: slot[0][slot[1]:slot[1] + B]
+                for k, slot in enumerate(placement.slots) if slot is not None}
     if outs:
         out = sig.fn.run_batched(slots, B, payloads, outs)
     elif payloads is not None:

@@ -25,7 +25,7 @@ import torch
 
 from dynnet import tracing
 from dynnet.backends import arena, numbers
-from dynnet.backends.executor import GroupResult, arena_rows, call_batched, wrong_output
+from dynnet.backends.executor import GroupResult, call_batched, wrong_output
 from dynnet.backends.gather import data_tensor
 from dynnet.lazy import LazyTensor, Node
 from dynnet.runtime import Trace, _Example, _profiles, _step, lift_inputs, tensor_leaves
@@ -62,13 +62,6 @@ class Plan:
     __slots__ = ("grad_enabled", "shapes", "groups", "indices", "results", "printed",
                  "nodes", "fingerprint")
 
-    def __getstate__(self):
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __setstate__(self, state):
-        for name, value in zip(self.__slots__, state):
-            setattr(self, name, value)
-
 
 class _Out:
     """In a plan's results: output `index` of group `group`, row `row`."""
@@ -77,12 +70,6 @@ class _Out:
 
     def __init__(self, group, index, row):
         self.group, self.index, self.row = group, index, row
-
-    def __getstate__(self):
-        return self.group, self.index, self.row
-
-    def __setstate__(self, state):
-        self.group, self.index, self.row = state
 
 
 class _PlanningTrace(Trace):
@@ -354,14 +341,10 @@ def execute_plan(plan, signatures, examples):
         sigs = [signatures[serial] for serial, *_ in plan.groups]
     except KeyError as e:  # cannot happen with a worker forked from this process
         raise PlanMiss(f"the plan names signature {e} unknown here") from None
-    if plan.shapes:
-        arenas, gradients, placements = arena.allocate(plan.shapes,
-                                                       [g[4] for g in plan.groups])
-    else:
-        arenas, gradients, placements = (), None, [None] * len(plan.groups)
+    arenas, gradients, placements = arena.allocate(plan.shapes, [g[4] for g in plan.groups])
     outputs = []  # per group, its output tensors
     index = _Indices(plan.indices)
-    grad_enabled = torch.is_grad_enabled()
+    inputs = {}  # example -> its input tensors, in the order `lift_inputs` lifts them
     gc_was_enabled = gc.isenabled()
     gc.disable()  # as while tracing: nothing cyclic is made here
     try:
@@ -373,16 +356,10 @@ def execute_plan(plan, signatures, examples):
                 leaves = [data_tensor(payloads, sig.out_avals[0])]
             elif kind == "stack":
                 leaves = [payloads if payloads.__class__ is torch.Tensor else
-                          torch.stack([_input(examples, p) for p in payloads])]
+                          torch.stack([_input(examples, inputs, p) for p in payloads])]
             else:
-                outs = arena_rows(placement, rows) if kind == "segment" and \
-                    not (grad_enabled and sig.grad_enabled) else None
                 try:
-                    if sig.grad_enabled or not grad_enabled:
-                        leaves = call_batched(sig, slots, rows, payloads, outs)
-                    else:
-                        with torch.no_grad():
-                            leaves = call_batched(sig, slots, rows, payloads, outs)
+                    leaves = call_batched(sig, slots, rows, payloads, placement)
                 except Exception as e:
                     raise PlanMiss(f"{sig.name} failed batched ({type(e).__name__})") from e
                 if wrong_output(sig, leaves, rows) is not None:
@@ -393,8 +370,7 @@ def execute_plan(plan, signatures, examples):
     finally:
         if gc_was_enabled:
             gc.enable()
-        if gradients is not None:
-            gradients.token = None  # the round is over (see arena.release)
+        arena.release(placements)  # the round is over
     results = [GroupResult(out) for out in outputs]
     for example in sorted(plan.printed):
         sys.stdout.write(plan.printed[example])
@@ -413,11 +389,13 @@ def execute_plan(plan, signatures, examples):
     return decoded
 
 
-def _input(examples, ref):
-    """Tensor input `j` of example `i` (in the order `lift_inputs` lifts them)."""
+def _input(examples, inputs, ref):
+    """Tensor input `j` of example `i` (`inputs` caches each example's tensors)."""
     i, j = ref
-    found = []
-    tensor_leaves(examples[i], found)
+    found = inputs.get(i)
+    if found is None:
+        found = inputs[i] = []
+        tensor_leaves(examples[i], found)
     return found[j]
 
 

@@ -80,12 +80,6 @@ class DataColumns:
         out = torch.frombuffer(values, dtype=dtype) if len(values) else torch.empty(0, dtype=dtype)
         return out.to(device=aval.device, dtype=aval.dtype)
 
-    def __getstate__(self):
-        return self.columns
-
-    def __setstate__(self, columns):
-        self.columns = columns
-
 
 class SegmentTemplate:
     """The ops one segment records, replayable on a stacked batch.
