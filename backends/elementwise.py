@@ -10,6 +10,7 @@ import operator
 import torch
 import torch.nn.functional as F
 
+from dynnet.backends.kernels import batched_kernel, tanh
 from dynnet.backends.rules import def_rule, flat_call
 from dynnet.tracing import SLOT
 
@@ -27,7 +28,7 @@ def aligned(rank):
 def elementwise_rule(call):
     rank = len(call.sig.out_avals[0].shape)
     args, kwargs = call.args(aligned(rank))
-    return call.fn(*args, **kwargs)
+    return batched_kernel(call.fn)(*args, **kwargs)
 
 
 def _prepare_elementwise(sig):
@@ -35,7 +36,7 @@ def _prepare_elementwise(sig):
     rank = len(sig.out_avals[0].shape)
     if any(len(a.shape) != rank for a in sig.in_avals):
         return None
-    return flat_call(sig.fn, sig.template)
+    return flat_call(batched_kernel(sig.fn), sig.template)
 
 
 elementwise_rule.prepare = _prepare_elementwise
@@ -45,7 +46,7 @@ elementwise_rule.prepare = _prepare_elementwise
 _OUT_VARIANTS = {operator.add: torch.add, operator.sub: torch.sub, operator.mul: torch.mul,
                  operator.truediv: torch.div, torch.add: torch.add, torch.sub: torch.sub,
                  torch.mul: torch.mul, torch.div: torch.div, torch.sigmoid: torch.sigmoid,
-                 torch.tanh: torch.tanh, torch.relu: torch.relu, torch.exp: torch.exp}
+                 torch.tanh: tanh, torch.relu: torch.relu, torch.exp: torch.exp}
 
 
 def _prepare_elementwise_out(sig):
