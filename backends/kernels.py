@@ -1,17 +1,21 @@
 """Faster kernels for group calls, chosen by measurement.
 
-On the CPU, `torch.tanh` runs about 7x slower than numpy's vectorized tanh on the sizes
-a group call sees (a 64 x 128 block: 26 µs against 3.4 µs on the 2-core x86 machine,
-torch 2.13, numpy 2.x; `torch.sigmoid` on the same block takes 4.6 µs). `tanh` below
-calls numpy's for CPU float32/float64 tensors outside autograd; numpy's result is within
-about one ulp of torch's (relative error 1.1e-7 against 5.9e-8 for float32, the same
-zeros, infinities and NaNs). Inside autograd the saving is lost to the Python backward a
-custom `autograd.Function` needs (measured: slower up to 32k elements), so recorded
-calls keep `torch.tanh`.
+On the CPU, `torch.tanh` can be much slower than numpy's vectorized tanh on the sizes a
+group call sees: on the 2-core x86 machine (torch 2.13, numpy 2.x), a 64 x 128 block
+takes 26 µs against 3.4 µs (`torch.sigmoid` on the same block takes 4.6 µs). `tanh`
+below calls numpy's for CPU float32/float64 tensors outside autograd when numpy's is
+the faster of the two here: the first such call times both on a 64 x 128 block (about
+a millisecond, once per process) and keeps the winner, since builds and processors
+differ. numpy's result is within about one ulp of torch's (relative error 1.1e-7
+against 5.9e-8 for float32, the same zeros, infinities and NaNs). Inside autograd the
+saving is lost to the Python backward a custom `autograd.Function` needs (measured:
+slower up to 32k elements), so recorded calls keep `torch.tanh`.
 
 `batched_kernel(fn)` maps an op to the kernel its group calls use (the op itself when
 none is faster); per-example runs always call the op itself.
 """
+
+import time
 
 import numpy as np
 import torch
@@ -21,10 +25,34 @@ _NUMPY_MIN_NUMEL = 1024  # below it numpy's call overhead eats the gain
 _NUMPY_DTYPES = (torch.float32, torch.float64)
 
 
+_numpy_faster = None  # whether numpy's tanh beat torch's here (measured on first use)
+
+
+def numpy_tanh_is_faster():
+    """Times torch's and numpy's tanh on a 64 x 128 float32 block (best of 20 calls
+    each) the first time it is asked; the answer holds for the process."""
+    global _numpy_faster
+    if _numpy_faster is None:
+        block = torch.rand(64, 128) * 4 - 2
+        array, out = block.numpy(), np.empty((64, 128), np.float32)
+
+        def best(run):
+            times = []
+            for _ in range(20):
+                start = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - start)
+            return min(times)
+
+        _numpy_faster = best(lambda: np.tanh(array, out=out)) < best(lambda: torch.tanh(block))
+    return _numpy_faster
+
+
 def _numpy_ok(x):
     return (x.device.type == "cpu" and x.dtype in _NUMPY_DTYPES
             and x.numel() >= _NUMPY_MIN_NUMEL
-            and not (x.requires_grad and torch.is_grad_enabled()))
+            and not (x.requires_grad and torch.is_grad_enabled())
+            and (_numpy_faster or (_numpy_faster is None and numpy_tanh_is_faster())))
 
 
 def tanh(x, *, out=None):

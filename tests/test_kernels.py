@@ -10,7 +10,9 @@ from dynnet.backends import kernels
 
 @pytest.fixture
 def numpy_calls(monkeypatch):
-    """Counts the calls of numpy's tanh."""
+    """Counts the calls of numpy's tanh, chosen as the faster kernel (whatever this
+    machine's timing says; `test_the_choice_is_measured_once` covers that)."""
+    monkeypatch.setattr(kernels, "_numpy_faster", True)
     calls = []
     real = np.tanh
 
@@ -74,6 +76,23 @@ def test_tanh_under_autograd_uses_torch_and_differentiates(numpy_calls):
     with torch.no_grad():
         assert kernels.tanh(x).grad_fn is None
     assert numpy_calls, "outside autograd a parameter-like input still takes numpy"
+
+
+def test_the_choice_is_measured_once(monkeypatch):
+    monkeypatch.setattr(kernels, "_numpy_faster", None)
+    faster = kernels.numpy_tanh_is_faster()
+    assert faster in (True, False) and kernels._numpy_faster is faster
+    monkeypatch.setattr(kernels.np, "tanh", None)  # a second measurement would fail
+    assert kernels.numpy_tanh_is_faster() is faster
+
+
+def test_torch_keeps_tanh_where_it_measured_faster(monkeypatch):
+    monkeypatch.setattr(kernels, "_numpy_faster", False)
+    monkeypatch.setattr(kernels.np, "tanh", None)  # would fail if called
+    x = torch.randn(64, 128)
+    assert torch.equal(kernels.tanh(x), torch.tanh(x))
+    out = torch.empty(64, 128)
+    assert kernels.tanh(x, out=out) is out and torch.equal(out, torch.tanh(x))
 
 
 class _TanhTree(torch.nn.Module):
