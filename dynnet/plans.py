@@ -73,7 +73,11 @@ class _Out:
 
 
 class _PlanningTrace(Trace):
-    """A trace that must not execute anything: the worker's weights are stale."""
+    """A trace that must not execute anything: the worker's weights are stale, and
+    the worker, a forked process, must not touch an accelerator (see `executes` in
+    tracing._eager_constant)."""
+
+    executes = False
 
     def flush(self):
         if self.pending:
@@ -354,8 +358,9 @@ def execute_plan(plan, signatures, examples):
             kind = sig.kind
             if kind == "const":
                 leaves = [data_tensor(payloads, sig.out_avals[0])]
-            elif kind == "stack":
-                leaves = [payloads if payloads.__class__ is torch.Tensor else
+            elif kind == "stack":  # made on the CPU for another device by the worker
+                leaves = [payloads.to(sig.out_avals[0].device)
+                          if payloads.__class__ is torch.Tensor else
                           torch.stack([_input(examples, inputs, p) for p in payloads])]
             else:
                 try:

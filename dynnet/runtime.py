@@ -138,6 +138,8 @@ class profile:
 class Trace:
     """The pending graph of one batch and the example currently recording."""
 
+    executes = True  # False while a worker plans (dynnet/plans.py): nothing runs then
+
     def __init__(self, strategy=None):
         self.pending = []
         self.instance = 0

@@ -498,12 +498,23 @@ def _eager_constant(fn, args, kwargs):
     """A factory call with Python arguments: computed now, stacked with its peers. The
     signature's `fn` is the factory when the value depends on the arguments alone (no
     tensor among them, no random numbers), else None (dynnet/plans.py reads it)."""
+    pure = fn in _PURE_FACTORIES and not holds_tensor((args, kwargs))
+    device = None
+    if pure and not _active[-1].executes:
+        # A planning worker is a forked process, which must not touch an accelerator
+        # (CUDA cannot run in a forked child): the value is made on the CPU, and the
+        # process that executes the plan moves the stacked values (dynnet/plans.py).
+        device = kwargs.get("device")
+        device = torch.get_default_device() if device is None else torch.device(device)
+        if device.type == "cpu":
+            device = None
+        else:
+            kwargs = dict(kwargs, device="cpu")
     value = fn(*args, **kwargs)
     if not isinstance(value, torch.Tensor):
         return value
-    pure = fn in _PURE_FACTORIES and not holds_tensor((args, kwargs))
     return source("stack", fn if pure else None, op_name(fn), value, value.shape,
-                  value.dtype, value.device)
+                  value.dtype, device or value.device)
 
 
 def holds_tensor(obj):

@@ -12,6 +12,11 @@ batches (backward, optimizer step) overlaps the worker's tracing of the next one
 A batch the worker cannot plan runs here instead (the profile's `fallbacks` says
 why). One that made new signatures also restarts the worker, so that it knows them.
 
+The worker never computes on an accelerator (CUDA cannot run in a forked child):
+constants made while tracing (`torch.zeros(n, device=device)`) are made on the CPU
+there and moved here; anything else the user's code computes on the device while
+tracing makes the batch run here.
+
 The worker reads the batches as they were when it was forked. A batch replaced or
 reordered here since then is noticed (its examples are not the same objects: the plan
 is dropped and the batch runs here); an example changed in place is not.

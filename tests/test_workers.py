@@ -427,3 +427,34 @@ def test_dynnet_config_workers_turns_workers_off(monkeypatch):
     with dynnet.profile() as profile:
         list(model.loss.batches(batches, workers=1))  # an explicit choice wins
     assert profile.planned_batches == len(batches) - 1
+
+
+@dynnet.function
+def shifted(x):
+    return x + torch.ones(3, device=x.device)  # a pure factory, on the input's device
+
+
+def test_factory_constants_for_another_device_are_made_on_the_cpu_while_planning():
+    """A worker is a forked process, where CUDA cannot run: a pure factory's value for
+    a device other than the CPU is made on the CPU while planning, and the executing
+    process moves it. The "meta" device stands in for the accelerator."""
+    import sys
+
+    from dynnet import plans, tracing
+    from dynnet.outputs import stack_outputs
+
+    examples = [(torch.empty(3, device="meta"),) for _ in range(4)]
+    shifted.batch([x for x, in examples])  # the signatures, as before a fork
+    plan = plans.plan_batch(shifted._make({}), examples, sys.maxsize)
+    stacked = [payloads for _, _, payloads, _, _ in plan.groups
+               if payloads.__class__ is torch.Tensor]
+    assert len(stacked) == 1 and stacked[0].device.type == "cpu"
+    assert stacked[0].tolist() == [[1.0] * 3] * 4
+    out = stack_outputs(plans.execute_plan(plan, tracing.signatures_by_serial, examples))
+    assert out.device.type == "meta" and out.shape == (4, 3)
+    # a real worker, end to end: every batch after the first from a plan
+    batches = [[torch.empty(3, device="meta") for _ in range(2)] for _ in range(3)]
+    with dynnet.profile() as profile:
+        got = list(shifted.batches(batches))
+    assert profile.planned_batches == 2, profile.fallbacks
+    assert all(o.device.type == "meta" and o.shape == (2, 3) for o in got)
