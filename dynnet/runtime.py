@@ -145,6 +145,7 @@ class Trace:
         self.instance = 0
         self.schedule = get_strategy(strategy or config.schedule)
         self.outputs = {}  # example index -> list of (file, text) printed
+        self.memo = {}  # (segment signature, data) -> lazy outputs (SegmentTemplate)
         self.nodes = 0
         self.groups = 0
         self.rounds = 0

@@ -15,6 +15,8 @@ completing at once.
 """
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from dynnet import tracing
 from dynnet.backends.gather import data_tensor
@@ -95,7 +97,7 @@ class SegmentTemplate:
         that the call has this template's key (see `compile_replay`).
     """
 
-    def __init__(self, name, in_avals, ops, outputs, origin):
+    def __init__(self, name, in_avals, ops, outputs, origin, data=()):
         self.ops = ops
         self.outputs = outputs
         self.lazy_outputs = []  # distinct (op, output) refs, in order
@@ -103,6 +105,11 @@ class SegmentTemplate:
         self.sig = Signature("segment", self, name, None, in_avals, origin)
         self.sig.grad_enabled = torch.is_grad_enabled()
         self.sig.out_avals = tuple(ops[j][0].out_avals[i] for j, i in self.lazy_outputs)
+        # Calls on data alone (no lazy input) of deterministic ops give equal values for
+        # equal data: within a batch, they record one node per distinct data (a tree's
+        # leaves for the same word), whose row every such call reads.
+        self.memoized = (not in_avals and all(d.__class__ in _MEMO_DATA for d in data)
+                         and all(_deterministic(sig) for sig, _, _ in ops))
         self.record = self._compile_recorder()
         self.replay = None
         self._steps = None  # prepared on first replay
@@ -134,12 +141,19 @@ class SegmentTemplate:
             return f"({items})" if kind is tuple else f"[{items}]"
 
         n_in = len(self.sig.in_avals)
-        lines = ["depth = l0.node.depth" if n_in else "depth = 0"]
+        made = "".join(f"t{k}, " for k in range(len(self.lazy_outputs)))
+        lines = []
+        if self.memoized:  # the lazy outputs of an earlier call on equal data
+            lines += ["key = (sig, D)", "found = trace.memo.get(key)", "if found is not None:",
+                      f"    {made}= found", f"    return {expr((tuple, self.outputs))}"]
+        lines += ["depth = l0.node.depth" if n_in else "depth = 0"]
         for k in range(1, n_in):
             lines += [f"d = l{k}.node.depth", "if d > depth:", "    depth = d"]
         lines += ["node = Node(sig, L, depth + 1, trace.instance, D)",
                   "trace.pending.append(node)"]
         lines += [f"t{k} = T(node, {k}, A{k})" for k in range(len(self.lazy_outputs))]
+        if self.memoized:
+            lines.append(f"trace.memo[key] = ({made})")
         lines.append(f"return {expr((tuple, self.outputs))}")
         names = {"T": LazyTensor, "Node": Node, "sig": self.sig}
         names.update((f"A{k}", a) for k, a in enumerate(self.sig.out_avals))
@@ -284,6 +298,38 @@ class SegmentTemplate:
         """One example, unbatched (used to locate a failing example)."""
         outs = self.run_batched([x.unsqueeze(0) for x in inputs], 1, [data])
         return tuple(o[0] for o in outs)
+
+
+_MEMO_DATA = (int, bool, str)  # data a memoized call is keyed on (floats: -0.0 == 0.0)
+_RANDOM_OPS = {F.dropout, F.alpha_dropout, F.feature_alpha_dropout, F.dropout1d,
+               F.dropout2d, F.dropout3d, F.rrelu, F.gumbel_softmax, torch.dropout,
+               torch.alpha_dropout, torch.feature_dropout, torch.feature_alpha_dropout,
+               torch.rrelu, torch.bernoulli, torch.Tensor.bernoulli, torch.normal,
+               torch.poisson, torch.multinomial, torch.Tensor.multinomial,
+               *_RANDOM_FACTORIES}
+# modules whose call computes the same value for the same input
+_DETERMINISTIC_MODULES = {nn.Linear, nn.Bilinear, nn.Embedding, nn.LayerNorm, nn.Identity,
+                          nn.ReLU, nn.ReLU6, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU,
+                          nn.SELU, nn.CELU, nn.LeakyReLU, nn.Softplus, nn.Softsign, nn.Mish,
+                          nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.LogSigmoid,
+                          nn.Tanhshrink, nn.GLU, nn.LSTMCell, nn.GRUCell, nn.RNNCell,
+                          nn.Softmax, nn.LogSoftmax}
+
+
+def _deterministic(sig):
+    """True when the op of `sig` computes the same value from the same inputs: a known
+    module class, or an op with a batching rule that draws no random numbers."""
+    from dynnet.backends.rules import batching_rules
+
+    if sig.kind != "op":
+        return True  # data and constants
+    fn = sig.fn
+    if isinstance(fn, nn.Module):
+        return type(fn) in _DETERMINISTIC_MODULES
+    try:
+        return fn in batching_rules and fn not in _RANDOM_OPS
+    except TypeError:  # unhashable
+        return False
 
 
 _VALUE, _IDENTITY, _UNSTABLE = range(3)
@@ -623,7 +669,7 @@ def _template(code, lazies, captured, outputs, data=()):
         outs.append(entry)
     name = f"segment {code.co_name}@{code.co_firstlineno}"
     origin = (code.co_filename, code.co_firstlineno)
-    return SegmentTemplate(name, tuple(t.aval for t in lazies), ops, outs, origin)
+    return SegmentTemplate(name, tuple(t.aval for t in lazies), ops, outs, origin, data)
 
 
 def seg_call(fn, /, *args, **kwargs):

@@ -193,7 +193,8 @@ def test_cpu_peak_bytes_counts_what_is_held_at_once():
 
 def test_tree_variants_compute_the_same_function_on_the_fast_path():
     """benchmarks/tree_variants.py: every way of writing the tree-LSTM gives the same
-    loss, and each records one node per tree node (nothing falls back to op by op)."""
+    loss, and each records at most one node per tree node (nothing falls back to op by
+    op; leaves for the same word share one node), the same number for every variant."""
     from benchmarks import tree_variants
 
     trees = [t for t in random_trees(24, vocab_size=30, seed=9) if not t.is_leaf]
@@ -201,4 +202,5 @@ def test_tree_variants_compute_the_same_function_on_the_fast_path():
     assert [r[0] for r in rows] == list(tree_variants.VARIANTS)
     losses = [r[4] for r in rows]
     assert max(losses) - min(losses) < 1e-5
-    assert all(abs(r[1] - 1.0) < 1e-9 for r in rows), rows
+    per_tree_node = [r[1] for r in rows]
+    assert max(per_tree_node) <= 1.0 and max(per_tree_node) == min(per_tree_node), rows

@@ -35,7 +35,9 @@ def test_internal_cell_runs_in_at_most_height_groups(strategy, max_depth):
     assert len(leaf) == 1  # every leaf of every tree in one group
     assert len(internal) <= h - 1  # at most one group per internal level
     n_leaves = sum(len(t.leaves()) for t in trees)
-    assert sum(leaf) == n_leaves and sum(internal) == sum(t.size() for t in trees) - n_leaves
+    words = {n.word_id for t in trees for n in t.nodes() if n.is_leaf}
+    assert sum(leaf) == len(words)  # one row per word: leaves of a word share it
+    assert sum(internal) == sum(t.size() for t in trees) - n_leaves
     assert prof.rounds == 1
 
 
@@ -52,14 +54,17 @@ def test_groups_do_not_grow_with_batch_size():
 
 def test_segments_record_one_node_per_tree_node():
     """Straight-line tensor code (with its `torch.tensor(tree.word_id)` data) becomes one
-    node per call once captured: the leaf's and the internal node's bodies."""
+    node per call once captured: the leaf's and the internal node's bodies. A call on
+    data alone records one node per distinct data: one per word for the leaves."""
     model = ModuleTreeLSTM()
     trees = random_trees(20, max_depth=6, seed=4)
     with torch.no_grad():
         model.encode.batch(trees[:2])  # capture
         with dynnet.profile() as prof:
             model.encode.batch(trees)
-    assert prof.nodes == sum(t.size() for t in trees)
+    leaves = [n for t in trees for n in t.nodes() if n.is_leaf]
+    internal = sum(t.size() for t in trees) - len(leaves)
+    assert prof.nodes == internal + len({n.word_id for n in leaves})
     assert prof.groups <= max(_height(t) for t in trees)
 
 

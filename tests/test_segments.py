@@ -5,7 +5,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import dynnet
+from dynnet.data import Tree
 from tests.helpers import assert_batch_matches_loop
+from tests.strategies import random_trees
 
 D = 6
 
@@ -584,3 +586,98 @@ def test_outside_autograd_segments_compute_into_the_arenas():
             if isinstance(t, segments.SegmentTemplate) and t.sig.origin[0] == code.co_filename
             and code.co_firstlineno < t.sig.origin[1] < code.co_firstlineno + 12]
     assert ours and all(len(t.writes) == 2 for t in ours)  # h and c of both segments
+
+
+class WordTree(nn.Module):
+    """Leaves from a word alone: a call on data."""
+
+    def __init__(self, vocab=6, dim=5):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.leaf = nn.Linear(dim, dim)
+        self.mix = nn.Linear(2 * dim, dim)
+
+    @dynnet.function
+    def encode(self, tree):
+        if tree.is_leaf:
+            return torch.tanh(self.leaf(self.embed(torch.tensor(tree.word_id))))
+        left, right = [self.encode(c) for c in tree.children]
+        return torch.tanh(self.mix(torch.cat([left, right])))
+
+
+class DropoutWordTree(WordTree):
+    """The same, with dropout on the leaves: random numbers per leaf."""
+
+    @dynnet.function
+    def encode(self, tree):
+        if tree.is_leaf:
+            x = self.embed(torch.tensor(tree.word_id))
+            return torch.tanh(self.leaf(F.dropout(x, 0.5, self.training)))
+        left, right = [self.encode(c) for c in tree.children]
+        return torch.tanh(self.mix(torch.cat([left, right])))
+
+
+def _word_trees(n, seed):
+    trees = random_trees(n, max_depth=5, seed=seed)
+    for t in trees:
+        for node in t.nodes():
+            if node.is_leaf:
+                node.word_id %= 6  # few words: many leaves share one
+    return trees
+
+
+def _leaf_rows(model, trees):
+    with dynnet.profile() as prof:
+        out = model.encode.batch(trees)
+    return sum(prof.groups_of(model.leaf)), out
+
+
+def test_calls_on_equal_data_share_one_node_in_a_batch():
+    torch.manual_seed(0)
+    model = WordTree()
+    trees = _word_trees(12, seed=5)
+    words = {n.word_id for t in trees for n in t.nodes() if n.is_leaf}
+    leaves = sum(1 for t in trees for n in t.nodes() if n.is_leaf)
+    assert len(words) < leaves
+    model.encode.batch(trees[:2])  # capture
+    rows, _ = _leaf_rows(model, trees)
+    assert rows == len(words)
+    # values and gradients (the shared rows' gradients summed) as example by example
+    assert_batch_matches_loop(model.encode, trees, params=list(model.parameters()))
+    with torch.no_grad():  # and a new batch makes its own nodes
+        assert _leaf_rows(model, trees[:3])[0] == len(
+            {n.word_id for t in trees[:3] for n in t.nodes() if n.is_leaf})
+
+
+def test_calls_with_random_ops_or_lazy_inputs_are_not_shared():
+    torch.manual_seed(1)
+    trees = _word_trees(10, seed=6)
+    leaves = sum(1 for t in trees for n in t.nodes() if n.is_leaf)
+    model = DropoutWordTree()  # in training mode: each leaf draws its own mask
+    model.encode.batch(trees[:2])
+    assert _leaf_rows(model, trees)[0] == leaves
+    model.eval()  # the same code, dropout off: F.dropout is still a random op
+    model.encode.batch(trees[:2])
+    assert _leaf_rows(model, trees)[0] == leaves
+    # internal nodes (lazy inputs) of equal subtrees are not shared either
+    plain = WordTree()
+    twins = [Tree(0, [Tree(0, word="a"), Tree(0, word="b")]) for _ in range(3)]
+    for t in twins:
+        t.children[0].word_id, t.children[1].word_id = 1, 2
+    plain.encode.batch(twins)
+    with dynnet.profile() as prof:
+        plain.encode.batch(twins)
+    assert sum(prof.groups_of(plain.mix)) == 3 and sum(prof.groups_of(plain.leaf)) == 2
+
+
+@dynnet.function
+def scaled(x, k):
+    return torch.tensor(x) * torch.tensor(k)  # data alone, floats among it
+
+
+def test_float_data_is_not_shared():
+    # -0.0 == 0.0 for Python, not for torch: float data never keys a shared node
+    with dynnet.profile() as prof:
+        out = scaled.batch([1.0, 1.0, -0.0, 0.0], [2.0, 2.0, 1.0, 1.0])
+    assert prof.nodes >= 4
+    assert torch.signbit(out[2]) and not torch.signbit(out[3])
