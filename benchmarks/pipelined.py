@@ -2,7 +2,7 @@
 
     python -m benchmarks.pipelined [--trees N] [--sentences N] [--batch-sizes 64 256]
                                    [--repeats K] [--threads T] [--only tree seq]
-                                   [--device cpu|cuda] [--data DIR]
+                                   [--device cpu|cuda] [--data DIR] [--workers 1 3]
 
 `f.batches(batches)` traces the next batches in a forked worker process while this
 process computes (dynnet/workers.py), so its cost shows in wall time only: the
@@ -14,9 +14,10 @@ examples. Figures are medians over the repeats, in examples per second.
 
 Variants: the hand-batched baselines of `benchmarks.run` (tree-LSTM: level-wise with
 autograd and with a hand-written backward; LM: `nn.LSTM` on a `PackedSequence`), dynnet
-one batch at a time (`f.batch`), and dynnet over the epoch with a worker
-(`f.batches(batches)`). The machine's load average is printed before and after: wall
-time on a shared machine moves with it.
+one batch at a time (`f.batch`), and dynnet over the epoch with worker processes
+(`f.batches(batches, workers=n)`, one variant per count given to `--workers`). The
+machine's load average is printed before and after: wall time on a shared machine
+moves with it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ import torch
 from benchmarks import common, sequence_lm, tree_lstm
 
 LABELS = {"batched": "hand-batched autograd", "manual": "hand-written backward",
-          "dynnet": "dynnet f.batch", "workers": "dynnet f.batches (worker)"}
+          "dynnet": "dynnet f.batch"}
+
+
+def _label(name):
+    if name.startswith("workers"):
+        n = int(name[len("workers"):])
+        return f"dynnet f.batches ({n} worker{'s' if n > 1 else ''})"
+    return LABELS[name]
 
 
 def _epochs(bench, name, variant, dynnet_functions):
@@ -39,18 +47,19 @@ def _epochs(bench, name, variant, dynnet_functions):
     module = variant.build(bench.start)
     optimizer = bench.make_optimizer(module)
 
-    if name == "workers":
+    if name.startswith("workers"):
         loss_fn, infer_fn = (f(module) for f in dynnet_functions)
+        workers = int(name[len("workers"):])
 
         def train(batches):
-            for loss in loss_fn.batches(batches):
+            for loss in loss_fn.batches(batches, workers=workers):
                 optimizer.zero_grad(set_to_none=True)
                 loss.mean().backward()
                 optimizer.step()
 
         def infer(batches):
             with torch.no_grad():
-                for _ in infer_fn.batches(batches):
+                for _ in infer_fn.batches(batches, workers=workers):
                     pass
     else:
         def train(batches):
@@ -64,15 +73,16 @@ def _epochs(bench, name, variant, dynnet_functions):
     return module, train, infer
 
 
-def measure(bench, dynnet_functions, batch_size, repeats, device):
+def measure(bench, dynnet_functions, batch_size, repeats, device, workers=(1,)):
     import dynnet
 
     batches = common.batches(bench.examples, batch_size)
     names = [n for n in ("batched", "manual", "dynnet") if n in bench.variants
              and not isinstance(bench.variants[n], str)]
     variants = {n: bench.variants[n] for n in names}
-    variants["workers"] = bench.variants["dynnet"]
-    names.append("workers")
+    for n in workers:
+        variants[f"workers{n}"] = bench.variants["dynnet"]
+        names.append(f"workers{n}")
     runs = {}
     for name in names:
         module, train, infer = _epochs(bench, name, variants[name], dynnet_functions)
@@ -87,10 +97,10 @@ def measure(bench, dynnet_functions, batch_size, repeats, device):
             with dynnet.profile() as profile:
                 for k, epoch in enumerate((train, infer)):
                     times[name][k].append(common.time_call(lambda: epoch(batches), device))
-            if name == "workers":
+            if name.startswith("workers"):
                 planned[name] = (profile.planned_batches, profile.batches,
                                  dict(profile.worker_misses))
-            if name in ("dynnet", "workers"):
+            if name == "dynnet" or name.startswith("workers"):
                 per_node[name] = _python_per_node(profile)
     n = len(bench.examples)
     rates = {name: tuple(n / common.median(t) for t in times[name]) for name in names}
@@ -120,6 +130,8 @@ def main(argv=None):
     parser.add_argument("--only", nargs="+", choices=["tree", "seq"], default=["tree", "seq"])
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--data", default=common.DATA_DIR, help="folder with sst/ and ptb/")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1],
+                        help="worker counts of the f.batches variants (default: 1)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from benchmarks import dynnet_models
@@ -146,8 +158,9 @@ def main(argv=None):
     notes = []
     for bench, functions in benches:
         for size in args.batch_sizes:
-            rates, planned, per_node = measure(bench, functions, size, args.repeats, device)
-            notes.extend(f"{bench.name} batch {size}, {LABELS[name]}: this process spent "
+            rates, planned, per_node = measure(bench, functions, size, args.repeats, device,
+                                               args.workers)
+            notes.extend(f"{bench.name} batch {size}, {_label(name)}: this process spent "
                          f"{trace:.2f} us per node tracing and scheduling, {execute:.2f} us "
                          "executing (kernels included)"
                          for name, (trace, execute) in per_node.items())
@@ -157,7 +170,7 @@ def main(argv=None):
                 if name in planned:
                     done, total, misses = planned[name]
                     plans = f"{done}/{total}" + (f" (misses: {misses})" if misses else "")
-                print(f"| {bench.name} | {LABELS[name]} | {size} | {rate[0]:.0f} | "
+                print(f"| {bench.name} | {_label(name)} | {size} | {rate[0]:.0f} | "
                       f"{rate[1]:.0f} | {_ratio(rate, rates['batched'])} | {vs_manual} "
                       f"| {plans} |", flush=True)
     load_after = os.getloadavg()

@@ -71,9 +71,11 @@ class DynFunction:
         With `workers=1`, a worker process traces the next batches while this one
         computes the current one (and while the caller trains on its outputs), and
         only executes here: see dynnet/workers.py for what that changes (the user's
-        side effects other than print happen in the worker). `workers=0` runs each
-        batch here, as `.batch` does. The default, None, is `dynnet.config.workers`
-        (1 unless the environment sets `DYNNET_WORKERS=0`).
+        side effects other than print happen in the worker). `workers=n` forks n of
+        them, which plan the batches in turn (for machines with cores to spare, where
+        one worker cannot trace as fast as this process computes, as on a GPU).
+        `workers=0` runs each batch here, as `.batch` does. The default, None, is
+        `dynnet.config.workers` (1 unless the environment sets `DYNNET_WORKERS`).
         """
         return self._batches(batches, workers, shared_kwargs, None)
 

@@ -92,10 +92,10 @@ def build_parser():
     train.add_argument("--threads", type=_positive_int, default=1, metavar="T",
                        help="torch CPU threads per process; dynamic batches are many small "
                             "ops, where extra threads mostly contend (default: 1)")
-    train.add_argument("--workers", type=int, choices=(0, 1), default=None, metavar="W",
-                       help="1: trace the next batches in a worker process while this one "
+    train.add_argument("--workers", type=_count, default=None, metavar="W",
+                       help="W worker processes trace the next batches while this one "
                             "trains (one process, Linux; same results; see tutorials/06); "
-                            "0: trace them here (default: 1, or 0 when DYNNET_WORKERS=0)")
+                            "0: trace them here (default: 1, or DYNNET_WORKERS)")
     train.add_argument("--out", metavar="DIR",
                        help="output directory (default: runs/MODEL)")
     again = train.add_mutually_exclusive_group()
@@ -150,6 +150,16 @@ def _positive_int(text):
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _count(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 

@@ -2,15 +2,28 @@
 
 DYNNET_SCHEDULE   "depth" (default) or "agenda": how nodes are grouped (scheduler.py).
 DYNNET_EAGER      "1" runs every dynnet.function unconverted, example by example.
-DYNNET_WORKERS    "1" (default) or "0": the worker processes `f.batches` and `dynnet train`
-                  use unless told otherwise (workers.py); "0" turns them off everywhere.
+DYNNET_WORKERS    how many worker processes `f.batches` and `dynnet train` use unless told
+                  otherwise (workers.py): "1" (default), "0" turns them off everywhere.
 """
 
 import os
 
 schedule = os.environ.get("DYNNET_SCHEDULE", "depth")
 eager = os.environ.get("DYNNET_EAGER", "0") == "1"
-workers = 0 if os.environ.get("DYNNET_WORKERS", "1") == "0" else 1
+
+
+def _count(name, default):
+    text = os.environ.get(name, default)
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{name}={text!r}: expected a count (0, 1, 2, ...)")
+    return value
+
+
+workers = _count("DYNNET_WORKERS", "1")
 
 
 def set(**settings):

@@ -83,8 +83,8 @@ class TreeTask:
         return model.loss.batch(trees)
 
     def losses_of_batches(self, model, batches, workers):
-        """``losses`` of each batch in turn, traced ahead in a worker process when
-        ``workers`` is 1 (see ``f.batches``)."""
+        """``losses`` of each batch in turn, traced ahead in ``workers`` worker
+        processes (see ``f.batches``)."""
         return model.loss.batches(batches, workers=workers)
 
     @torch.no_grad()
@@ -309,8 +309,9 @@ class Trainer:
             False, or None for one only when stderr is a terminal.
         log: ``str -> None`` for the one-line epoch summaries; None for silence.
         settings: JSON-serialisable extra state saved in checkpoints.
-        workers: 1 to trace the next batches in a worker process while this one trains
-            (``f.batches``; one process, tasks with ``losses_of_batches``), else 0.
+        workers: how many worker processes trace the next batches while this one
+            trains (``f.batches``; one process, tasks with ``losses_of_batches``); 0
+            traces them here.
     """
 
     def __init__(self, model, task, train, *, dev=None, epochs=5, batch_size=32, lr=1e-3,

@@ -8,6 +8,9 @@ a request is just a batch's index: the worker runs the user's code on every exam
 of that batch, schedules the nodes and sends back a plan (dynnet/plans.py). Here the
 plan runs group by group with its gather indices ready. Training code between two
 batches (backward, optimizer step) overlaps the worker's tracing of the next one.
+With `workers=n`, n processes are forked together and plan the batches in turn, for
+machines where one cannot trace as fast as this process computes (on a GPU host with
+cores to spare; on 2 cores a second worker only competes for them).
 
 A batch the worker cannot plan runs here instead (the profile's `fallbacks` says
 why). One that made new signatures also restarts the worker, so that it knows them.
@@ -52,7 +55,7 @@ from dynnet.runtime import _profiles
 
 tracing.register_internal_file(__file__)
 
-AHEAD = 2  # batches requested from the worker beyond the one about to run
+AHEAD = 2  # batches requested from each worker beyond the one about to run
 _MAX_RESTARTS = 8  # worker restarts for new signatures, per run_batches call
 _MAX_MISSES = 3  # batches in a row the worker could not plan before it is stopped
 
@@ -64,12 +67,12 @@ def can_fork():
 
 def run_batches(run_here, plan, examples, batches, workers, warm=False):
     """Yields `run_here(batch)` for each batch of `batches`, planning batches ahead in
-    a worker process (`plan(batch, known) -> Plan`, see plans.plan_batch) when
-    `workers` is 1; `examples(batch)` are a batch's per-example argument tuples.
-    `workers=0` runs every batch here. `warm`: the function ran before, so its
-    signatures likely exist already."""
-    if workers not in (0, 1):
-        raise ValueError(f"workers must be 0 or 1, not {workers!r}")
+    `workers` worker processes (`plan(batch, known) -> Plan`, see plans.plan_batch);
+    `examples(batch)` are a batch's per-example argument tuples. `workers=0` runs
+    every batch here. `warm`: the function ran before, so its signatures likely exist
+    already."""
+    if workers.__class__ is not int or workers < 0:
+        raise ValueError(f"workers must be a count of processes (0 or more), not {workers!r}")
     sequence = isinstance(batches, collections.abc.Sequence)
     if workers and not sequence and not config.eager:
         # the worker reads batches by index from its copy of them: a stream (a
@@ -80,30 +83,33 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False):
         for batch in batches:
             yield run_here(batch)
         return
+    workers = min(workers, len(batches) - 1)
     threads = torch.get_num_threads()
-    worker = None
+    cores = len(os.sched_getaffinity(0))
+    pool = None
     try:
-        if threads > 1 and threads >= len(os.sched_getaffinity(0)):
-            torch.set_num_threads(threads - 1)  # the worker takes a core of its own
-        # The first batch runs here: the worker has no plan yet, and it would take
-        # about as long to trace the batch there as to run it whole here. The worker
-        # is forked before it when the function already ran (its signatures exist),
-        # else after it, so that it shares the signatures that batch makes.
+        if threads > 1 and threads + workers > cores:
+            # the workers take cores of their own
+            torch.set_num_threads(max(1, min(threads, cores - workers)))
+        # The first batch runs here: the workers have no plan yet, and it would take
+        # about as long to trace the batch there as to run it whole here. They are
+        # forked before it when the function already ran (its signatures exist), else
+        # after it, so that they share the signatures that batch makes.
         requested = 1
         if warm:
-            worker = _start(plan, batches)
-            if worker is not None:
-                requested = worker.request_until(requested, 1 + AHEAD, batches)
+            pool = _start(plan, batches, workers)
+            if pool is not None:
+                requested = pool.request_until(requested, pool.ahead(1), batches)
         yield run_here(batches[0])
         if not warm:
-            worker = _start(plan, batches)
+            pool = _start(plan, batches, workers)
         restarts, misses = 0, 0
         for i in range(1, len(batches)):
-            if worker is None:
+            if pool is None:
                 yield run_here(batches[i])
                 continue
-            requested = worker.request_until(requested, i + AHEAD, batches)
-            got, new_signature = worker.receive(i)
+            requested = pool.request_until(requested, pool.ahead(i), batches)
+            got, new_signature = pool.receive(i)
             if got.__class__ is Plan:
                 if got.fingerprint != fingerprint(batches[i]):
                     got = "the batch changed after the worker was forked"
@@ -111,7 +117,7 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False):
                     got = "the batch was traced in another grad mode"
                 else:
                     try:
-                        results = execute_plan(got, worker.signatures, examples(batches[i]))
+                        results = execute_plan(got, pool.signatures, examples(batches[i]))
                     except PlanMiss as e:
                         got = str(e)
                     else:
@@ -122,24 +128,66 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False):
             yield run_here(batches[i])
             misses += 1
             if new_signature or misses >= _MAX_MISSES:
-                worker.close()
-                worker = None
+                pool.close()
+                pool = None
                 if new_signature and restarts < _MAX_RESTARTS:
                     restarts += 1
-                    worker, requested, misses = _start(plan, batches), i + 1, 0
+                    pool, requested, misses = _start(plan, batches, workers), i + 1, 0
     finally:
-        if worker is not None:
-            worker.close()
+        if pool is not None:
+            pool.close()
         torch.set_num_threads(threads)
 
 
-def _start(plan, batches):
-    """A new worker, or None (noted in the profile) when no process can be forked."""
-    try:
-        return _Worker(plan, batches)
-    except OSError as e:
-        _note_miss(f"no worker process could be started ({e}); the batches ran here")
-        return None
+def _start(plan, batches, workers):
+    """A new `_Pool` of up to `workers` processes, or None (noted in the profile) when
+    no process can be forked."""
+    started = []
+    for _ in range(workers):
+        try:
+            started.append(_Worker(plan, batches, [w.conn for w in started]))
+        except OSError as e:
+            if not started:
+                _note_miss(f"no worker process could be started ({e}); the batches ran here")
+                return None
+            _note_miss(f"only {len(started)} of {workers} worker processes could be "
+                       f"started ({e})")
+            break
+    return _Pool(started)
+
+
+class _Pool:
+    """Worker processes that plan batches in turn: batch i (from 1) goes to worker
+    (i - 1) mod n. They are forked together, so they know the same signatures."""
+
+    def __init__(self, workers):
+        self.workers = workers
+        self.signatures = workers[0].signatures
+
+    def _of(self, index):
+        return self.workers[(index - 1) % len(self.workers)]
+
+    def ahead(self, index):
+        """The last batch to have requested while batch `index` is the next to run:
+        `AHEAD` batches per worker beyond it."""
+        return index + AHEAD * len(self.workers)
+
+    def request_until(self, start, last, batches):
+        """Requests batches `start` to `last` (within `batches`) in the current grad
+        mode, each from its worker; returns the next batch to request."""
+        stop = min(last + 1, len(batches))
+        for index in range(start, stop):
+            self._of(index).request(index)
+        return max(start, stop)
+
+    def receive(self, index):
+        """`(plan or the reason there is none, whether the reason is a new signature)`
+        for batch `index`, the oldest request."""
+        return self._of(index).receive(index)
+
+    def close(self):
+        for worker in self.workers:
+            worker.close()
 
 
 def fingerprint(batch):
@@ -157,26 +205,23 @@ def _note_miss(reason):
 class _Worker:
     """A forked process that plans batches on request, in request order."""
 
-    def __init__(self, plan, batches):
+    def __init__(self, plan, batches, others=()):
+        """`others`: this process's pipe ends to workers forked before this one."""
         context = multiprocessing.get_context("fork")
         self.conn, child = context.Pipe()
         known = next(tracing._serials)  # every signature here has a smaller serial
         self.signatures = dict(tracing.signatures_by_serial)  # kept alive for the plans
-        self.process = context.Process(target=_serve,
-                                       args=(child, self.conn, plan, batches, known),
-                                       daemon=True, name="dynnet-planner")
+        self.process = context.Process(
+            target=_serve, args=(child, [self.conn, *others], plan, batches, known),
+            daemon=True, name="dynnet-planner")
         self.process.start()
         child.close()
         self.requested = deque()
 
-    def request_until(self, start, last, batches):
-        """Requests batches `start` to `last` (within `batches`) in the current grad
-        mode; returns the next batch to request."""
-        grad_enabled = torch.is_grad_enabled()
-        for index in range(start, min(last + 1, len(batches))):
-            self.conn.send((index, grad_enabled))
-            self.requested.append(index)
-        return max(start, min(last + 1, len(batches)))
+    def request(self, index):
+        """Asks for a plan of batch `index` in the current grad mode."""
+        self.conn.send((index, torch.is_grad_enabled()))
+        self.requested.append(index)
 
     def receive(self, index):
         """`(plan or the reason there is none, whether the reason is a new signature)`
@@ -193,9 +238,10 @@ class _Worker:
         self.process.terminate()
 
 
-def _serve(conn, parent_end, plan, batches, known):
+def _serve(conn, parent_ends, plan, batches, known):
     """The worker's loop: plans the requested batches until the pipe closes."""
-    parent_end.close()  # this copy would keep the pipe open after the parent's end
+    for end in parent_ends:  # copies that would keep pipes open after the parent's ends
+        end.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     torch.set_num_threads(1)  # the other process computes
     # The objects inherited from the fork are never garbage here: keep the collector off

@@ -5,7 +5,8 @@
 #
 # DATA_DIR holds sst/train.txt and ptb/valid.txt (as ../shared/data does); OUT_DIR
 # (default $OUT, else gpu-out) receives card.txt, tests.txt, tree.md/.txt,
-# seq.md/.txt, workers.txt and pipelined.txt (whole epochs with a worker process). It needs torch with CUDA and the package's pure-Python dependencies
+# seq.md/.txt, workers.txt and pipelined.txt (whole epochs with 1 and 3 worker processes).
+# It needs torch with CUDA and the package's pure-Python dependencies
 # (gast, safetensors, tqdm, pytest, hypothesis) importable; it installs dynnet itself
 # with --no-deps. Takes about 7 minutes on an H100/H200.
 #
@@ -35,4 +36,4 @@ python3 -m benchmarks.run --device cuda --data "$data" --only seq while --senten
     --vectors 1024 --repeats 3 --out "$out/seq.md" 2>&1 | tee "$out/seq.txt"
 python3 -m pytest -q -p no:warnings tests/test_workers.py 2>&1 | tee "$out/workers.txt"
 python3 -m benchmarks.pipelined --device cuda --data "$data" --only tree --trees 2048 \
-    --batch-sizes 256 --repeats 3 2>&1 | tee "$out/pipelined.txt"
+    --batch-sizes 256 --repeats 3 --workers 1 3 2>&1 | tee "$out/pipelined.txt"

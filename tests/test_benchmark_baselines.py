@@ -204,3 +204,23 @@ def test_tree_variants_compute_the_same_function_on_the_fast_path():
     assert max(losses) - min(losses) < 1e-5
     per_tree_node = [r[1] for r in rows]
     assert max(per_tree_node) <= 1.0 and max(per_tree_node) == min(per_tree_node), rows
+
+
+def test_pipelined_measures_worker_variants_with_their_plans():
+    """benchmarks/pipelined.py: one f.batches variant per worker count, each planning
+    every batch after the first of its epochs."""
+    from benchmarks import pipelined
+
+    torch.manual_seed(4)
+    trees = random_trees(24, vocab_size=20, seed=6)
+    variants = {**BASELINES, "dynnet": common.dynnet_variant("TREE_LSTM")}
+    bench = Benchmark("tree-lstm", "trees", trees, [6], TreeLSTMParams(20), variants,
+                      tree_lstm.make_optimizer, tree_lstm.LABELS)
+    functions = (lambda m: m.root_loss, lambda m: m.root_logits)
+    rates, planned, per_node = pipelined.measure(bench, functions, 6, 1, "cpu", (1, 2))
+    assert list(rates) == ["batched", "manual", "dynnet", "workers1", "workers2"]
+    assert all(train > 0 and infer > 0 for train, infer in rates.values())
+    for name in ("workers1", "workers2"):
+        done, total, misses = planned[name]
+        assert (done, total, misses) == (6, 8, {}), planned  # 4 batches, 2 epochs
+    assert pipelined._label("workers2") == "dynnet f.batches (2 workers)"

@@ -153,9 +153,10 @@ def row_sums(x):
     return torch.tanh(x).sum(0)
 
 
-def test_new_signatures_restart_the_worker_and_prints_arrive_in_order(capsys):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_new_signatures_restart_the_worker_and_prints_arrive_in_order(capsys, workers):
     # the worker meets a new per-example shape (a new signature) at batch 2 and 4
-    dims = [3, 3, 5, 5, 7, 7, 7]
+    dims = [d + workers - 1 for d in (3, 3, 5, 5, 7, 7, 7)]  # shapes new to this process
     torch.manual_seed(0)
     batches = [[torch.randn(d, 2) for _ in range(3)] for d in dims]
     inputs = [[x.tolist() for x in batch] for batch in batches]  # plain data: plannable
@@ -165,7 +166,7 @@ def test_new_signatures_restart_the_worker_and_prints_arrive_in_order(capsys):
         return row_sums(torch.tensor(rows))
 
     with dynnet.profile() as profile:
-        got = list(from_lists.batches(inputs))
+        got = list(from_lists.batches(inputs, workers=workers))
     for batch, out in zip(batches, got):
         torch.testing.assert_close(out, torch.stack([torch.tanh(x).sum(0) for x in batch]))
     # batches 0, 2 and 4 run here (a first batch, then new signatures); the others planned
@@ -273,8 +274,9 @@ def test_without_workers_and_bad_arguments():
         torch.testing.assert_close(a, b)
     for batch, loss in zip(batches, got):
         torch.testing.assert_close(loss, model.loss.batch(batch))
-    with pytest.raises(ValueError, match="workers must be 0 or 1"):
-        next(model.loss.batches(batches, workers=4))
+    for bad in (-1, 1.5, "2"):
+        with pytest.raises(ValueError, match="workers must be a count of processes"):
+            next(model.loss.batches(batches, workers=bad))
     with dynnet.run_eagerly():
         eager = list(model.loss.batches(batches))
     torch.testing.assert_close(eager[1], got[1])
@@ -342,7 +344,7 @@ def test_the_worker_ends_when_this_process_lets_go_of_the_pipe():
     gen = model.loss.batches(tree_batches(4))
     next(gen)
     worker = (set(multiprocessing.active_children()) - before).pop()
-    handle = gen.gi_frame.f_locals["worker"]
+    (handle,) = gen.gi_frame.f_locals["pool"].workers
     handle.conn.close()  # as if this process had died; no terminate()
     worker.join(timeout=10)
     assert not worker.is_alive()
@@ -360,7 +362,7 @@ def test_the_profile_says_how_many_batches_came_from_plans():
 def test_when_no_process_can_be_forked_the_batches_run_here(monkeypatch):
     from dynnet import workers
 
-    def no_fork(plan, batches):
+    def no_fork(*args):
         raise OSError("Cannot allocate memory")
 
     monkeypatch.setattr(workers, "_Worker", no_fork)
@@ -411,13 +413,16 @@ def test_dynnet_config_workers_turns_workers_off(monkeypatch):
     import sys
 
     read = "import dynnet; print(dynnet.config.workers)"
-    for value, expected in (("0", "0"), ("1", "1"), (None, "1")):
+    for value, expected in (("0", "0"), ("1", "1"), ("3", "3"), (None, "1"), ("x", None)):
         env = {k: v for k, v in os.environ.items() if k != "DYNNET_WORKERS"}
         if value is not None:
             env["DYNNET_WORKERS"] = value
-        out = subprocess.run([sys.executable, "-c", read], env=env, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        assert out == expected
+        run = subprocess.run([sys.executable, "-c", read], env=env, capture_output=True,
+                             text=True)
+        if expected is None:
+            assert "DYNNET_WORKERS='x': expected a count" in run.stderr
+        else:
+            assert run.stdout.strip() == expected
     monkeypatch.setattr(dynnet.config, "workers", 0)
     model = tree_model()
     batches = tree_batches(3)
@@ -458,3 +463,61 @@ def test_factory_constants_for_another_device_are_made_on_the_cpu_while_planning
         got = list(shifted.batches(batches))
     assert profile.planned_batches == 2, profile.fallbacks
     assert all(o.device.type == "meta" and o.shape == (2, 3) for o in got)
+
+
+def test_several_workers_plan_the_batches_in_turn():
+    model = tree_model(4)
+    batches = tree_batches(7, seed=13)
+    model.loss.batch(batches[0])  # warm: the workers are forked before the first batch
+    before = set(multiprocessing.active_children())
+    gen = model.loss.batches(batches, workers=3)
+    with dynnet.profile() as profile:
+        got = [next(gen)]
+        assert len(set(multiprocessing.active_children()) - before) == 3
+        got += list(gen)
+    assert profile.planned_batches == len(batches) - 1, profile.fallbacks
+    twin = copy.deepcopy(model)
+    want = [twin.loss.batch(b) for b in batches]
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+    sum(g.sum() for g in got).backward()
+    sum(w.sum() for w in want).backward()
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p.grad, q.grad)
+
+
+def test_each_worker_holds_only_its_own_pipe():
+    """A later worker must not keep an earlier one's pipe open: closing this process's
+    end of the first worker's pipe ends it while the second still runs."""
+    model = tree_model()
+    model.loss.batch(tree_batches(1)[0])
+    gen = model.loss.batches(tree_batches(6), workers=2)
+    next(gen)
+    first, second = gen.gi_frame.f_locals["pool"].workers
+    first.conn.close()
+    first.process.join(timeout=10)
+    assert not first.process.is_alive() and second.process.is_alive()
+    gen.close()
+
+
+def test_when_only_some_workers_can_be_forked_the_others_plan(monkeypatch):
+    from dynnet import workers
+
+    real, made = workers._Worker, []
+
+    def second_fails(*args):
+        if made:
+            raise OSError("Resource temporarily unavailable")
+        made.append(real(*args))
+        return made[-1]
+
+    monkeypatch.setattr(workers, "_Worker", second_fails)
+    model = tree_model()
+    batches = tree_batches(4)
+    with dynnet.profile() as profile:
+        got = list(model.loss.batches(batches, workers=2))
+    assert profile.planned_batches == len(batches) - 1
+    assert list(profile.worker_misses) == [
+        "only 1 of 2 worker processes could be started (Resource temporarily unavailable)"]
+    for batch, loss in zip(batches, got):
+        torch.testing.assert_close(loss, model.loss.batch(batch))
