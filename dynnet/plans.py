@@ -165,7 +165,9 @@ def _payloads(sig, nodes, inputs):
         return [sig.fn.number_of(n.sig) for n in nodes]
     if kind == "segment" or kind == "loop" or kind == "const":
         payloads = [n.payload for n in nodes]
-        if kind == "segment" and payloads and payloads[0]:  # equal-length data tuples
+        if kind == "segment":  # data tuples of one length, fixed by the segment's code
+            if not payloads[0]:
+                return _NO_DATA
             payloads = DataColumns([_column(c) for c in zip(*payloads)])
             plain = all(c.__class__ is array or _plain(c) for c in payloads.columns)
         else:
@@ -182,6 +184,9 @@ def _payloads(sig, nodes, inputs):
     raise PlanMiss("a tensor computed while tracing, from random numbers or from other "
                    "tensors (weights, say), which the worker holds as they were when it "
                    "started")
+
+
+_NO_DATA = DataColumns([])  # the rows of a segment without data inputs
 
 
 def _column(values):
