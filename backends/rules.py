@@ -8,6 +8,8 @@ under `torch.func.vmap`, so per-example semantics hold by construction.
 """
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from dynnet.tracing import SLOT, rebuild
 
@@ -141,3 +143,39 @@ def rule_for(sig):
         return batching_rules.get(fn, vmap_rule)
     except TypeError:
         return vmap_rule
+
+
+# -------------------- which ops compute the same value from the same inputs --------------------
+
+RANDOM_OPS = {F.dropout, F.alpha_dropout, F.feature_alpha_dropout, F.dropout1d, F.dropout2d,
+              F.dropout3d, F.rrelu, F.gumbel_softmax, torch.dropout, torch.alpha_dropout,
+              torch.feature_dropout, torch.feature_alpha_dropout, torch.rrelu, torch.bernoulli,
+              torch.Tensor.bernoulli, torch.normal, torch.poisson, torch.multinomial,
+              torch.Tensor.multinomial, torch.rand_like, torch.randn_like, torch.randint_like,
+              torch.Tensor.random_, torch.Tensor.uniform_, torch.Tensor.normal_}
+DETERMINISTIC_MODULES = {nn.Linear, nn.Bilinear, nn.Embedding, nn.LayerNorm, nn.Identity,
+                         nn.ReLU, nn.ReLU6, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU,
+                         nn.SELU, nn.CELU, nn.LeakyReLU, nn.Softplus, nn.Softsign, nn.Mish,
+                         nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.LogSigmoid,
+                         nn.Tanhshrink, nn.GLU, nn.LSTMCell, nn.GRUCell, nn.RNNCell,
+                         nn.Softmax, nn.LogSoftmax}
+
+
+def deterministic(sig, guards=True):
+    """True when the op of `sig` (kind "op") computes the same value from the same
+    inputs, so that equal calls in a batch may share one row: an op with a batching
+    rule that draws no random numbers, or a module of a known class. A module class may
+    say so itself with a method `dynnet_deterministic()` (True when, in its current
+    state, its call is deterministic: a dropout of 0 or in eval mode, say); `guards`
+    False ignores those (for decisions kept beyond the current call)."""
+    fn = sig.fn
+    if isinstance(fn, nn.Module):
+        cls = type(fn)
+        if cls in DETERMINISTIC_MODULES:
+            return True
+        said = getattr(cls, "dynnet_deterministic", None) if guards else None
+        return said is not None and bool(said(fn))
+    try:
+        return fn in batching_rules and fn not in RANDOM_OPS
+    except TypeError:  # unhashable
+        return False

@@ -15,11 +15,10 @@ completing at once.
 """
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from dynnet import tracing
 from dynnet.backends.gather import data_tensor
+from dynnet.backends.rules import deterministic
 from dynnet.lazy import LazyTensor, Node
 from dynnet.tracing import Signature, flatten_outputs
 
@@ -109,7 +108,8 @@ class SegmentTemplate:
         # equal data: within a batch, they record one node per distinct data (a tree's
         # leaves for the same word), whose row every such call reads.
         self.memoized = (not in_avals and all(d.__class__ in _MEMO_DATA for d in data)
-                         and all(_deterministic(sig) for sig, _, _ in ops))
+                         and all(sig.kind != "op" or deterministic(sig, guards=False)
+                                 for sig, _, _ in ops))
         self.record = self._compile_recorder()
         self.replay = None
         self._steps = None  # prepared on first replay
@@ -301,37 +301,6 @@ class SegmentTemplate:
 
 
 _MEMO_DATA = (int, bool, str)  # data a memoized call is keyed on (floats: -0.0 == 0.0)
-_RANDOM_OPS = {F.dropout, F.alpha_dropout, F.feature_alpha_dropout, F.dropout1d,
-               F.dropout2d, F.dropout3d, F.rrelu, F.gumbel_softmax, torch.dropout,
-               torch.alpha_dropout, torch.feature_dropout, torch.feature_alpha_dropout,
-               torch.rrelu, torch.bernoulli, torch.Tensor.bernoulli, torch.normal,
-               torch.poisson, torch.multinomial, torch.Tensor.multinomial,
-               *_RANDOM_FACTORIES}
-# modules whose call computes the same value for the same input
-_DETERMINISTIC_MODULES = {nn.Linear, nn.Bilinear, nn.Embedding, nn.LayerNorm, nn.Identity,
-                          nn.ReLU, nn.ReLU6, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU,
-                          nn.SELU, nn.CELU, nn.LeakyReLU, nn.Softplus, nn.Softsign, nn.Mish,
-                          nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.LogSigmoid,
-                          nn.Tanhshrink, nn.GLU, nn.LSTMCell, nn.GRUCell, nn.RNNCell,
-                          nn.Softmax, nn.LogSoftmax}
-
-
-def _deterministic(sig):
-    """True when the op of `sig` computes the same value from the same inputs: a known
-    module class, or an op with a batching rule that draws no random numbers."""
-    from dynnet.backends.rules import batching_rules
-
-    if sig.kind != "op":
-        return True  # data and constants
-    fn = sig.fn
-    if isinstance(fn, nn.Module):
-        return type(fn) in _DETERMINISTIC_MODULES
-    try:
-        return fn in batching_rules and fn not in _RANDOM_OPS
-    except TypeError:  # unhashable
-        return False
-
-
 _VALUE, _IDENTITY, _UNSTABLE = range(3)
 _input_kinds = {}  # type (other than LazyTensor) -> how inputs of that type enter the key
 

@@ -323,21 +323,52 @@ def record(fn, args, kwargs):
     sig = _signatures.get(key)
     if sig is None:
         sig = _new_signature(fn, args, kwargs, slots, key, user_origin(2), trace)
-    depth = 0
-    for t in slots:
-        d = t.node.depth
-        if d > depth:
-            depth = d
-    node = Node(sig, slots, depth + 1, trace.instance)
-    trace.pending.append(node)
-    if _capture is not None:
-        _capture.append(node)
+    node = shared = None
+    if slots[0].node.sig.kind == "const" and _capture is None:
+        # an op on per-example data alone (a leaf's module on its word): one node
+        # per distinct data in the batch (see `_data_key`)
+        shared = _data_key(sig, slots)
+        if shared is not None:
+            node = trace.memo.get(shared)
+    if node is None:
+        depth = 0
+        for t in slots:
+            d = t.node.depth
+            if d > depth:
+                depth = d
+        node = Node(sig, slots, depth + 1, trace.instance)
+        trace.pending.append(node)
+        if _capture is not None:
+            _capture.append(node)
+        elif shared is not None:
+            trace.memo[shared] = node
     if sig.out_template is SLOT:
         return LazyTensor(node, 0, sig.out_avals[0])
     if sig.tuple_out:
         return tuple([LazyTensor(node, i, a) for i, a in enumerate(sig.out_avals)])
     outs = iter([LazyTensor(node, i, a) for i, a in enumerate(sig.out_avals)])
     return rebuild(sig.out_template, outs)
+
+
+_KEY_DATA = (int, bool, str)  # not float: -0.0 == 0.0 for Python, not for torch
+_deterministic = None  # backends.rules.deterministic, once imported
+
+
+def _data_key(sig, slots):
+    """The key under which a call of `sig` on `slots` (all constants made from
+    per-example Python data) shares its node with equal calls in the batch, or None
+    when it must not: random or unknown ops, float or unhashable data."""
+    global _deterministic
+    parts = [sig]
+    for t in slots:
+        node = t.node
+        if node.sig.kind != "const" or node.payload.__class__ not in _KEY_DATA:
+            return None
+        parts.append(node.sig)
+        parts.append(node.payload)
+    if _deterministic is None:
+        from dynnet.backends.rules import deterministic as _deterministic
+    return tuple(parts) if _deterministic(sig) else None
 
 
 _tensor_methods = {}

@@ -25,6 +25,10 @@ class LeafProjection(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.proj = nn.Linear(embed_dim, hidden_dim)
 
+    def dynnet_deterministic(self):
+        """Leaves of the same word may share a row unless dropout draws a mask per leaf."""
+        return self.dropout.p == 0 or not self.training
+
     def forward(self, word):
         return torch.tanh(self.proj(self.dropout(self.embed(word))))
 

@@ -36,6 +36,11 @@ class LeafLSTM(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.gates = nn.Linear(embed_dim, 3 * hidden_dim)
 
+    def dynnet_deterministic(self):
+        """Leaves of the same word may share a row (backends/rules.py `deterministic`)
+        unless dropout draws a mask per leaf."""
+        return self.dropout.p == 0 or not self.training
+
     def forward(self, word):
         i, o, u = self.gates(self.dropout(self.embed(word))).chunk(3, -1)
         c = torch.sigmoid(i) * torch.tanh(u)

@@ -89,7 +89,9 @@ def worker(rank, world, small, init_method=None):
                   f"{len(trees)} trees, {len(trees) // world} per process")
             _, alone = setup(small, device)  # the same steps in this process alone
             train(trees, alone, 0, 1)
-            same = all(torch.allclose(a, b, atol=1e-5) for a, b in
+            # equal to float rounding: the sums run in another order (Adam's steps
+            # enlarge such differences on near-zero gradients)
+            same = all(torch.allclose(a, b, atol=1e-4) for a, b in
                        zip(model.parameters(), alone.parameters()))
             print("parameters equal one process on the whole batches:", same)
         dist.barrier()  # no process leaves while another still works (gloo aborts)
