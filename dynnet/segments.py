@@ -20,7 +20,7 @@ from dynnet import tracing
 from dynnet.backends.gather import data_tensor
 from dynnet.backends.rules import deterministic
 from dynnet.lazy import LazyTensor, Node
-from dynnet.tracing import Signature, flatten_outputs
+from dynnet.tracing import SHAREABLE_DATA, Signature, flatten_outputs
 
 _UNSEGMENTABLE = object()
 _MAX_KEYS_PER_CODE = 256
@@ -107,7 +107,7 @@ class SegmentTemplate:
         # Calls on data alone (no lazy input) of deterministic ops give equal values for
         # equal data: within a batch, they record one node per distinct data (a tree's
         # leaves for the same word), whose row every such call reads.
-        self.memoized = (not in_avals and all(d.__class__ in _MEMO_DATA for d in data)
+        self.memoized = (not in_avals and all(d.__class__ in SHAREABLE_DATA for d in data)
                          and all(sig.kind != "op" or deterministic(sig, guards=False)
                                  for sig, _, _ in ops))
         self.record = self._compile_recorder()
@@ -300,7 +300,6 @@ class SegmentTemplate:
         return tuple(o[0] for o in outs)
 
 
-_MEMO_DATA = (int, bool, str)  # data a memoized call is keyed on (floats: -0.0 == 0.0)
 _VALUE, _IDENTITY, _UNSTABLE = range(3)
 _input_kinds = {}  # type (other than LazyTensor) -> how inputs of that type enter the key
 

@@ -350,7 +350,9 @@ def record(fn, args, kwargs):
     return rebuild(sig.out_template, outs)
 
 
-_KEY_DATA = (int, bool, str)  # not float: -0.0 == 0.0 for Python, not for torch
+# per-example data that may key a shared node (not floats: -0.0 == 0.0 for Python, not
+# for torch); segments use it too
+SHAREABLE_DATA = (int, bool, str)
 _deterministic = None  # backends.rules.deterministic, once imported
 
 
@@ -362,7 +364,7 @@ def _data_key(sig, slots):
     parts = [sig]
     for t in slots:
         node = t.node
-        if node.sig.kind != "const" or node.payload.__class__ not in _KEY_DATA:
+        if node.sig.kind != "const" or node.payload.__class__ not in SHAREABLE_DATA:
             return None
         parts.append(node.sig)
         parts.append(node.payload)
