@@ -12,7 +12,9 @@ saving is lost to the Python backward a custom `autograd.Function` needs (measur
 slower up to 32k elements), so recorded calls keep `torch.tanh`.
 
 `batched_kernel(fn)` maps an op to the kernel its group calls use (the op itself when
-none is faster); per-example runs always call the op itself.
+none is faster); per-example runs always call the op itself. The reference models'
+row-wise modules (dynnet.models), which run directly on stacked batches, call `tanh`
+themselves; on one example's small tensors it is torch's.
 """
 
 import time
@@ -61,10 +63,13 @@ def tanh(x, *, out=None):
             out is None or (out.__class__ is torch.Tensor and out.dtype == x.dtype
                             and out.device.type == "cpu" and out.shape == x.shape
                             and not out.requires_grad)):
-        if out is None:
-            return torch.from_numpy(np.tanh(x.detach().numpy()))
-        np.tanh(x.detach().numpy(), out=out.numpy())
-        return out
+        try:
+            if out is None:
+                return torch.from_numpy(np.tanh(x.detach().numpy()))
+            np.tanh(x.detach().numpy(), out=out.numpy())
+            return out
+        except RuntimeError:  # no numpy view of it (a vmap or fake tensor): torch's
+            pass
     if out is None:
         return torch.tanh(x)
     return torch.tanh(x, out=out)

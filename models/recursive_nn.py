@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dynnet.backends.kernels import tanh
 from dynnet.models.classifier import TreeClassifier, check_positive_int, init_embedding, row_wise
 from dynnet.models.io import register_model
 
@@ -30,7 +31,7 @@ class LeafProjection(nn.Module):
         return self.dropout.p == 0 or not self.training
 
     def forward(self, word):
-        return torch.tanh(self.proj(self.dropout(self.embed(word))))
+        return tanh(self.proj(self.dropout(self.embed(word))))
 
 
 @row_wise
@@ -50,7 +51,7 @@ class RecursiveCell(nn.Module):
         hs = list(children)
         if len(hs) < self.arity:
             hs += [torch.zeros_like(hs[0])] * (self.arity - len(hs))
-        return torch.tanh(self.compose(torch.cat(hs, -1)))
+        return tanh(self.compose(torch.cat(hs, -1)))
 
 
 @register_model("recursive-nn")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dynnet.backends.kernels import tanh
 from dynnet.models.classifier import TreeClassifier, check_positive_int, init_embedding, row_wise
 from dynnet.models.io import register_model
 
@@ -43,8 +44,8 @@ class LeafLSTM(nn.Module):
 
     def forward(self, word):
         i, o, u = self.gates(self.dropout(self.embed(word))).chunk(3, -1)
-        c = torch.sigmoid(i) * torch.tanh(u)
-        return torch.sigmoid(o) * torch.tanh(c), c
+        c = torch.sigmoid(i) * tanh(u)
+        return torch.sigmoid(o) * tanh(c), c
 
 
 @row_wise
@@ -72,10 +73,10 @@ class NaryTreeLSTMCell(nn.Module):
             hs += [zero] * (self.arity - len(children))
             cs += [zero] * (self.arity - len(children))
         i, o, u, *fs = self.gates(torch.cat(hs, -1)).chunk(3 + self.arity, -1)
-        c = torch.sigmoid(i) * torch.tanh(u)
+        c = torch.sigmoid(i) * tanh(u)
         for f, c_k in zip(fs, cs):
             c = c + torch.sigmoid(f) * c_k
-        return torch.sigmoid(o) * torch.tanh(c), c
+        return torch.sigmoid(o) * tanh(c), c
 
 
 @row_wise
@@ -98,8 +99,8 @@ class ChildSumTreeLSTMCell(nn.Module):
         cs = torch.stack([c for _, c in children], -2)
         i, o, u = self.iou(hs.sum(-2)).chunk(3, -1)
         f = torch.sigmoid(self.forget(hs))
-        c = torch.sigmoid(i) * torch.tanh(u) + (f * cs).sum(-2)
-        return torch.sigmoid(o) * torch.tanh(c), c
+        c = torch.sigmoid(i) * tanh(u) + (f * cs).sum(-2)
+        return torch.sigmoid(o) * tanh(c), c
 
 
 @register_model("tree-lstm")

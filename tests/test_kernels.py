@@ -134,3 +134,23 @@ def test_batched_inference_takes_numpy_and_equals_per_example_runs(numpy_calls):
         with dynnet.run_eagerly():
             one_by_one = torch.stack([model.encode(t) for t in trees])
     torch.testing.assert_close(batched, one_by_one)  # matrix products round differently
+
+
+def test_reference_models_use_the_kernel_on_stacked_batches(numpy_calls):
+    """The row-wise modules of dynnet.models run on stacked batches and call `tanh`
+    themselves: numpy's there, torch's on one example's vectors."""
+    from dynnet.models import NaryTreeLSTM, RecursiveNN
+
+    trees = _trees(40)
+    for cls in (NaryTreeLSTM, RecursiveNN):
+        torch.manual_seed(0)
+        model = cls(10, embed_dim=16, hidden_dim=64).eval()
+        numpy_calls.clear()
+        with torch.no_grad():
+            batched = model.predict.batch(trees)
+            assert numpy_calls, cls.__name__
+            numpy_calls.clear()
+            with dynnet.run_eagerly():
+                one_by_one = torch.stack([model.predict(t) for t in trees])
+            assert not numpy_calls  # 64 values per example: below the kernel's size
+        torch.testing.assert_close(batched, one_by_one)
