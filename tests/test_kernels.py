@@ -154,3 +154,12 @@ def test_reference_models_use_the_kernel_on_stacked_batches(numpy_calls):
                 one_by_one = torch.stack([model.predict(t) for t in trees])
             assert not numpy_calls  # 64 values per example: below the kernel's size
         torch.testing.assert_close(batched, one_by_one)
+
+
+def test_measuring_the_kernels_draws_no_random_numbers(monkeypatch):
+    monkeypatch.setattr(kernels, "_numpy_faster", None)
+    torch.manual_seed(3)
+    want = torch.rand(5)
+    torch.manual_seed(3)
+    kernels.numpy_tanh_is_faster()
+    assert torch.equal(torch.rand(5), want)  # the user's random stream is untouched
