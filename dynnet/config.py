@@ -13,7 +13,7 @@ eager = os.environ.get("DYNNET_EAGER", "0") == "1"
 
 
 def _count(name, default):
-    text = os.environ.get(name, default)
+    text = os.environ.get(name, "").strip() or default  # unset or empty: the default
     try:
         value = int(text)
     except ValueError:

@@ -419,7 +419,8 @@ def test_dynnet_config_workers_turns_workers_off(monkeypatch):
     import sys
 
     read = "import dynnet; print(dynnet.config.workers)"
-    for value, expected in (("0", "0"), ("1", "1"), ("3", "3"), (None, "1"), ("x", None)):
+    for value, expected in (("0", "0"), ("1", "1"), ("3", "3"), (None, "1"), ("", "1"),
+                            ("x", None)):
         env = {k: v for k, v in os.environ.items() if k != "DYNNET_WORKERS"}
         if value is not None:
             env["DYNNET_WORKERS"] = value
