@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import os
 import random
 import statistics
@@ -175,7 +176,11 @@ CLOCK = time.perf_counter  # set to time.process_time by ``run.py --clock proces
 
 
 def time_call(fn, device):
-    """Runs ``fn()`` and returns the seconds it took, device work included."""
+    """Runs ``fn()`` and returns the seconds it took, device work included. Garbage
+    left by earlier work (the profiler's event trees of ``cpu_peak_bytes`` hold
+    millions of cyclic objects) is collected first, so that its collection does not
+    land inside the timed call."""
+    gc.collect()
     synchronize(device)
     start = CLOCK()
     fn()

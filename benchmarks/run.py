@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import os
 import platform
 import subprocess
@@ -146,6 +147,7 @@ def profile_dynnet(bench, batch_size):
     optimizer = bench.make_optimizer(module) if bench.make_optimizer else None
     batches = common.batches(bench.examples, batch_size)
     try:
+        gc.collect()  # see common.time_call
         with dynnet.profile() as prof:
             for b in batches:
                 common.train_step(variant, module, optimizer, b)
