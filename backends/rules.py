@@ -170,12 +170,18 @@ def deterministic(sig, guards=True):
     False ignores those (for decisions kept beyond the current call)."""
     fn = sig.fn
     if isinstance(fn, nn.Module):
-        cls = type(fn)
-        if cls in DETERMINISTIC_MODULES:
-            return True
-        said = getattr(cls, "dynnet_deterministic", None) if guards else None
-        return said is not None and bool(said(fn))
+        return deterministic_module(fn, guards)
     try:
         return fn in batching_rules and fn not in RANDOM_OPS
     except TypeError:  # unhashable
         return False
+
+
+def deterministic_module(module, guards=True):
+    """`deterministic` for a call of `module`: a known class, or one whose
+    `dynnet_deterministic()` says so (only asked when `guards`)."""
+    cls = type(module)
+    if cls in DETERMINISTIC_MODULES:
+        return True
+    said = getattr(cls, "dynnet_deterministic", None) if guards else None
+    return said is not None and bool(said(module))

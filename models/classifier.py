@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import dynnet
+from dynnet.backends.rules import deterministic_module
 from dynnet.models.io import SaveLoadMixin
 from dynnet.models.vectors import load_into_embedding
 
@@ -80,6 +81,10 @@ class ClassifierHead(nn.Module):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(hidden_dim, num_classes)
+
+    def dynnet_deterministic(self):
+        """Equal inputs give equal scores unless dropout draws a mask per call."""
+        return self.dropout.p == 0 or not self.training
 
     def forward(self, h, target=None, *more):
         logits = self.out(self.dropout(h))
@@ -194,6 +199,13 @@ class NodeWithLoss(nn.Module):
         super().__init__()
         self.model = [model]  # a list, so that nn.Module does not register it
         self.step = step
+
+    def dynnet_deterministic(self):
+        """Deterministic when both the step and the head are: then the leaves of one
+        word and label share a row in a batch, as the plain leaves do."""
+        model = self.model[0]
+        return (deterministic_module(getattr(model, self.step))
+                and deterministic_module(model.head))
 
     def forward(self, label, child_losses, *step_args):
         model = self.model[0]

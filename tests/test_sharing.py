@@ -45,6 +45,27 @@ def test_leaves_of_a_word_share_a_row_in_the_reference_models():
         assert_batch_matches_loop(model.loss, trees, params=list(model.parameters()))
 
 
+def test_leaves_share_a_row_in_the_node_loss_too():
+    trees = _trees(12, seed=5, words=3)
+    for t in trees:
+        for node in t.nodes():
+            node.label = node.word_id % 2 if node.is_leaf else node.label
+    distinct = len({(n.word_id, n.label) for t in trees for n in t.nodes() if n.is_leaf})
+    assert distinct < _leaf_count(trees)
+    for cls in (NaryTreeLSTM, RecursiveNN):
+        torch.manual_seed(0)
+        model = cls(20, embed_dim=6, hidden_dim=7, node_loss=True)
+        with dynnet.profile() as prof:
+            model.loss.batch(trees)
+        # one row per distinct (word, label): a leaf's step and its loss
+        assert sum(prof.groups_of(model._with_loss["leaf"])) == distinct, cls.__name__
+        assert_batch_matches_loop(model.loss, trees, params=list(model.parameters()))
+        model.head.dropout.p = 0.5  # a mask per call: a row per leaf while training
+        with dynnet.profile() as prof:
+            model.loss.batch(trees)
+        assert sum(prof.groups_of(model._with_loss["leaf"])) == _leaf_count(trees)
+
+
 def test_dropout_keeps_a_row_per_leaf_while_training():
     trees = _trees(10, seed=4)
     torch.manual_seed(0)
