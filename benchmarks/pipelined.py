@@ -31,15 +31,14 @@ import torch
 
 from benchmarks import common, sequence_lm, tree_lstm
 
-LABELS = {"batched": "hand-batched autograd", "manual": "hand-written backward",
-          "dynnet": "dynnet f.batch"}
 
-
-def _label(name):
+def _label(bench, name):
     if name.startswith("workers"):
         n = int(name[len("workers"):])
         return f"dynnet f.batches ({n} worker{'s' if n > 1 else ''})"
-    return LABELS[name]
+    if name == "dynnet":
+        return "dynnet f.batch"
+    return bench.labels.get(name, name)  # the baselines as the runner names them
 
 
 def _epochs(bench, name, variant, dynnet_functions):
@@ -160,7 +159,7 @@ def main(argv=None):
         for size in args.batch_sizes:
             rates, planned, per_node = measure(bench, functions, size, args.repeats, device,
                                                args.workers)
-            notes.extend(f"{bench.name} batch {size}, {_label(name)}: this process spent "
+            notes.extend(f"{bench.name} batch {size}, {_label(bench, name)}: this process spent "
                          f"{trace:.2f} us per node tracing and scheduling, {execute:.2f} us "
                          "executing (kernels included)"
                          for name, (trace, execute) in per_node.items())
@@ -170,7 +169,7 @@ def main(argv=None):
                 if name in planned:
                     done, total, misses = planned[name]
                     plans = f"{done}/{total}" + (f" (misses: {misses})" if misses else "")
-                print(f"| {bench.name} | {_label(name)} | {size} | {rate[0]:.0f} | "
+                print(f"| {bench.name} | {_label(bench, name)} | {size} | {rate[0]:.0f} | "
                       f"{rate[1]:.0f} | {_ratio(rate, rates['batched'])} | {vs_manual} "
                       f"| {plans} |", flush=True)
     load_after = os.getloadavg()

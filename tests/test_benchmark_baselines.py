@@ -223,4 +223,7 @@ def test_pipelined_measures_worker_variants_with_their_plans():
     for name in ("workers1", "workers2"):
         done, total, misses = planned[name]
         assert (done, total, misses) == (6, 8, {}), planned  # 4 batches, 2 epochs
-    assert pipelined._label("workers2") == "dynnet f.batches (2 workers)"
+    assert pipelined._label(bench, "workers2") == "dynnet f.batches (2 workers)"
+    assert pipelined._label(bench, "batched") == "hand-batched autograd"
+    lm = Benchmark("sequence-lm", "sentences", [], [6], None, {}, None, sequence_lm.LABELS)
+    assert pipelined._label(lm, "batched") == "nn.LSTM packed"  # the LM's own baseline
