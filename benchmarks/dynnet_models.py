@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import dynnet
 from benchmarks.common import Variant
+from benchmarks.sequence_classifier import SentenceClassifierParams
 from benchmarks.sequence_lm import SequenceLMParams
 from benchmarks.tree_lstm import TreeLSTMParams
 from benchmarks.while_loop import Contraction
@@ -94,6 +95,39 @@ def _sequence_infer(model, sentences):
 
 
 SEQUENCE_LM = Variant(_sequence_loss_and_grad, _sequence_infer, _same_as(DynSequenceLM))
+
+
+# -------------------- LSTM sentence classifier --------------------
+
+class DynSentenceClassifier(SentenceClassifierParams):
+    @dynnet.function
+    def logits(self, sentence):
+        device = self.out.weight.device
+        h = torch.zeros(self.dim, device=device)
+        c = torch.zeros(self.dim, device=device)
+        for word in sentence.ids:
+            h, c = self.cell(self.embed(torch.tensor(word, device=device)), (h, c))
+        return self.out(h)
+
+    @dynnet.function
+    def loss(self, sentence):
+        label = torch.tensor(sentence.label, device=self.out.weight.device)
+        return F.cross_entropy(self.logits(sentence), label)
+
+
+def _classifier_loss_and_grad(model, sentences):
+    loss = model.loss.batch(sentences).mean()
+    loss.backward()
+    return loss.detach()
+
+
+@torch.no_grad()
+def _classifier_infer(model, sentences):
+    return model.logits.batch(sentences)
+
+
+SENTENCE_CLASSIFIER = Variant(_classifier_loss_and_grad, _classifier_infer,
+                              _same_as(DynSentenceClassifier))
 
 
 # -------------------- data-dependent while loop --------------------

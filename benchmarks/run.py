@@ -2,7 +2,7 @@
 
     python -m benchmarks.run [--quick] [--device cpu|cuda] [--batch-sizes 64 256]
                              [--trees N] [--sentences N] [--vectors N] [--repeats K]
-                             [--threads T] [--only tree seq while] [--out FILE]
+                             [--threads T] [--only tree seq cls while] [--out FILE]
 
 Every variant of a benchmark starts from the same weights and sees the same batches.
 After a warm-up step (whose loss, from the starting weights, is the ``loss@0`` column:
@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import torch
 
-from benchmarks import common, sequence_lm, tree_lstm, while_loop
+from benchmarks import common, sequence_classifier, sequence_lm, tree_lstm, while_loop
 
 ORDER = ("naive", "batched", "manual", "dynnet")
 REFERENCES = (("batched", "vs hand-batched"), ("manual", "vs hand-bwd"), ("naive", "vs naive"))
@@ -253,13 +253,14 @@ def parse_args(argv=None):
                         help="small data, one batch size, 3 repeats (under a minute)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--batch-sizes", type=int, nargs="+", help="default 64 256")
-    parser.add_argument("--trees", type=int, help="SST train trees (default 1024)")
+    parser.add_argument("--trees", type=int,
+                        help="SST train trees, and sentences of the classifier (default 1024)")
     parser.add_argument("--sentences", type=int, help="PTB valid sentences (default 256)")
     parser.add_argument("--vectors", type=int, help="while-loop vectors (default 1024)")
     parser.add_argument("--repeats", type=int, help="timed passes per variant (default 5)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--only", nargs="+", choices=("tree", "seq", "while"),
-                        default=("tree", "seq", "while"), help="benchmarks to run")
+    parser.add_argument("--only", nargs="+", choices=("tree", "seq", "cls", "while"),
+                        default=("tree", "seq", "cls", "while"), help="benchmarks to run")
     parser.add_argument("--data", default=str(common.DATA_DIR),
                         help="folder holding sst/ and ptb/ (default %(default)s)")
     parser.add_argument("--out", help="also write the table as markdown to this file")
@@ -297,6 +298,9 @@ def main(argv=None):
     if "seq" in args.only:
         benches.append(sequence_lm.benchmark(args.sentences, args.batch_sizes, args.device,
                                                args.data))
+    if "cls" in args.only:  # SST sentences, as many as trees
+        benches.append(sequence_classifier.benchmark(args.trees, args.batch_sizes,
+                                                     args.device, args.data))
     if "while" in args.only:
         benches.append(while_loop.benchmark(args.vectors, args.device))
 

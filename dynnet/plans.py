@@ -28,6 +28,7 @@ from dynnet.backends import arena, numbers
 from dynnet.backends.executor import GroupResult, call_batched, wrong_output
 from dynnet.backends.gather import data_tensor
 from dynnet.lazy import LazyTensor, Node
+from dynnet.recurrences import fuse_recurrences
 from dynnet.runtime import Trace, _Example, _profiles, _step, lift_inputs, tensor_leaves
 from dynnet.segments import DataColumns
 
@@ -120,7 +121,7 @@ def _plan(make_generator, per_example_args, known, strategy):
     finally:
         torch._C._set_grad_enabled(grad_enabled)
         tracing._active.pop()
-    groups = list(trace.schedule(trace.pending))
+    groups = list(trace.schedule(fuse_recurrences(trace.pending)))
     plan = Plan()
     plan.fingerprint = None
     plan.grad_enabled = grad_enabled

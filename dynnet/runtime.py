@@ -23,6 +23,7 @@ import torch
 from dynnet import config, segments, tracing
 from dynnet.backends import arena, execute_group
 from dynnet.errors import where
+from dynnet.recurrences import fuse_recurrences
 from dynnet.scheduler import get_strategy
 
 tracing.register_internal_file(__file__)
@@ -65,13 +66,14 @@ class Profile:
         self.worker_misses = {}  # why a batch the worker could not plan -> how many
 
     def groups_of(self, fn):
-        """Sizes of the groups that ran op or module `fn` (also inside segments)."""
+        """Sizes of the groups that ran op or module `fn` (also inside segments and
+        loops; a fused recurrence counts one row per sequence)."""
         out = []
         for sig, sizes in self.group_sizes.items():
             uses = sig.fn is fn
             if sig.kind == "numbers":
                 uses = sig.fn.fn is fn
-            elif sig.kind == "segment":
+            elif sig.kind == "segment" or sig.kind == "loop":
                 uses = any(op_sig.fn is fn for op_sig, _, _ in sig.fn.ops)
             if uses:
                 out.extend(sizes)
@@ -162,7 +164,7 @@ class Trace:
         self.nodes += len(pending)
         self.rounds += 1
         log = _profiles[-1].group_sizes if _profiles else None
-        groups = list(self.schedule(pending))
+        groups = list(self.schedule(fuse_recurrences(pending)))
         placements = arena.plan(groups)
         scheduled = time.perf_counter()
         self.schedule_seconds += scheduled - start

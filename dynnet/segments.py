@@ -728,6 +728,7 @@ class LoopTemplate:
     def __init__(self, name, test, body, n_state, origin):
         self.test = test
         self.body = body
+        self.ops = test.ops + body.ops
         self.n_state = n_state
         in_avals = test.sig.in_avals
         self.sig = Signature("loop", self, name, None, in_avals, origin)

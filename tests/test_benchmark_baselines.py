@@ -17,7 +17,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # benchmarks/ is a folder of scripts, not installed
     sys.path.insert(0, str(REPO))
 
-from benchmarks import common, run, sequence_lm, tree_lstm, while_loop  # noqa: E402
+from benchmarks import (  # noqa: E402
+    common,
+    run,
+    sequence_classifier,
+    sequence_lm,
+    tree_lstm,
+    while_loop,
+)
 from benchmarks.common import Benchmark, index_trees, load_sst, random_trees, train_step  # noqa: E402
 from benchmarks.tree_lstm import BASELINES, TreeLSTMParams, build_plan  # noqa: E402
 
@@ -135,6 +142,34 @@ def test_sequence_lm_packed_matches_per_sentence_loop():
     assert grads.keys() == ref_grads.keys()
     for key, grad in grads.items():
         torch.testing.assert_close(grad, ref_grads[key], atol=ATOL, rtol=0, msg=key)
+
+
+def test_sentence_classifier_variants_compute_the_same_function():
+    """Packed nn.LSTM, the per-sentence loop and dynnet's per-sentence code agree on
+    the loss, the gradients and the logits, over sentences of many lengths."""
+    torch.manual_seed(5)
+    start = sequence_classifier.SentenceClassifierParams(30, dim=12)
+    generator = torch.Generator().manual_seed(1)
+    sentences = [sequence_classifier.Sentence(torch.randint(30, (n,), generator=generator)
+                                              .tolist(), n % 5) for n in (1, 7, 3, 12, 3, 5)]
+    variants = {**sequence_classifier.BASELINES,
+                "dynnet": common.dynnet_variant("SENTENCE_CLASSIFIER")}
+    results = {}
+    for name, variant in variants.items():
+        module = variant.build(start)
+        loss = variant.loss_and_grad(module, sentences)
+        results[name] = (loss, sequence_classifier.cell_grads(module),
+                         variant.infer(module, sentences))
+    ref_loss, ref_grads, ref_logits = results["naive"]
+    assert ref_logits.shape == (len(sentences), sequence_classifier.CLASSES)
+    for name in ("batched", "dynnet"):
+        loss, grads, logits = results[name]
+        torch.testing.assert_close(loss, ref_loss, atol=ATOL, rtol=0, msg=name)
+        torch.testing.assert_close(logits, ref_logits, atol=ATOL, rtol=0, msg=name)
+        assert grads.keys() == ref_grads.keys(), name
+        for key, grad in grads.items():
+            torch.testing.assert_close(grad, ref_grads[key], atol=ATOL, rtol=0,
+                                       msg=f"{name} {key}")
 
 
 def test_while_loop_trip_counts_and_masked_loop():

@@ -1,0 +1,108 @@
+"""A loop applying an LSTM cell over a sequence runs as one fused recurrent call
+(dynnet/recurrences.py), with the values and gradients of running it step by step."""
+
+import random
+
+import pytest
+import torch
+import torch.nn as nn
+
+import dynnet
+from dynnet.recurrences import RecurrentTemplate
+from tests.helpers import assert_batch_matches_loop
+
+
+class Encoder(nn.Module):
+    def __init__(self, vocab=30, dim=6, hidden=5):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.cell = nn.LSTMCell(dim, hidden)
+        self.out = nn.Linear(hidden, 3)
+        self.hidden = hidden
+
+    @dynnet.function
+    def logits(self, ids):
+        h = torch.zeros(self.hidden)
+        c = torch.zeros(self.hidden)
+        for word in ids:
+            h, c = self.cell(self.embed(torch.tensor(word)), (h, c))
+        return self.out(h)
+
+    @dynnet.function
+    def every_state(self, ids):
+        """Keeps every step's h: the steps cannot be fused."""
+        h = torch.zeros(self.hidden)
+        c = torch.zeros(self.hidden)
+        hs = []
+        for word in ids:
+            h, c = self.cell(self.embed(torch.tensor(word)), (h, c))
+            hs.append(h)
+        return torch.stack(hs).sum(0) + c
+
+
+def _sentences(n, seed, longest=12):
+    rng = random.Random(seed)
+    return [[rng.randrange(30) for _ in range(rng.randint(1, longest))] for _ in range(n)]
+
+
+def _fused_rows(prof):
+    return [size for sig, sizes in prof.group_sizes.items()
+            if isinstance(sig.fn, RecurrentTemplate) for size in sizes]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_cell_over_a_sequence_runs_as_one_call_with_the_steps_values(seed):
+    torch.manual_seed(seed)
+    model = Encoder()
+    sentences = _sentences(9 + seed * 5, seed)
+    with torch.no_grad():
+        expected = torch.stack([Encoder.logits.fn(model, s) for s in sentences])
+        model.logits.batch(sentences[:1])  # the segment's first call captures its ops
+        with dynnet.profile() as prof:
+            got = model.logits.batch(sentences)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    longer = sum(1 for s in sentences if len(s) > 1)
+    # one fused row per sequence of two or more steps; one-step sequences stay segments
+    assert sum(_fused_rows(prof)) == longer
+    assert sum(prof.groups_of(model.cell)) == len(sentences)
+    assert prof.groups < max(len(s) for s in sentences)  # not one group per step
+
+
+def test_training_keeps_the_steps():
+    """With gradients the steps run as before (torch.lstm's backward was slower)."""
+    torch.manual_seed(3)
+    model = Encoder()
+    sentences = _sentences(8, 3)
+    assert_batch_matches_loop(model.logits, sentences, params=list(model.parameters()))
+    with dynnet.profile() as prof:
+        model.logits.batch(sentences)
+    assert not _fused_rows(prof)
+    assert sum(prof.groups_of(model.cell)) == sum(len(s) for s in sentences)
+
+
+def test_states_held_elsewhere_keep_their_steps():
+    torch.manual_seed(4)
+    model = Encoder()
+    sentences = _sentences(7, 4)
+    with torch.no_grad():
+        expected = [Encoder.every_state.fn(model, s) for s in sentences]
+        with dynnet.profile() as prof:
+            got = model.every_state.batch(sentences)
+    torch.testing.assert_close(got, torch.stack(expected), atol=1e-5, rtol=0)
+    assert not _fused_rows(prof)
+    assert sum(prof.groups_of(model.cell)) == sum(len(s) for s in sentences)
+
+
+def test_worker_plans_carry_fused_calls():
+    torch.manual_seed(5)
+    model = Encoder()
+    batches = [_sentences(6, seed) for seed in range(5)]
+    with torch.no_grad():
+        expected = [model.logits.batch(b) for b in batches]
+        with dynnet.profile() as prof:
+            got = list(model.logits.batches(batches, workers=1))
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    if dynnet.workers.can_fork():
+        assert prof.planned_batches == len(batches) - 1, prof.worker_misses
+        assert _fused_rows(prof)
