@@ -29,11 +29,12 @@ python3 -m pip install -q --no-deps --no-build-isolation -e .
 { nvidia-smi -L; python3 -c "import torch; print('torch', torch.__version__)"; } \
     | tee "$out/card.txt"
 python3 -m pytest -q -p no:warnings tests/test_engine.py tests/test_segments.py \
-    tests/models -k "cuda or segment or tree" 2>&1 | tee "$out/tests.txt"
+    tests/test_recurrences.py tests/models -k "cuda or segment or tree" 2>&1 \
+    | tee "$out/tests.txt"
 python3 -m benchmarks.run --device cuda --data "$data" --only tree --trees 1024 \
     --repeats 3 --out "$out/tree.md" 2>&1 | tee "$out/tree.txt"
-python3 -m benchmarks.run --device cuda --data "$data" --only seq while --sentences 256 \
-    --vectors 1024 --repeats 3 --out "$out/seq.md" 2>&1 | tee "$out/seq.txt"
+python3 -m benchmarks.run --device cuda --data "$data" --only seq cls while --sentences 256 \
+    --trees 512 --vectors 1024 --repeats 3 --out "$out/seq.md" 2>&1 | tee "$out/seq.txt"
 python3 -m pytest -q -p no:warnings tests/test_workers.py 2>&1 | tee "$out/workers.txt"
 python3 -m benchmarks.pipelined --device cuda --data "$data" --only tree --trees 2048 \
     --batch-sizes 256 --repeats 3 --workers 1 3 2>&1 | tee "$out/pipelined.txt"

@@ -22,10 +22,11 @@ class Encoder(nn.Module):
 
     @dynnet.function
     def logits(self, ids):
-        h = torch.zeros(self.hidden)
-        c = torch.zeros(self.hidden)
+        device = self.out.weight.device
+        h = torch.zeros(self.hidden, device=device)
+        c = torch.zeros(self.hidden, device=device)
         for word in ids:
-            h, c = self.cell(self.embed(torch.tensor(word)), (h, c))
+            h, c = self.cell(self.embed(torch.tensor(word, device=device)), (h, c))
         return self.out(h)
 
     @dynnet.function
@@ -106,3 +107,18 @@ def test_worker_plans_carry_fused_calls():
     if dynnet.workers.can_fork():
         assert prof.planned_batches == len(batches) - 1, prof.worker_misses
         assert _fused_rows(prof)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_fused_call_on_cuda_matches_the_cpu_steps():
+    torch.manual_seed(6)
+    model = Encoder()
+    sentences = _sentences(12, 6)
+    with torch.no_grad():
+        expected = torch.stack([Encoder.logits.fn(model, s) for s in sentences])
+        model.cuda()
+        model.logits.batch(sentences[:1])
+        with dynnet.profile() as prof:
+            got = model.logits.batch(sentences)
+    torch.testing.assert_close(got.cpu(), expected, atol=1e-4, rtol=0)
+    assert _fused_rows(prof)
