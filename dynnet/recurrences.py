@@ -1,4 +1,4 @@
-"""A loop applying one LSTM cell over a sequence, run as one fused recurrent call.
+"""A loop applying one recurrent cell over a sequence, run as one fused call.
 
 Per-example code that reads a sequence with a cell,
 
@@ -9,12 +9,14 @@ records one segment node per step (dynnet/segments.py); scheduled level by level
 every step is a group of its own, and every group computes the cell's input
 projection for its rows, then the recurrent one. Before a round is scheduled,
 `fuse_recurrences` finds such chains among the pending nodes: nodes of one segment
-whose code is "compute x from the step's data alone, then `nn.LSTMCell(x, (h, c))`",
-each taking the state its predecessor made and nothing else reading that state. The
-last node of a chain becomes one node of a "loop" signature holding every step's
-data, and the others leave the round. A group of such nodes computes x for every step
-of every row at once and runs the whole recurrence as one `torch.lstm` call on the
-packed batch (cuDNN on a GPU), as `nn.LSTM` does.
+whose code is "compute x from the step's data alone, then `cell(x, state)`" for an
+`nn.LSTMCell` (state `(h, c)`), `nn.GRUCell` or `nn.RNNCell` (state `h`), each taking
+the state its predecessor made and nothing else reading that state. The last node of
+a chain becomes one node of a "loop" signature holding every step's data, and the
+others leave the round. A group of such nodes computes x for every step of every row
+at once and runs the whole recurrence as one `torch.lstm` (`torch.gru`,
+`torch.rnn_tanh`, `torch.rnn_relu`) call on the packed batch (cuDNN on a GPU), as
+`nn.LSTM` does.
 
 Only rounds that record no gradients fuse (inference, `torch.no_grad()`): on the CPU,
 `torch.lstm`'s backward took longer than the steps' (307 against 216 ms per 512 SST
@@ -34,16 +36,23 @@ from torch import nn
 
 from dynnet.tracing import SLOT, Signature
 
-_LSTM_ARGS = ((SLOT, (SLOT, SLOT)), {})  # how `cell(x, (h, c))` was called
+_CELLS = {  # cell class -> how it was called, its states, the fused call
+    nn.LSTMCell: (((SLOT, (SLOT, SLOT)), {}), 2, lambda cell: torch.lstm),
+    nn.GRUCell: (((SLOT, SLOT), {}), 1, lambda cell: torch.gru),
+    nn.RNNCell: (((SLOT, SLOT), {}), 1,
+                 lambda cell: torch.rnn_tanh if cell.nonlinearity == "tanh" else torch.rnn_relu),
+}
 
 
 class RecurrentTemplate:
     """The fused recurrence of one segment (see the module docstring).
 
     Attributes:
-      sig: the "loop" signature of fused nodes: inputs and outputs `(h, c)`; a node's
-        payload is the list of its steps' data tuples, in order.
-      cell: the `nn.LSTMCell` (its parameters are read when a group runs).
+      sig: the "loop" signature of fused nodes: inputs and outputs the state (`(h, c)`
+        of an LSTM, `h` of a GRU or RNN cell); a node's payload is the list of its
+        steps' data tuples, in order.
+      cell: the `nn.LSTMCell`, `nn.GRUCell` or `nn.RNNCell` (its parameters are read
+        when a group runs).
       ops: the segment's ops (what `dynnet.profile().groups_of` looks in).
       inputs: the SegmentTemplate of the steps' ops before the cell, which computes the
         cell's input `x` from a step's data alone.
@@ -54,14 +63,13 @@ class RecurrentTemplate:
         self.inputs = inputs
         self.ops = segment.ops
         seg_sig = segment.sig
-        self.sig = Signature("loop", self, f"LSTMCell over a sequence ({seg_sig.name})",
-                             None, seg_sig.in_avals, seg_sig.origin)
+        self.sig = Signature("loop", self, f"{type(cell).__name__} over a sequence "
+                             f"({seg_sig.name})", None, seg_sig.in_avals, seg_sig.origin)
         self.sig.grad_enabled = seg_sig.grad_enabled
         self.sig.out_avals = seg_sig.out_avals
 
     def run_batched(self, inputs, size, data=None):
-        """Final `[h, c]` of `size` rows: initial states `inputs`, steps `data`."""
-        h0, c0 = inputs
+        """The final state of `size` rows: initial state `inputs`, steps `data`."""
         lengths = [len(steps) for steps in data]
         order = sorted(range(size), key=lengths.__getitem__, reverse=True)
         batch_sizes, packed = [], []  # time-major, longest rows first (PackedSequence)
@@ -70,21 +78,22 @@ class RecurrentTemplate:
             batch_sizes.append(len(active))
             packed += [data[i][t] for i in active]
         x = self.inputs.run_batched([], len(packed), packed)[0]
-        rows = torch.tensor(order, device=h0.device)
+        rows = torch.tensor(order, device=x.device)
         cell = self.cell
         params = [cell.weight_ih, cell.weight_hh]
         if cell.bias:
             params += [cell.bias_ih, cell.bias_hh]
-        hx = (h0.index_select(0, rows).unsqueeze(0), c0.index_select(0, rows).unsqueeze(0))
-        _, h, c = torch.lstm(x, torch.tensor(batch_sizes), hx, params, cell.bias, 1, 0.0,
-                             torch.is_grad_enabled(), False)
+        state = tuple(s.index_select(0, rows).unsqueeze(0) for s in inputs)
+        fused = _CELLS[type(cell)][2](cell)
+        _, *final = fused(x, torch.tensor(batch_sizes), state if len(state) > 1 else state[0],
+                          params, cell.bias, 1, 0.0, torch.is_grad_enabled(), False)
         back = torch.empty_like(rows)
         back[rows] = torch.arange(size, device=rows.device)
-        return [h[0].index_select(0, back), c[0].index_select(0, back)]
+        return [s[0].index_select(0, back) for s in final]
 
-    def __call__(self, h, c, data=()):
+    def __call__(self, *state, data=()):
         """One example (used to locate a failing example)."""
-        outs = self.run_batched([h.unsqueeze(0), c.unsqueeze(0)], 1, [data])
+        outs = self.run_batched([s.unsqueeze(0) for s in state], 1, [data])
         return tuple(o[0] for o in outs)
 
 
@@ -104,20 +113,35 @@ def _recurrence(segment):
     from dynnet.segments import SegmentTemplate
 
     ops = segment.ops
-    if len(segment.sig.in_avals) != 2 or len(ops) < 2:
+    if len(ops) < 2:
         return None
     sig, _, refs = ops[-1]
-    last = len(ops) - 1
-    if sig.kind != "op" or type(sig.fn) is not nn.LSTMCell or sig.template != _LSTM_ARGS \
-            or tuple(refs[1:]) != ((-1, 0), (-1, 1)) or refs[0][0] < 0:
+    cell = _CELLS.get(type(sig.fn)) if sig.kind == "op" else None
+    if cell is None:
         return None
-    if segment.outputs != [("ref", (last, 0)), ("ref", (last, 1))]:
+    template, n_state, _ = cell
+    last = len(ops) - 1
+    state = tuple((-1, k) for k in range(n_state))
+    if len(segment.sig.in_avals) != n_state or sig.template != template \
+            or tuple(refs[1:]) != state or refs[0][0] < 0:
+        return None
+    if segment.outputs != [("ref", (last, k)) for k in range(n_state)]:
         return None
     if any(ref[0] < 0 for _, _, op_refs in ops[:-1] for ref in op_refs):
         return None  # x depends on the state
     inputs = SegmentTemplate(f"{segment.sig.name} input", (), ops[:-1], [("ref", refs[0])],
                              segment.sig.origin)
     return RecurrentTemplate(segment, sig.fn, inputs)
+
+
+def _only_from(inputs, previous):
+    """True when state `inputs` are the state `previous` made, in order, and held by
+    this node alone: its `inputs` and the call's argument are their two references."""
+    for k in range(len(inputs)):
+        if inputs[k].node is not previous or inputs[k].index != k \
+                or sys.getrefcount(inputs[k]) != 2:
+            return False
+    return True
 
 
 def fuse_recurrences(pending):
@@ -133,11 +157,7 @@ def fuse_recurrences(pending):
         inputs = node.inputs
         previous = inputs[0].node
         chain = tails.pop(id(previous), None)
-        # The previous step's state must be (h, c) of a node of this segment, held by
-        # this node alone: its `inputs` and the call's argument are the two references.
-        if chain is None or previous.sig is not sig or inputs[1].node is not previous \
-                or inputs[0].index != 0 or inputs[1].index != 1 \
-                or sys.getrefcount(inputs[0]) != 2 or sys.getrefcount(inputs[1]) != 2:
+        if chain is None or previous.sig is not sig or not _only_from(inputs, previous):
             chain = []
             chains.append(chain)
         chain.append(node)

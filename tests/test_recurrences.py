@@ -41,6 +41,23 @@ class Encoder(nn.Module):
         return torch.stack(hs).sum(0) + c
 
 
+class SingleStateEncoder(nn.Module):
+    """A GRU or tanh/ReLU RNN cell over the words: one state tensor."""
+
+    def __init__(self, cell, vocab=30, dim=6, hidden=5):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.cell = cell(dim, hidden)
+        self.hidden = hidden
+
+    @dynnet.function
+    def last(self, ids):
+        h = torch.zeros(self.hidden)
+        for word in ids:
+            h = self.cell(self.embed(torch.tensor(word)) * 2, h)
+        return h
+
+
 def _sentences(n, seed, longest=12):
     rng = random.Random(seed)
     return [[rng.randrange(30) for _ in range(rng.randint(1, longest))] for _ in range(n)]
@@ -67,6 +84,22 @@ def test_a_cell_over_a_sequence_runs_as_one_call_with_the_steps_values(seed):
     assert sum(_fused_rows(prof)) == longer
     assert sum(prof.groups_of(model.cell)) == len(sentences)
     assert prof.groups < max(len(s) for s in sentences)  # not one group per step
+
+
+@pytest.mark.parametrize("make", [nn.GRUCell, nn.RNNCell,
+                                  lambda i, h: nn.RNNCell(i, h, nonlinearity="relu")],
+                         ids=["gru", "rnn-tanh", "rnn-relu"])
+def test_single_state_cells_run_as_one_call(make):
+    torch.manual_seed(7)
+    model = SingleStateEncoder(make)
+    sentences = _sentences(10, 7)
+    with torch.no_grad():
+        expected = torch.stack([SingleStateEncoder.last.fn(model, s) for s in sentences])
+        model.last.batch(sentences[:1])
+        with dynnet.profile() as prof:
+            got = model.last.batch(sentences)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    assert sum(_fused_rows(prof)) == sum(1 for s in sentences if len(s) > 1)
 
 
 def test_training_keeps_the_steps():
