@@ -97,16 +97,13 @@ class RecurrentTemplate:
         return tuple(o[0] for o in outs)
 
 
-_NOT_FUSABLE = object()
-
-
-def recurrence_of(segment):
-    """The `RecurrentTemplate` of SegmentTemplate `segment`, or None when its code is
-    not "x from data alone, then an nn.LSTMCell on (x, (h, c))" (cached)."""
-    found = segment.__dict__.get("_recurrence")
-    if found is None:
-        found = segment._recurrence = _recurrence(segment) or _NOT_FUSABLE
-    return None if found is _NOT_FUSABLE else found
+def recurrence_of(sig):
+    """The `RecurrentTemplate` of signature `sig`, or None when it is not a segment
+    whose code is "x from data alone, then a cell on (x, state)" (cached on `sig`)."""
+    found = sig.recurrence
+    if found is False:
+        found = sig.recurrence = _recurrence(sig.fn) if sig.kind == "segment" else None
+    return found
 
 
 def _recurrence(segment):
@@ -152,7 +149,10 @@ def fuse_recurrences(pending):
     grad = torch.is_grad_enabled()
     for node in pending:
         sig = node.sig
-        if sig.kind != "segment" or (grad and sig.grad_enabled) or recurrence_of(sig.fn) is None:
+        recurrence = sig.recurrence
+        if recurrence is False:
+            recurrence = recurrence_of(sig)
+        if recurrence is None or (grad and sig.grad_enabled):
             continue
         inputs = node.inputs
         previous = inputs[0].node
@@ -169,7 +169,7 @@ def fuse_recurrences(pending):
     for chain in chains:
         first, tail = chain[0], chain[-1]
         steps = [node.payload for node in chain]
-        tail.sig = recurrence_of(first.sig.fn).sig
+        tail.sig = first.sig.recurrence.sig
         tail.inputs = first.inputs
         tail.payload = steps
         tail.depth = first.depth

@@ -42,7 +42,8 @@ class Signature:
     """
 
     __slots__ = ("kind", "fn", "name", "template", "in_avals", "out_template", "out_avals",
-                 "rule", "origin", "grad_enabled", "tuple_out", "serial", "__weakref__")
+                 "rule", "origin", "grad_enabled", "tuple_out", "serial", "recurrence",
+                 "__weakref__")
 
     def __init__(self, kind, fn, name, template, in_avals, origin):
         self.serial = next(_serials)
@@ -58,6 +59,9 @@ class Signature:
         self.origin = origin
         self.grad_enabled = True  # "op" and "segment" signatures: the mode they record
         self.tuple_out = False  # out_template is a flat tuple of tensors: `(h, c)`
+        # a segment's fused recurrence (dynnet/recurrences.py): False until looked for,
+        # then the RecurrentTemplate or None
+        self.recurrence = False
 
     def describe(self):
         """The op and its per-example input avals, e.g. 'Linear module(float32[16])'."""
