@@ -25,6 +25,10 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
 from benchmarks.common import DATA_DIR, Benchmark, Variant, dynnet_variant, load_sst
+from benchmarks.sequence_lm import LABELS, cell_grads, copy_cell_weights, make_optimizer
+
+__all__ = ["BASELINES", "LABELS", "Sentence", "SentenceClassifierParams", "benchmark",
+           "cell_grads", "make_optimizer", "sentences_of"]
 
 DIM = 128
 CLASSES = 5
@@ -90,10 +94,8 @@ class PackedClassifier(nn.Module):
                                                   freeze=False)
         self.lstm = nn.LSTM(start.dim, start.dim)
         self.out = nn.Linear(start.dim, CLASSES)
-        with torch.no_grad():
-            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                getattr(self.lstm, f"{name}_l0").copy_(getattr(start.cell, name))
-            self.out.load_state_dict(start.out.state_dict())
+        copy_cell_weights(start.cell, self.lstm)
+        self.out.load_state_dict(start.out.state_dict())
         self.to(start.out.weight.device)
 
     def logits(self, sentences):
@@ -122,23 +124,6 @@ def _batched_infer(model, sentences):
 BATCHED = Variant(_batched_loss_and_grad, _batched_infer, PackedClassifier)
 
 BASELINES = {"naive": NAIVE, "batched": BATCHED}
-
-
-def cell_grads(module):
-    """Gradients by the ``SentenceClassifierParams`` names, for either kind of module."""
-    grads = {name: p.grad for name, p in module.named_parameters()}
-    if isinstance(module, PackedClassifier):
-        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            grads[f"cell.{name}"] = grads.pop(f"lstm.{name}_l0")
-    return grads
-
-
-def make_optimizer(module):
-    """The optimizer every variant trains with."""
-    return torch.optim.Adam(module.parameters(), lr=0.01)
-
-
-LABELS = {"naive": "naive per-sentence", "batched": "nn.LSTM packed", "dynnet": "dynnet"}
 
 
 def sentences_of(trees):

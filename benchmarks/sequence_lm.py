@@ -73,10 +73,8 @@ class PackedLM(nn.Module):
                                                   freeze=False)
         self.lstm = nn.LSTM(start.dim, start.dim)
         self.out = nn.Linear(start.dim, start.out.out_features)
-        with torch.no_grad():
-            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                getattr(self.lstm, f"{name}_l0").copy_(getattr(start.cell, name))
-            self.out.load_state_dict(start.out.state_dict())
+        copy_cell_weights(start.cell, self.lstm)
+        self.out.load_state_dict(start.out.state_dict())
         self.to(start.out.weight.device)
 
     def sentence_losses(self, sentences):
@@ -115,11 +113,23 @@ BATCHED = Variant(_batched_loss_and_grad, _batched_infer, PackedLM)
 BASELINES = {"naive": NAIVE, "batched": BATCHED}
 
 
+_CELL_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def copy_cell_weights(cell, lstm):
+    """Sets one-layer ``nn.LSTM`` ``lstm``'s weights to ``nn.LSTMCell`` ``cell``'s (the
+    two share the gate layout)."""
+    with torch.no_grad():
+        for name in _CELL_WEIGHTS:
+            getattr(lstm, f"{name}_l0").copy_(getattr(cell, name))
+
+
 def cell_grads(module):
-    """Gradients by the ``SequenceLMParams`` names, for either kind of module."""
+    """Gradients by the names of a module with an ``LSTMCell`` ``cell``, also for its
+    twin with an ``nn.LSTM`` ``lstm`` (``lstm.weight_ih_l0`` is ``cell.weight_ih``)."""
     grads = {name: p.grad for name, p in module.named_parameters()}
-    if isinstance(module, PackedLM):
-        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+    for name in _CELL_WEIGHTS:
+        if f"lstm.{name}_l0" in grads:
             grads[f"cell.{name}"] = grads.pop(f"lstm.{name}_l0")
     return grads
 
