@@ -1,4 +1,4 @@
-"""A loop applying an LSTM cell over a sequence runs as one fused recurrent call
+"""A loop applying a recurrent cell over a sequence runs as one fused call
 (dynnet/recurrences.py), with the values and gradients of running it step by step."""
 
 import random
@@ -102,14 +102,25 @@ def test_single_state_cells_run_as_one_call(make):
     assert sum(_fused_rows(prof)) == sum(1 for s in sentences if len(s) > 1)
 
 
-def test_training_keeps_the_steps():
-    """With gradients the steps run as before (torch.lstm's backward was slower)."""
-    torch.manual_seed(3)
+@pytest.mark.parametrize("seed", [3, 8])
+def test_training_an_lstm_loop_fused_gives_the_steps_gradients(seed):
+    torch.manual_seed(seed)
     model = Encoder()
-    sentences = _sentences(8, 3)
+    sentences = _sentences(8 + seed, seed)
     assert_batch_matches_loop(model.logits, sentences, params=list(model.parameters()))
     with dynnet.profile() as prof:
         model.logits.batch(sentences)
+    assert sum(_fused_rows(prof)) == sum(1 for s in sentences if len(s) > 1)
+
+
+def test_training_a_gru_loop_keeps_the_steps():
+    """torch.gru's CPU backward is not used: a GRU cell's steps run as before."""
+    torch.manual_seed(9)
+    model = SingleStateEncoder(nn.GRUCell)
+    sentences = _sentences(6, 9)
+    assert_batch_matches_loop(model.last, sentences, params=list(model.parameters()))
+    with dynnet.profile() as prof:
+        model.last.batch(sentences)
     assert not _fused_rows(prof)
     assert sum(prof.groups_of(model.cell)) == sum(len(s) for s in sentences)
 
