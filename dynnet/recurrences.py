@@ -141,13 +141,14 @@ def _recurrence(segment):
     return RecurrentTemplate(segment, sig.fn, inputs)
 
 
-def _only_from(inputs, previous):
+def _only_from(inputs, previous, getrefcount=sys.getrefcount):
     """True when state `inputs` are the state `previous` made, in order, and held by
     this node alone: its `inputs` and the call's argument are their two references."""
-    for k in range(len(inputs)):
-        if inputs[k].node is not previous or inputs[k].index != k \
-                or sys.getrefcount(inputs[k]) != 2:
+    k = 0
+    for state in inputs:  # `state` is a third reference
+        if state.node is not previous or state.index != k or getrefcount(state) != 3:
             return False
+        k += 1
     return True
 
 
@@ -155,7 +156,7 @@ def fuse_recurrences(pending):
     """`pending` with each chain of two or more steps of a fusable segment replaced by
     one node of its recurrence (see the module docstring); the same list when none."""
     chains = []
-    tails = {}  # id of a chain's last node so far -> the chain's nodes
+    tails = {}  # a chain's last node so far -> the chain's nodes
     grad = torch.is_grad_enabled()
     for node in pending:
         sig = node.sig
@@ -166,26 +167,24 @@ def fuse_recurrences(pending):
             continue
         inputs = node.inputs
         previous = inputs[0].node
-        chain = tails.pop(id(previous), None)
+        chain = tails.pop(previous, None)
         if chain is None or previous.sig is not sig or not _only_from(inputs, previous):
-            chain = []
+            chain = [node]
             chains.append(chain)
-        chain.append(node)
-        tails[id(node)] = chain
-    chains = [chain for chain in chains if len(chain) > 1]
-    if not chains:
-        return pending
+        else:
+            chain.append(node)
+        tails[node] = chain
     gone = set()
     for chain in chains:
+        if len(chain) < 2:
+            continue
         first, tail = chain[0], chain[-1]
-        steps = [node.payload for node in chain]
+        tail.payload = [node.payload for node in chain]
         tail.sig = first.sig.recurrence.sig
         tail.inputs = first.inputs
-        tail.payload = steps
         tail.depth = first.depth
-        gone.update(id(node) for node in chain[:-1])
-    return [node for node in pending if id(node) not in gone]
-
+        gone.update(chain[:-1])
+    return [node for node in pending if node not in gone] if gone else pending
 
 
 def _lstm_loop(x, batch_sizes, h, c, cell):
