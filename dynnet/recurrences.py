@@ -21,8 +21,9 @@ at once and runs the whole recurrence as one `torch.lstm` (`torch.gru`,
 Without gradients (inference, `torch.no_grad()`) the group is one `torch.lstm`
 (`torch.gru`, ...) call. With gradients, `torch.lstm`'s backward on the CPU took longer
 than the steps' (307 against 216 ms per 512 SST sentences at batch 256), so an LSTM
-group runs `_lstm_loop` (torch ops per step, the input products of all steps in one
-call: 194 ms), and a GRU or RNN cell keeps its steps.
+group on the CPU runs `_lstm_loop` (torch ops per step, the input products of all
+steps in one call: 194 ms), and on a GPU `torch.lstm` (cuDNN; not measured yet); a
+GRU or RNN cell keeps its steps when gradients are recorded.
 
 A chain stays as it is when anything else holds a state it makes (a list of every
 step's `h`, an output of the example): nothing could compute those values then.
@@ -31,6 +32,7 @@ the next step's node refers to cannot be read by anything else.
 """
 
 import sys
+import warnings
 
 import torch
 from torch import nn
@@ -86,7 +88,7 @@ class RecurrentTemplate:
         cell = self.cell
         state = [s.index_select(0, rows) for s in inputs]
         grad = torch.is_grad_enabled()
-        if grad and self.trains:
+        if grad and self.trains and x.device.type == "cpu":
             final = _lstm_loop(x, batch_sizes, *state, cell)
         else:
             params = [cell.weight_ih, cell.weight_hh]
@@ -94,8 +96,10 @@ class RecurrentTemplate:
                 params += [cell.bias_ih, cell.bias_hh]
             fused = _CELLS[type(cell)][2](cell)
             state = [s.unsqueeze(0) for s in state]
-            _, *final = fused(x, torch.tensor(batch_sizes), state[0] if len(state) == 1
-                              else tuple(state), params, cell.bias, 1, 0.0, grad, False)
+            with warnings.catch_warnings():  # cuDNN: the cell's weights are not one buffer
+                warnings.filterwarnings("ignore", "RNN module weights are not part of")
+                _, *final = fused(x, torch.tensor(batch_sizes), state[0] if len(state) == 1
+                                  else tuple(state), params, cell.bias, 1, 0.0, grad, False)
             final = [s[0] for s in final]
         back = torch.empty_like(rows)
         back[rows] = torch.arange(size, device=rows.device)

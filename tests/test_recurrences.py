@@ -166,3 +166,20 @@ def test_fused_call_on_cuda_matches_the_cpu_steps():
             got = model.logits.batch(sentences)
     torch.testing.assert_close(got.cpu(), expected, atol=1e-4, rtol=0)
     assert _fused_rows(prof)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_training_a_fused_loop_on_cuda_gives_the_cpu_gradients():
+    torch.manual_seed(10)
+    model = Encoder()
+    sentences = _sentences(10, 10)
+    loss = torch.stack([Encoder.logits.fn(model, s) for s in sentences]).pow(2).sum()
+    expected = torch.autograd.grad(loss, list(model.parameters()))
+    model.cuda()
+    model.logits.batch(sentences[:1])
+    with dynnet.profile() as prof:
+        loss = model.logits.batch(sentences).pow(2).sum()
+    got = torch.autograd.grad(loss, list(model.parameters()))
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g.cpu(), e, atol=1e-4, rtol=1e-4)
+    assert _fused_rows(prof)
