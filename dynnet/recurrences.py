@@ -14,16 +14,14 @@ whose code is "compute x from the step's data alone, then `cell(x, state)`" for 
 the state its predecessor made and nothing else reading that state. The last node of
 a chain becomes one node of a "loop" signature holding every step's data, and the
 others leave the round. A group of such nodes computes x for every step of every row
-at once and runs the whole recurrence as one `torch.lstm` (`torch.gru`,
-`torch.rnn_tanh`, `torch.rnn_relu`) call on the packed batch (cuDNN on a GPU), as
-`nn.LSTM` does.
+at once, then runs the whole recurrence on the packed batch, as `nn.LSTM` does.
 
-Without gradients (inference, `torch.no_grad()`) the group is one `torch.lstm`
-(`torch.gru`, ...) call. With gradients, `torch.lstm`'s backward on the CPU took longer
-than the steps' (307 against 216 ms per 512 SST sentences at batch 256), so an LSTM
-group on the CPU runs `_lstm_loop` (torch ops per step, the input products of all
-steps in one call: 194 ms), and on a GPU `torch.lstm` (cuDNN; not measured yet); a
-GRU or RNN cell keeps its steps when gradients are recorded.
+Without gradients (inference, `torch.no_grad()`) that is one `torch.lstm` (`torch.gru`,
+`torch.rnn_tanh`, `torch.rnn_relu`) call. With gradients, `torch.lstm`'s backward on
+the CPU took longer than the steps' (307 against 216 ms per 512 SST sentences at batch
+256), so an LSTM group on the CPU runs `_lstm_loop` (torch ops per step, the input
+products of all steps in one call: 194 ms), and on a GPU `torch.lstm` (cuDNN; not
+measured yet); a GRU or RNN cell keeps its steps when gradients are recorded.
 
 A chain stays as it is when anything else holds a state it makes (a list of every
 step's `h`, an output of the example): nothing could compute those values then.
