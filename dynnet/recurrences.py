@@ -19,9 +19,9 @@ at once, then runs the whole recurrence on the packed batch, as `nn.LSTM` does.
 Without gradients (inference, `torch.no_grad()`) that is one `torch.lstm` (`torch.gru`,
 `torch.rnn_tanh`, `torch.rnn_relu`) call. With gradients, `torch.lstm`'s backward on
 the CPU took longer than the steps' (307 against 216 ms per 512 SST sentences at batch
-256), so an LSTM group on the CPU runs `_lstm_loop` (torch ops per step, the input
-products of all steps in one call: 194 ms), and on a GPU `torch.lstm` (cuDNN; not
-measured yet); a GRU or RNN cell keeps its steps when gradients are recorded.
+256), so a group on the CPU runs `_cell_loop` (torch ops per step, the input products
+of all steps in one call: 194 ms), and on a GPU `torch.lstm` (cuDNN; not measured
+yet).
 
 A chain stays as it is when anything else holds a state it makes (a list of every
 step's `h`, an output of the example): nothing could compute those values then.
@@ -57,15 +57,12 @@ class RecurrentTemplate:
       ops: the segment's ops (what `dynnet.profile().groups_of` looks in).
       inputs: the SegmentTemplate of the steps' ops before the cell, which computes the
         cell's input `x` from a step's data alone.
-      trains: whether rounds that record gradients fuse it too (an LSTM cell: see
-        `_lstm_loop`); else only rounds without gradients do.
     """
 
     def __init__(self, segment, cell, inputs):
         self.cell = cell
         self.inputs = inputs
         self.ops = segment.ops
-        self.trains = type(cell) is nn.LSTMCell
         seg_sig = segment.sig
         self.sig = Signature("loop", self, f"{type(cell).__name__} over a sequence "
                              f"({seg_sig.name})", None, seg_sig.in_avals, seg_sig.origin)
@@ -86,8 +83,8 @@ class RecurrentTemplate:
         cell = self.cell
         state = [s.index_select(0, rows) for s in inputs]
         grad = torch.is_grad_enabled()
-        if grad and self.trains and x.device.type == "cpu":
-            final = _lstm_loop(x, batch_sizes, *state, cell)
+        if grad and x.device.type == "cpu":
+            final = _cell_loop(x, batch_sizes, state, cell)
         else:
             params = [cell.weight_ih, cell.weight_hh]
             if cell.bias:
@@ -159,13 +156,12 @@ def fuse_recurrences(pending):
     one node of its recurrence (see the module docstring); the same list when none."""
     chains = []
     tails = {}  # a chain's last node so far -> the chain's nodes
-    grad = torch.is_grad_enabled()
     for node in pending:
         sig = node.sig
         recurrence = sig.recurrence
         if recurrence is False:
             recurrence = recurrence_of(sig)
-        if recurrence is None or (grad and sig.grad_enabled and not recurrence.trains):
+        if recurrence is None:
             continue
         inputs = node.inputs
         previous = inputs[0].node
@@ -189,28 +185,55 @@ def fuse_recurrences(pending):
     return [node for node in pending if node not in gone] if gone else pending
 
 
-def _lstm_loop(x, batch_sizes, h, c, cell):
-    """The final `(h, c)` of an LSTM over packed input `x` (rows sorted longest first),
+def _cell_loop(x, batch_sizes, state, cell):
+    """The final state of `cell` over packed input `x` (rows sorted longest first),
     as autograd-friendly torch ops: every step's input product in one call, then per
     step the recurrent one; a row's final state is kept when it leaves. `split`
     rather than slicing, whose backward would fill a gradient of the whole tensor per
-    step (on the CPU this loop trains 7-29% faster than the separate steps, where
-    `torch.lstm` was up to 42% slower)."""
-    bias = cell.bias_ih + cell.bias_hh if cell.bias else None
-    gx = torch.nn.functional.linear(x, cell.weight_ih, bias).split(batch_sizes)
+    step (on the CPU this loop trains an LSTM 7-29% faster than the separate steps,
+    where `torch.lstm` was up to 42% slower)."""
+    step_of, fold = _STEPS[type(cell)]
+    bias = None
+    if cell.bias:
+        bias = cell.bias_ih + cell.bias_hh if fold else cell.bias_ih
+    inputs = torch.nn.functional.linear(x, cell.weight_ih, bias).split(batch_sizes)
     w_hh = cell.weight_hh.t()
-    parts_h, parts_c = [], []
-    for step, n in zip(gx, batch_sizes):
-        rest = h.shape[0] - n
+    done = [[] for _ in state]
+    for step, n in zip(inputs, batch_sizes):
+        rest = state[0].shape[0] - n
         if rest:
-            h, done_h = h.split([n, rest])
-            c, done_c = c.split([n, rest])
-            parts_h.append(done_h)
-            parts_c.append(done_c)
-        gates = torch.addmm(step, h, w_hh)
-        i, f, g, o = gates.chunk(4, 1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-    parts_h.append(h)
-    parts_c.append(c)
-    return torch.cat(parts_h[::-1]), torch.cat(parts_c[::-1])
+            pieces = [s.split([n, rest]) for s in state]
+            state = [p[0] for p in pieces]
+            for kept, p in zip(done, pieces):
+                kept.append(p[1])
+        state = step_of(step, state, w_hh, cell)
+    return [torch.cat([s] + kept[::-1]) for s, kept in zip(state, done)]
+
+
+def _lstm_step(step, state, w_hh, cell):
+    h, c = state
+    i, f, g, o = torch.addmm(step, h, w_hh).chunk(4, 1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return [torch.sigmoid(o) * torch.tanh(c), c]
+
+
+def _gru_step(step, state, w_hh, cell):
+    (h,) = state
+    hidden = torch.addmm(cell.bias_hh, h, w_hh) if cell.bias else h @ w_hh
+    x_r, x_z, x_n = step.chunk(3, 1)
+    h_r, h_z, h_n = hidden.chunk(3, 1)
+    r = torch.sigmoid(x_r + h_r)
+    z = torch.sigmoid(x_z + h_z)
+    n = torch.tanh(x_n + r * h_n)
+    return [n + z * (h - n)]
+
+
+def _rnn_step(step, state, w_hh, cell):
+    (h,) = state
+    pre = torch.addmm(step, h, w_hh)
+    return [torch.tanh(pre) if cell.nonlinearity == "tanh" else torch.relu(pre)]
+
+
+# cell class -> (its step, whether the recurrent bias folds into the input product)
+_STEPS = {nn.LSTMCell: (_lstm_step, True), nn.GRUCell: (_gru_step, False),
+          nn.RNNCell: (_rnn_step, True)}
