@@ -52,9 +52,10 @@ class SingleStateEncoder(nn.Module):
 
     @dynnet.function
     def last(self, ids):
-        h = torch.zeros(self.hidden)
+        device = self.embed.weight.device
+        h = torch.zeros(self.hidden, device=device)
         for word in ids:
-            h = self.cell(self.embed(torch.tensor(word)) * 2, h)
+            h = self.cell(self.embed(torch.tensor(word, device=device)) * 2, h)
         return h
 
 
@@ -170,16 +171,22 @@ def test_fused_call_on_cuda_matches_the_cpu_steps():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_training_a_fused_loop_on_cuda_gives_the_cpu_gradients():
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_training_a_fused_loop_on_cuda_gives_the_cpu_gradients(cell):
+    """On a GPU the fused group is torch.lstm / torch.gru (cuDNN) with gradients."""
     torch.manual_seed(10)
-    model = Encoder()
+    if cell == "lstm":
+        model, fn = Encoder(), Encoder.logits
+    else:
+        model, fn = SingleStateEncoder(nn.GRUCell), SingleStateEncoder.last
     sentences = _sentences(10, 10)
-    loss = torch.stack([Encoder.logits.fn(model, s) for s in sentences]).pow(2).sum()
+    loss = torch.stack([fn.fn(model, s) for s in sentences]).pow(2).sum()
     expected = torch.autograd.grad(loss, list(model.parameters()))
     model.cuda()
-    model.logits.batch(sentences[:1])
+    bound = fn.__get__(model)
+    bound.batch(sentences[:1])
     with dynnet.profile() as prof:
-        loss = model.logits.batch(sentences).pow(2).sum()
+        loss = bound.batch(sentences).pow(2).sum()
     got = torch.autograd.grad(loss, list(model.parameters()))
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g.cpu(), e, atol=1e-4, rtol=1e-4)
