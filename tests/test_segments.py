@@ -681,3 +681,20 @@ def test_float_data_is_not_shared():
         out = scaled.batch([1.0, 1.0, -0.0, 0.0], [2.0, 2.0, 1.0, 1.0])
     assert prof.nodes >= 4
     assert torch.signbit(out[2]) and not torch.signbit(out[3])
+
+
+@dynnet.function
+def _weighted_sum(xs, w):
+    total = torch.zeros(())
+    for t in range(len(xs)):
+        scaled = torch.tensor(xs[t]) * w  # made before it is read: not carried
+        total = total + torch.tanh(scaled)
+    return total
+
+
+def test_a_loop_segment_returns_only_what_the_next_iteration_reads():
+    source = dynnet.to_code(_weighted_sum)
+    assert "total, = dn__.segment(" in source  # `scaled` is no output of the segment
+    w = torch.tensor(0.7, requires_grad=True)
+    sequences = [[0.1, 0.2, 0.3], [0.4], [0.5, -0.6], []]
+    assert_batch_matches_loop(_weighted_sum, [(s, w) for s in sequences], params=[w])

@@ -353,6 +353,7 @@ class SegmentTransformer(Base):
                 for name in _names(t, gast.Store):
                     if name not in written:
                         written.append(name)
+        read_first = set(read)  # read before the run assigns them
         returns = isinstance(run[-1], gast.Return)
         fn_name = self.ctx.namer.new_symbol("seg")
         result = self.ctx.namer.new_symbol("returned")
@@ -394,8 +395,10 @@ class SegmentTransformer(Base):
             for stmt in run:
                 for name in _names(stmt, gast.Load):
                     in_run[name] = in_run.get(name, 0) + 1
+            # In a loop, the next iteration's run reads a name again only when it
+            # reads it before assigning it (`h`, `total`; not a `target` it makes first).
             written = [n for n in written if self.loads.get(n, 0) > in_run.get(n, 0)
-                       or (self.loops and n in in_run)]
+                       or (self.loops and n in read_first)]
             out_names = written
         if not out_names:
             return run
