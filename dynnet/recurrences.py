@@ -29,6 +29,7 @@ That is decided by reference counts (CPython's `sys.getrefcount`): a state that 
 the next step's node refers to cannot be read by anything else.
 """
 
+import operator
 import sys
 import warnings
 
@@ -57,11 +58,16 @@ class RecurrentTemplate:
       ops: the segment's ops (what `dynnet.profile().groups_of` looks in).
       inputs: the SegmentTemplate of the steps' ops before the cell, which computes the
         cell's input `x` from a step's data alone.
+      term: None, or for a loop that also accumulates `total = total + f(h, data)` (a
+        loss per step: `total` is the last input and output), the SegmentTemplate of
+        `f` on a step's new `h` and data. Then `f` runs once on every step of every
+        row, after the recurrence, and each row's terms are summed into its `total`.
     """
 
-    def __init__(self, segment, cell, inputs):
+    def __init__(self, segment, cell, inputs, term=None):
         self.cell = cell
         self.inputs = inputs
+        self.term = term
         self.ops = segment.ops
         seg_sig = segment.sig
         self.sig = Signature("loop", self, f"{type(cell).__name__} over a sequence "
@@ -82,9 +88,11 @@ class RecurrentTemplate:
         rows = torch.tensor(order, device=x.device)
         cell = self.cell
         state = [s.index_select(0, rows) for s in inputs]
+        if self.term is not None:
+            total = state.pop()
         grad = torch.is_grad_enabled()
         if grad and x.device.type == "cpu":
-            final = _cell_loop(x, batch_sizes, state, cell)
+            hs, final = _cell_loop(x, batch_sizes, state, cell, self.term is not None)
         else:
             params = [cell.weight_ih, cell.weight_hh]
             if cell.bias:
@@ -93,9 +101,13 @@ class RecurrentTemplate:
             state = [s.unsqueeze(0) for s in state]
             with warnings.catch_warnings():  # cuDNN: the cell's weights are not one buffer
                 warnings.filterwarnings("ignore", "RNN module weights are not part of")
-                _, *final = fused(x, torch.tensor(batch_sizes), state[0] if len(state) == 1
-                                  else tuple(state), params, cell.bias, 1, 0.0, grad, False)
+                hs, *final = fused(x, torch.tensor(batch_sizes), state[0] if len(state) == 1
+                                   else tuple(state), params, cell.bias, 1, 0.0, grad, False)
             final = [s[0] for s in final]
+        if self.term is not None:  # every step's term at once, summed per row in order
+            terms = self.term.run_batched([hs], len(packed), packed)[0]
+            owner = torch.tensor([k for n in batch_sizes for k in range(n)], device=x.device)
+            final.append(total.index_add(0, owner, terms))
         back = torch.empty_like(rows)
         back[rows] = torch.arange(size, device=rows.device)
         return [s.index_select(0, back) for s in final]
@@ -116,28 +128,91 @@ def recurrence_of(sig):
 
 
 def _recurrence(segment):
+    """The RecurrentTemplate of `segment` (see `recurrence_of`), or None."""
     from dynnet.segments import SegmentTemplate
 
     ops = segment.ops
-    if len(ops) < 2:
+    cells = [j for j, (sig, _, _) in enumerate(ops)
+             if sig.kind == "op" and type(sig.fn) in _CELLS]
+    if len(cells) != 1:
         return None
-    sig, _, refs = ops[-1]
-    cell = _CELLS.get(type(sig.fn)) if sig.kind == "op" else None
-    if cell is None:
+    j = cells[0]
+    sig, _, refs = ops[j]
+    template, n_state, _ = _CELLS[type(sig.fn)]
+    if sig.template != template or tuple(refs[1:]) != tuple((-1, k) for k in range(n_state)) \
+            or refs[0][0] < 0:
         return None
-    template, n_state, _ = cell
-    last = len(ops) - 1
-    state = tuple((-1, k) for k in range(n_state))
-    if len(segment.sig.in_avals) != n_state or sig.template != template \
-            or tuple(refs[1:]) != state or refs[0][0] < 0:
-        return None
-    if segment.outputs != [("ref", (last, k)) for k in range(n_state)]:
-        return None
-    if any(ref[0] < 0 for _, _, op_refs in ops[:-1] for ref in op_refs):
+    data_only = _data_only(ops)
+    if not all(data_only[:j]):
         return None  # x depends on the state
-    inputs = SegmentTemplate(f"{segment.sig.name} input", (), ops[:-1], [("ref", refs[0])],
+    outputs = [("ref", (j, k)) for k in range(n_state)]
+    n_inputs = len(segment.sig.in_avals)
+    term = None
+    if n_inputs == n_state + 1:  # an accumulator: `total = total + f(h, data)`
+        term = _term(segment, j, data_only)
+        if term is None:
+            return None
+        outputs.append(("ref", (len(ops) - 1, 0)))
+    elif n_inputs != n_state:
+        return None
+    if segment.outputs != outputs:
+        return None
+    inputs = SegmentTemplate(f"{segment.sig.name} input", (), ops[:j], [("ref", refs[0])],
                              segment.sig.origin)
-    return RecurrentTemplate(segment, sig.fn, inputs)
+    return RecurrentTemplate(segment, sig.fn, inputs, term)
+
+
+def _data_only(ops):
+    """Per op: whether it depends on per-example data and constants alone."""
+    flags = []
+    for _, _, refs in ops:
+        flags.append(all(ref[0] >= 0 and flags[ref[0]] for ref in refs))
+    return flags
+
+
+_ADD = ((SLOT, SLOT), {})
+
+
+def _term(segment, j, data_only):
+    """The SegmentTemplate of `f` in a last op `total + f(h, data)` (either order), `h`
+    the cell's first output and `total` the segment's last lazy input, used nowhere
+    else; its one lazy input is `h`. None when the segment is not so."""
+    from dynnet.segments import SegmentTemplate
+
+    ops = segment.ops
+    last = len(ops) - 1
+    total = (-1, len(segment.sig.in_avals) - 1)
+    sig, _, refs = ops[last]
+    if last <= j or sig.kind != "op" or sig.fn is not operator.add or sig.template != _ADD:
+        return None
+    if sum(ref == total for _, _, op_refs in ops for ref in op_refs) != 1 or total not in refs:
+        return None
+    term_ref = refs[1] if refs[0] == total else refs[0]
+    aval = segment.sig.in_avals[-1]
+    if term_ref[0] < 0 or sig.out_avals[0] is not aval \
+            or ops[term_ref[0]][0].out_avals[term_ref[1]] is not aval:
+        return None
+    needed, stack = set(), [term_ref[0]]
+    while stack:  # the ops the term needs
+        i = stack.pop()
+        if i in needed:
+            continue
+        needed.add(i)
+        for ref in ops[i][2]:
+            if ref == (j, 0):
+                continue
+            if ref[0] < 0 or ref[0] == j or (ref[0] < j and not data_only[ref[0]]):
+                return None  # another state, or the cell's other outputs
+            stack.append(ref[0])
+    order = sorted(needed)
+    place = {i: k for k, i in enumerate(order)}
+
+    def moved(ref):
+        return (-1, 0) if ref == (j, 0) else (place[ref[0]], ref[1])
+
+    term_ops = [(ops[i][0], ops[i][1], tuple(moved(r) for r in ops[i][2])) for i in order]
+    return SegmentTemplate(f"{segment.sig.name} term", (ops[j][0].out_avals[0],), term_ops,
+                           [("ref", moved(term_ref))], segment.sig.origin)
 
 
 def _only_from(inputs, previous, getrefcount=sys.getrefcount):
@@ -185,14 +260,15 @@ def fuse_recurrences(pending):
     return [node for node in pending if node not in gone] if gone else pending
 
 
-def _cell_loop(x, batch_sizes, state, cell):
-    """The final state of `cell` over packed input `x` (rows sorted longest first),
-    as autograd-friendly torch ops: every step's input product in one call, then per
-    step the recurrent one; a row's final state is kept when it leaves. `split`
-    rather than slicing, whose backward would fill a gradient of the whole tensor per
-    step (on the CPU this loop trains an LSTM 7-29% faster than the separate steps,
-    where `torch.lstm` was up to 42% slower)."""
+def _cell_loop(x, batch_sizes, state, cell, keep_h=False):
+    """`(every step's h or None, the final state)` of `cell` over packed input `x`
+    (rows sorted longest first), as autograd-friendly torch ops: every step's input
+    product in one call, then per step the recurrent one; a row's final state is kept
+    when it leaves. `split` rather than slicing, whose backward would fill a gradient
+    of the whole tensor per step (on the CPU this loop trains an LSTM 7-29% faster
+    than the separate steps, where `torch.lstm` was up to 42% slower)."""
     step_of, fold = _STEPS[type(cell)]
+    hs = []  # every step's new h, in the packed order (when `keep_h`)
     bias = None
     if cell.bias:
         bias = cell.bias_ih + cell.bias_hh if fold else cell.bias_ih
@@ -207,7 +283,10 @@ def _cell_loop(x, batch_sizes, state, cell):
             for kept, p in zip(done, pieces):
                 kept.append(p[1])
         state = step_of(step, state, w_hh, cell)
-    return [torch.cat([s] + kept[::-1]) for s, kept in zip(state, done)]
+        if keep_h:
+            hs.append(state[0])
+    final = [torch.cat([s] + kept[::-1]) for s, kept in zip(state, done)]
+    return (torch.cat(hs) if keep_h else None), final
 
 
 def _lstm_step(step, state, w_hh, cell):

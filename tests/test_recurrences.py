@@ -6,6 +6,7 @@ import random
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import dynnet
 from dynnet.recurrences import RecurrentTemplate
@@ -57,6 +58,28 @@ class SingleStateEncoder(nn.Module):
         for word in ids:
             h = self.cell(self.embed(torch.tensor(word, device=device)) * 2, h)
         return h
+
+
+class LanguageModel(nn.Module):
+    """Next-word loss per sentence: the cell's loop also sums a loss per step."""
+
+    def __init__(self, vocab=30, dim=6, hidden=5):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.cell = nn.LSTMCell(dim, hidden)
+        self.out = nn.Linear(hidden, vocab)
+        self.hidden = hidden
+
+    @dynnet.function
+    def loss(self, ids):
+        h = torch.zeros(self.hidden)
+        c = torch.zeros(self.hidden)
+        total = 0.0
+        for t in range(len(ids) - 1):
+            h, c = self.cell(self.embed(torch.tensor(ids[t])), (h, c))
+            target = torch.tensor(ids[t + 1])
+            total = total + F.cross_entropy(self.out(h), target)
+        return total / (len(ids) - 1)
 
 
 def _sentences(n, seed, longest=12):
@@ -125,6 +148,23 @@ def test_training_single_state_loops_fused_gives_the_steps_gradients(make):
     with dynnet.profile() as prof:
         model.last.batch(sentences)
     assert sum(_fused_rows(prof)) == sum(1 for s in sentences if len(s) > 1)
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_a_loss_summed_over_the_steps_runs_once_for_all_steps(seed):
+    """The loop's per-step loss (`total = total + f(h, data)`) runs on every step at
+    once after the recurrence, each sentence's terms summed into its total."""
+    torch.manual_seed(seed)
+    model = LanguageModel()
+    sentences = [s + [seed % 30] for s in _sentences(9, seed)]  # two words or more
+    assert_batch_matches_loop(model.loss, sentences, params=list(model.parameters()))
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad), dynnet.profile() as prof:
+            model.loss.batch(sentences)
+        # the first step (total still the number 0.0) runs on its own; a chain of the
+        # others needs two steps or more
+        assert sum(_fused_rows(prof)) == sum(1 for s in sentences if len(s) > 3)
+        assert sum(prof.groups_of(model.out)) < sum(len(s) - 1 for s in sentences)
 
 
 def test_states_held_elsewhere_keep_their_steps():
