@@ -10,8 +10,10 @@ every step is a group of its own, and every group computes the cell's input
 projection for its rows, then the recurrent one. Before a round is scheduled,
 `fuse_recurrences` finds such chains among the pending nodes: nodes of one segment
 whose code is "compute x from the step's data alone, then `cell(x, state)`" for an
-`nn.LSTMCell` (state `(h, c)`), `nn.GRUCell` or `nn.RNNCell` (state `h`), each taking
-the state its predecessor made and nothing else reading that state. The last node of
+`nn.LSTMCell` (state `(h, c)`), `nn.GRUCell` or `nn.RNNCell` (state `h`), possibly
+followed by a sum over the steps, `total = total + f(h, data)` (a language model's
+loss: see `RecurrentTemplate.term`), each taking the state its predecessor made and
+nothing else reading that state. The last node of
 a chain becomes one node of a "loop" signature holding every step's data, and the
 others leave the round. A group of such nodes computes x for every step of every row
 at once, then runs the whole recurrence on the packed batch, as `nn.LSTM` does.
