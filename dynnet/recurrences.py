@@ -157,7 +157,7 @@ def _recurrence(segment):
     n_inputs = len(segment.sig.in_avals)
     term = None
     if n_inputs == n_state + 1:  # an accumulator: `total = total + f(h, data)`
-        term = _term(segment, j, data_only)
+        term = _term(segment, j)
         if term is None:
             return None
         outputs.append(("ref", (len(ops) - 1, 0)))
@@ -181,7 +181,7 @@ def _data_only(ops):
 _ADD = ((SLOT, SLOT), {})
 
 
-def _term(segment, j, data_only):
+def _term(segment, j):
     """The SegmentTemplate of `f` in a last op `total + f(h, data)` (either order), `h`
     the cell's first output and `total` the segment's last lazy input, used nowhere
     else; its one lazy input is `h`. None when the segment is not so."""
@@ -209,7 +209,7 @@ def _term(segment, j, data_only):
         for ref in ops[i][2]:
             if ref == (j, 0):
                 continue
-            if ref[0] < 0 or ref[0] == j or (ref[0] < j and not data_only[ref[0]]):
+            if ref[0] < 0 or ref[0] == j:  # (ops before the cell are data alone)
                 return None  # another state, or the cell's other outputs
             stack.append(ref[0])
     order = sorted(needed)
