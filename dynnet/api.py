@@ -6,6 +6,7 @@ import weakref
 from dynnet import config, tracing
 from dynnet.converter import converted_function
 from dynnet.converter.operators.call import register_startable
+from dynnet.example_traces import TraceCache
 from dynnet.outputs import materialize, stack_outputs
 from dynnet.plans import plan_batch
 from dynnet.runtime import Suspend, complete, run_batch
@@ -17,9 +18,10 @@ tracing.register_internal_file(__file__)
 class DynFunction:
     """A per-example function that runs batched: see `dynnet.function`."""
 
-    def __init__(self, fn, schedule=None):
+    def __init__(self, fn, schedule=None, reuse_traces=False):
         self.fn = fn
         self.schedule = schedule
+        self.traces = TraceCache() if reuse_traces else None
         self._converted = None
         self._ran = False  # whether a batch ran (so its signatures likely exist)
         self._ran_on = weakref.WeakSet()  # objects a method's batches ran on
@@ -109,8 +111,18 @@ class DynFunction:
             workers = config.workers
         return run_batches(run_here, plan, examples, batches, workers, warm=warm)
 
+    def clear_traces(self):
+        """Forgets the examples' recorded traces (`reuse_traces=True`): call it after a
+        change the cache cannot see (dynnet/example_traces.py), such as a changed
+        example or a global the function reads."""
+        if self.traces is not None:
+            self.traces.clear()
+
     def _run(self, examples, kwargs):
-        results, _ = run_batch(self._make(kwargs), examples, self.schedule)
+        traces = self.traces
+        if traces is not None:
+            traces.begin(examples, kwargs)
+        results, _ = run_batch(self._make(kwargs), examples, self.schedule, traces)
         self._ran = True
         return results
 
@@ -170,6 +182,10 @@ class BoundDynFunction:
         """`DynFunction.batches` with this object as the first argument."""
         return self.function._batches(batches, workers, shared_kwargs, self.obj)
 
+    def clear_traces(self):
+        """`DynFunction.clear_traces` (the cache is the method's, for every object)."""
+        self.function.clear_traces()
+
     @property
     def __wrapped__(self):
         return self.function.fn
@@ -202,7 +218,7 @@ def _zip_examples(per_example_args):
     return list(zip(*per_example_args))
 
 
-def function(fn=None, *, schedule=None):
+def function(fn=None, *, schedule=None, reuse_traces=False):
     """Decorates a per-example function (or method) so that it can run batched.
 
     `f(*args)` runs one example and returns its outputs as torch tensors.
@@ -217,12 +233,18 @@ def function(fn=None, *, schedule=None):
 
     Args:
       schedule: "depth" or "agenda" (default: `dynnet.config.schedule`).
+      reuse_traces: keep each example's trace, keyed by the identity of its
+        arguments, and replay it when a later batch holds the same objects (the next
+        epoch over the same data) instead of running the code again. Replays skip the
+        code's side effects other than printing: use it for functions whose trace
+        depends only on the example and the model (dynnet/example_traces.py says
+        what the cache checks); `f.clear_traces()` forgets the traces.
     """
     if fn is None:
-        return lambda f: function(f, schedule=schedule)
+        return lambda f: function(f, schedule=schedule, reuse_traces=reuse_traces)
     if isinstance(fn, (DynFunction, BoundDynFunction)):
         return fn
-    return DynFunction(fn, schedule=schedule)
+    return DynFunction(fn, schedule=schedule, reuse_traces=reuse_traces)
 
 
 def to_code(f):

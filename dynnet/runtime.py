@@ -63,6 +63,7 @@ class Profile:
         # (file, line) of a segment -> [why its calls ran op by op, how many calls]
         self.segment_fallbacks = {}
         self.planned_batches = 0  # batches run from a worker's plan (dynnet/workers.py)
+        self.replayed = 0  # examples replayed from their recorded trace (example_traces.py)
         self.worker_misses = {}  # why a batch the worker could not plan -> how many
 
     def groups_of(self, fn):
@@ -111,7 +112,8 @@ class Profile:
         schedule = 1e6 * self.schedule_seconds / max(self.nodes, 1)
         planned = f" ({self.planned_batches} from a worker's plans)" if self.planned_batches \
             else ""
-        return (f"Profile(batches={self.batches}{planned}, nodes={self.nodes}, "
+        replayed = f", replayed={self.replayed}" if self.replayed else ""
+        return (f"Profile(batches={self.batches}{planned}, nodes={self.nodes}{replayed}, "
                 f"groups={self.groups}, "
                 f"rounds={self.rounds}, trace={self.trace_seconds:.4f}s "
                 f"({per_node:.2f} us/node), schedule={self.schedule_seconds:.4f}s "
@@ -151,6 +153,7 @@ class Trace:
         self.nodes = 0
         self.groups = 0
         self.rounds = 0
+        self.replayed = 0
         self.execute_seconds = 0.0
         self.schedule_seconds = 0.0
 
@@ -294,12 +297,14 @@ def _annotate(error, index):
     error._dynnet_noted = True
 
 
-def run_batch(make_generator, per_example_args, strategy=None):
+def run_batch(make_generator, per_example_args, strategy=None, traces=None):
     """Runs one converted function on every example; returns their raw results.
 
     Args:
       make_generator: called with one example's argument tuple; returns a generator.
       per_example_args: list of argument tuples, one per example.
+      traces: the function's `TraceCache` (dynnet/example_traces.py), or None: examples
+        found there are replayed, and those that ran in one go are kept there.
     Returns:
       The list of per-example results (lazy leaves are executed) and the trace.
     """
@@ -313,24 +318,41 @@ def run_batch(make_generator, per_example_args, strategy=None):
     gc.disable()
     grad_enabled = torch.is_grad_enabled()
     try:
+        runnable = []
         for i, args in enumerate(per_example_args):
             trace.instance = i
-            examples.append(_Example(i, make_generator(lift_inputs(args))))
-        runnable = examples
-        while runnable:
+            entry = traces.lookup(args, grad_enabled) if traces is not None else None
+            if entry is not None:
+                ex = _Example(i, None)
+                ex.result = traces.replay(trace, entry, i)
+                trace.replayed += 1
+            else:
+                ex = _Example(i, make_generator(lift_inputs(args)))
+                runnable.append(ex)
+            examples.append(ex)
+        first = traces is not None
+        while True:  # at least once: replayed examples have pending nodes too
             paused = []
             for ex in runnable:
                 trace.instance = ex.index
+                begin, rounds, made = len(trace.pending), trace.rounds, tracing._serials[0]
                 try:
                     if _step(ex):
                         paused.append(ex)
+                    elif first and trace.rounds == rounds and tracing._serials[0] == made:
+                        # it ran in one go, on signatures and segments seen before (the
+                        # first call of a segment records its ops one by one)
+                        traces.record(trace, ex, per_example_args[ex.index], begin,
+                                      grad_enabled)
                 except BaseException as e:
                     _annotate(e, ex.index)
                     raise
+            first = False
             torch._C._set_grad_enabled(grad_enabled)
             trace.flush()
-            if paused:
-                _resolve(paused)
+            if not paused:
+                break
+            _resolve(paused)
             runnable = paused
     finally:
         torch._C._set_grad_enabled(grad_enabled)
@@ -343,6 +365,7 @@ def run_batch(make_generator, per_example_args, strategy=None):
             p.nodes += trace.nodes
             p.groups += trace.groups
             p.rounds += trace.rounds
+            p.replayed += trace.replayed
             p.execute_seconds += trace.execute_seconds
             p.schedule_seconds += trace.schedule_seconds
             p.total_seconds += time.perf_counter() - start

@@ -11,7 +11,6 @@ values; afterwards recording costs a dict lookup.
 Nodes with the same `Signature` object are batched together by the scheduler.
 """
 
-import itertools
 import os
 import sys
 import sysconfig
@@ -27,7 +26,7 @@ _MAX_SIGNATURES = 200_000
 
 # Every signature gets a serial number in order of creation. A forked process shares the
 # signatures that existed when it was forked under the same serials (dynnet/plans.py).
-_serials = itertools.count()
+_serials = [0]  # the serial of the next signature
 signatures_by_serial = weakref.WeakValueDictionary()
 
 
@@ -46,7 +45,8 @@ class Signature:
                  "__weakref__")
 
     def __init__(self, kind, fn, name, template, in_avals, origin):
-        self.serial = next(_serials)
+        self.serial = _serials[0]
+        _serials[0] += 1
         signatures_by_serial[self.serial] = self
         self.kind = kind
         self.fn = fn
@@ -108,6 +108,11 @@ def aval(shape, dtype, device):
 
 
 # -------------------- the active trace --------------------
+
+def serials_used():
+    """How many signatures were ever made: every signature's serial is below it."""
+    return _serials[0]
+
 
 _active = []
 _capture = None  # while dynnet.segments captures a segment: the list of nodes recorded

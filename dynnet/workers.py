@@ -209,7 +209,7 @@ class _Worker:
         """`others`: this process's pipe ends to workers forked before this one."""
         context = multiprocessing.get_context("fork")
         self.conn, child = context.Pipe()
-        known = next(tracing._serials)  # every signature here has a smaller serial
+        known = tracing.serials_used()  # every signature here has a smaller serial
         self.signatures = dict(tracing.signatures_by_serial)  # kept alive for the plans
         self.process = context.Process(
             target=_serve, args=(child, [self.conn, *others], plan, batches, known),

@@ -1,0 +1,226 @@
+"""`dynnet.function(reuse_traces=True)`: an example seen before is replayed from its
+recorded trace (dynnet/example_traces.py), with the values and gradients of running
+the code again."""
+
+import random
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dynnet
+from tests.helpers import assert_batch_matches_loop
+from tests.strategies import VOCAB, chain_tree, random_trees
+
+
+class TreeModel(nn.Module):
+    """A tree-LSTM-like recursion; leaves on per-example data (shared per word)."""
+
+    def __init__(self, dim=6):
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, dim)
+        self.leaf = nn.Linear(dim, 2 * dim)
+        self.internal = nn.Linear(2 * dim, 2 * dim)
+        self.out = nn.Linear(dim, 5)
+
+    @dynnet.function
+    def encode(self, tree):
+        if tree.is_leaf:
+            h, c = torch.chunk(self.leaf(self.embed(torch.tensor(tree.word_id))), 2)
+            return torch.tanh(h), c
+        (hl, cl), (hr, cr) = [self.encode(child) for child in tree.children]
+        h, f = torch.chunk(self.internal(torch.cat([hl, hr])), 2)
+        c = torch.sigmoid(f) * (cl + cr)
+        return torch.tanh(h) * torch.tanh(c), c
+
+    @dynnet.function(reuse_traces=True)
+    def loss(self, tree):
+        h, c = self.encode(tree)
+        return F.cross_entropy(self.out(h), torch.tensor(tree.label)), c.sum()
+
+
+def _profiled(fn, batch):
+    with dynnet.profile() as p:
+        out = fn.batch(batch)
+    return out, p
+
+
+def test_replays_equal_running_the_code_in_batches_of_any_mix():
+    torch.manual_seed(0)
+    model = TreeModel()
+    pool = random_trees(24, max_depth=7, seed=1) + [chain_tree(8)]
+    rng = random.Random(2)
+    replayed = 0
+    for _ in range(4):  # batches overlap: part replayed, part traced
+        batch = rng.sample(pool, 10)
+        with dynnet.profile() as p:
+            assert_batch_matches_loop(model.loss, batch, params=model.parameters())
+        replayed += p.replayed
+    assert replayed >= 15
+
+
+def test_a_replayed_batch_records_the_traced_graph():
+    """Same nodes (leaves shared per word across examples), same groups."""
+    model = TreeModel()
+    batch = random_trees(12, max_depth=6, seed=3)
+    model.loss.batch(batch)  # makes the segments: not kept (see the next test)
+    model.loss.batch(batch)  # kept
+    traced = [random_trees(12, max_depth=6, seed=3)]  # equal trees, other objects
+    out, p_traced = _profiled(model.loss, traced[0])
+    again, p_replayed = _profiled(model.loss, batch)
+    assert p_traced.replayed == 0 and p_replayed.replayed == 12
+    assert p_replayed.nodes == p_traced.nodes
+    assert {s.name: v for s, v in p_replayed.group_sizes.items()} == \
+        {s.name: v for s, v in p_traced.group_sizes.items()}
+    torch.testing.assert_close(again, out)
+
+
+def test_examples_traced_while_signatures_were_new_are_not_kept():
+    """A segment's first call records its ops one by one: not worth replaying."""
+    model = TreeModel()
+    batch = random_trees(4, max_depth=4, seed=4)
+    _, first = _profiled(model.loss, batch)
+    _, second = _profiled(model.loss, batch)
+    _, third = _profiled(model.loss, batch)
+    assert first.replayed == 0 and third.replayed == 4
+    assert second.replayed >= 1  # those traced after the segments existed
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.integers(0, 15), min_size=1, max_size=8), st.integers(0, 3))
+def test_any_batch_from_a_pool_of_trees(picks, seed):
+    torch.manual_seed(seed)
+    model = TreeModel(dim=4)
+    pool = random_trees(16, max_depth=5, seed=seed)
+    for start in (0, 1):
+        batch = [pool[(i + start) % 16] for i in picks]
+        assert_batch_matches_loop(model.loss, batch, params=model.parameters())
+
+
+class ModeModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    @dynnet.function(reuse_traces=True)
+    def f(self, n):
+        x = self.lin(torch.full((3,), float(n), dtype=self.lin.weight.dtype))
+        if self.training:  # Python control flow on the model's state
+            x = x * 2
+        print("n =", n)
+        return x
+
+
+def test_a_change_of_the_models_mode_dtype_or_grad_mode_is_seen(capsys):
+    torch.manual_seed(0)
+    model = ModeModel()
+    xs = [1, 2, 3]
+
+    def expected():
+        with dynnet.run_eagerly():
+            return torch.stack([model.f(n) for n in xs])
+
+    for _ in range(3):
+        with dynnet.profile() as p:
+            torch.testing.assert_close(model.f.batch(xs), expected())
+    assert p.replayed == 3
+    model.eval()
+    torch.testing.assert_close(model.f.batch(xs), expected())
+    model.double()
+    out = model.f.batch(xs)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, expected())
+    with torch.no_grad():
+        assert not model.f.batch(xs).requires_grad
+    assert model.f.batch(xs).requires_grad
+    printed = capsys.readouterr().out
+    # every batch printed, replayed or not, in example order
+    assert printed.count("n = 1\nn = 2\nn = 3\n") == 7 + 5  # 7 batches, 5 eager loops
+
+
+def test_shared_keyword_arguments_are_part_of_the_key():
+    @dynnet.function(reuse_traces=True)
+    def scaled(n, k=1):
+        return torch.tensor(float(n)) * k if k > 1 else torch.tensor(float(n))
+
+    for _ in range(3):
+        assert scaled.batch([1, 2]).tolist() == [1.0, 2.0]
+    assert scaled.batch([1, 2], k=3).tolist() == [3.0, 6.0]
+    with dynnet.profile() as p:
+        assert scaled.batch([1, 2]).tolist() == [1.0, 2.0]
+    assert p.replayed == 0  # the cache was emptied by the change
+
+
+def test_clear_traces_after_changing_an_example():
+    model = TreeModel()
+    batch = random_trees(3, max_depth=4, seed=5)
+    for _ in range(3):
+        model.loss.batch(batch)
+    batch[0].label = (batch[0].label + 1) % 5
+    model.loss.clear_traces()
+    with dynnet.profile() as p:
+        assert_batch_matches_loop(model.loss, batch, params=model.parameters())
+    assert p.replayed == 0
+
+
+class PausingModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 2)
+
+    @dynnet.function(reuse_traces=True)
+    def f(self, x):
+        y = self.lin(x)
+        while y.sum() < 10:  # a test on a lazy value: the example pauses
+            y = y * 2 + 1
+        return y
+
+
+def test_examples_that_pause_or_read_tensors_are_traced_every_time():
+    torch.manual_seed(0)
+    model = PausingModel()
+    xs = [torch.randn(2) for _ in range(4)]
+    for _ in range(3):
+        with dynnet.profile() as p:
+            assert_batch_matches_loop(model.f, xs, params=model.parameters())
+        assert p.replayed == 0
+
+
+class Recurrent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(20, 4)
+        self.cell = nn.LSTMCell(4, 3)
+
+    @dynnet.function(reuse_traces=True)
+    def last(self, ids):
+        h = torch.zeros(3)
+        c = torch.zeros(3)
+        for word in ids:
+            h, c = self.cell(self.embed(torch.tensor(word)), (h, c))
+        return h
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_replayed_loops_still_fuse(grad):
+    torch.manual_seed(0)
+    model = Recurrent()
+    rng = random.Random(0)
+    sentences = [[rng.randrange(20) for _ in range(rng.randrange(2, 7))] for _ in range(6)]
+    with torch.set_grad_enabled(grad):
+        for _ in range(2):
+            model.last.batch(sentences)
+        traced_out, traced = _profiled(model.last, [list(s) for s in sentences])
+        if grad:
+            with dynnet.profile() as replayed:
+                assert_batch_matches_loop(model.last, sentences, params=model.parameters())
+        else:
+            out, replayed = _profiled(model.last, sentences)
+            with dynnet.run_eagerly():
+                expected = torch.stack([model.last(s) for s in sentences])
+            torch.testing.assert_close(out, expected)
+    assert replayed.replayed == 6
+    assert replayed.groups_of(model.cell) == traced.groups_of(model.cell) == [6]  # fused
