@@ -67,6 +67,15 @@ def _tree_infer(model, trees):
 TREE_LSTM = Variant(_tree_loss_and_grad, _tree_infer, _same_as(DynTreeLSTM))
 
 
+class ReplayedTreeLSTM(DynTreeLSTM):
+    """The same model; a tree seen before replays its recorded trace."""
+    root_logits = dynnet.function(DynTreeLSTM.root_logits, reuse_traces=True)
+    root_loss = dynnet.function(DynTreeLSTM.root_loss, reuse_traces=True)
+
+
+TREE_LSTM_REPLAYED = Variant(_tree_loss_and_grad, _tree_infer, _same_as(ReplayedTreeLSTM))
+
+
 # -------------------- sequence language model --------------------
 
 class DynSequenceLM(SequenceLMParams):
@@ -95,6 +104,14 @@ def _sequence_infer(model, sentences):
 
 
 SEQUENCE_LM = Variant(_sequence_loss_and_grad, _sequence_infer, _same_as(DynSequenceLM))
+
+
+class ReplayedSequenceLM(DynSequenceLM):
+    sentence_loss = dynnet.function(DynSequenceLM.sentence_loss, reuse_traces=True)
+
+
+SEQUENCE_LM_REPLAYED = Variant(_sequence_loss_and_grad, _sequence_infer,
+                               _same_as(ReplayedSequenceLM))
 
 
 # -------------------- LSTM sentence classifier --------------------
@@ -128,6 +145,15 @@ def _classifier_infer(model, sentences):
 
 SENTENCE_CLASSIFIER = Variant(_classifier_loss_and_grad, _classifier_infer,
                               _same_as(DynSentenceClassifier))
+
+
+class ReplayedSentenceClassifier(DynSentenceClassifier):
+    logits = dynnet.function(DynSentenceClassifier.logits, reuse_traces=True)
+    loss = dynnet.function(DynSentenceClassifier.loss, reuse_traces=True)
+
+
+SENTENCE_CLASSIFIER_REPLAYED = Variant(_classifier_loss_and_grad, _classifier_infer,
+                                       _same_as(ReplayedSentenceClassifier))
 
 
 # -------------------- data-dependent while loop --------------------

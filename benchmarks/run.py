@@ -27,7 +27,7 @@ import torch
 
 from benchmarks import common, sequence_classifier, sequence_lm, tree_lstm, while_loop
 
-ORDER = ("naive", "batched", "manual", "dynnet")
+ORDER = ("naive", "batched", "manual", "dynnet", "dynnet-replay")
 REFERENCES = (("batched", "vs hand-batched"), ("manual", "vs hand-bwd"), ("naive", "vs naive"))
 LOSS_TOLERANCE = 1e-3
 
@@ -134,9 +134,11 @@ def _check_losses(rows):
             rows[name] = row._replace(note=f"loss@0 differs from hand-batched {row.note}")
 
 
-def profile_dynnet(bench, batch_size):
-    """One dynnet training pass under ``dynnet.profile()``; a report line, or None."""
-    variant = bench.variants.get("dynnet")
+def profile_dynnet(bench, batch_size, name="dynnet"):
+    """A dynnet training pass under ``dynnet.profile()``; a report line, or None. The
+    variant that reuses traces is profiled on its third pass (the first makes the
+    segments, the second records the traces)."""
+    variant = bench.variants.get(name)
     if variant is None or isinstance(variant, str):
         return None
     import dynnet
@@ -147,6 +149,9 @@ def profile_dynnet(bench, batch_size):
     optimizer = bench.make_optimizer(module) if bench.make_optimizer else None
     batches = common.batches(bench.examples, batch_size)
     try:
+        for _ in range(2 if name == "dynnet-replay" else 0):
+            for b in batches:
+                common.train_step(variant, module, optimizer, b)
         gc.collect()  # see common.time_call
         with dynnet.profile() as prof:
             for b in batches:
@@ -154,11 +159,14 @@ def profile_dynnet(bench, batch_size):
     except Exception as error:
         return f"{bench.name} batch {batch_size}: profile failed: {common.describe_error(error)}"
     nodes = max(prof.nodes, 1)
-    line = (f"{bench.name} batch {batch_size}: dynnet recorded {prof.nodes} nodes "
+    replayed = getattr(prof, "replayed", 0)
+    line = (f"{bench.name} batch {batch_size}: {name} recorded {prof.nodes} nodes "
             f"({prof.nodes / len(bench.examples):.1f} per example) in {prof.groups} groups; "
             f"Python per node: trace {1e6 * prof.trace_seconds / nodes:.2f} µs + schedule "
             f"{1e6 * getattr(prof, 'schedule_seconds', 0.0) / nodes:.2f} µs; "
             f"execute {1e6 * prof.execute_seconds / nodes:.2f} µs/node")
+    if replayed:
+        line += f"; {replayed} of {len(bench.examples)} examples replayed"
     rounds = getattr(prof, "rounds", None)
     return line if rounds is None else f"{line}; {rounds} rounds"
 
@@ -171,7 +179,10 @@ LEGEND = ("ex/s: examples per second, median of the repeats; vs X: throughput ra
           "train / infer; peak MiB, train / infer: on CUDA max_memory_allocated over the timed "
           "passes, on CPU the most tensor memory held at once above the start of one step "
           "on the first batch (torch profiler); "
-          "loss@0: first-batch loss from the shared starting weights")
+          "loss@0: first-batch loss from the shared starting weights; "
+          "dynnet, reused traces: dynnet.function(reuse_traces=True), whose examples replay "
+          "their recorded trace from the second pass over them on (the first timed pass "
+          "records, so most repeats replay)")
 
 
 def _ratio(row, ref):
@@ -310,10 +321,11 @@ def main(argv=None):
             print(f"measuring {bench.name}, batch {batch_size} ...", file=sys.stderr)
             measured = measure(bench, batch_size, args.repeats, args.device)
             rows += measured
-            if any(r.variant == "dynnet" and r.train is not None for r in measured):
-                line = profile_dynnet(bench, batch_size)
-                if line:
-                    notes.append(line)
+            for name in ("dynnet", "dynnet-replay"):
+                if any(r.variant == name and r.train is not None for r in measured):
+                    line = profile_dynnet(bench, batch_size, name)
+                    if line:
+                        notes.append(line)
 
     cells = table_cells(rows)
     print(env)

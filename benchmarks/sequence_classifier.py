@@ -137,6 +137,7 @@ def benchmark(n_sentences, batch_sizes, device, data_dir=DATA_DIR):
     trees, vocab = load_sst(n_sentences, data_dir=data_dir)
     torch.manual_seed(0)
     start = SentenceClassifierParams(len(vocab)).to(device)
-    variants = {**BASELINES, "dynnet": dynnet_variant("SENTENCE_CLASSIFIER")}
+    variants = {**BASELINES, "dynnet": dynnet_variant("SENTENCE_CLASSIFIER"),
+                "dynnet-replay": dynnet_variant("SENTENCE_CLASSIFIER_REPLAYED")}
     return Benchmark("sst-lstm", "sentences", sentences_of(trees), batch_sizes, start,
                      variants, make_optimizer, LABELS)

@@ -139,7 +139,8 @@ def make_optimizer(module):
     return torch.optim.Adam(module.parameters(), lr=0.01)
 
 
-LABELS = {"naive": "naive per-sentence", "batched": "nn.LSTM packed", "dynnet": "dynnet"}
+LABELS = {"naive": "naive per-sentence", "batched": "nn.LSTM packed", "dynnet": "dynnet",
+          "dynnet-replay": "dynnet, reused traces"}
 
 
 def benchmark(n_sentences, batch_sizes, device, data_dir=DATA_DIR):
@@ -147,6 +148,7 @@ def benchmark(n_sentences, batch_sizes, device, data_dir=DATA_DIR):
     sentences, vocab = load_ptb(n_sentences, data_dir=data_dir)
     torch.manual_seed(0)
     start = SequenceLMParams(len(vocab)).to(device)
-    variants = {**BASELINES, "dynnet": dynnet_variant("SEQUENCE_LM")}
+    variants = {**BASELINES, "dynnet": dynnet_variant("SEQUENCE_LM"),
+                "dynnet-replay": dynnet_variant("SEQUENCE_LM_REPLAYED")}
     return Benchmark("sequence-lm", "sentences", sentences, batch_sizes, start, variants,
                      make_optimizer, LABELS)

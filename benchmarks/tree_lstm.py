@@ -306,7 +306,8 @@ MANUAL = Variant(_manual_loss_and_grad, _manual_infer)
 BASELINES = {"naive": NAIVE, "batched": BATCHED, "manual": MANUAL}
 
 LABELS = {"naive": "naive per-tree", "batched": "hand-batched autograd",
-          "manual": "hand-written backward", "dynnet": "dynnet"}
+          "manual": "hand-written backward", "dynnet": "dynnet",
+          "dynnet-replay": "dynnet, reused traces"}
 
 
 def benchmark(n_trees, batch_sizes, device, data_dir=DATA_DIR):
@@ -314,6 +315,7 @@ def benchmark(n_trees, batch_sizes, device, data_dir=DATA_DIR):
     trees, vocab = load_sst(n_trees, data_dir=data_dir)
     torch.manual_seed(0)
     start = TreeLSTMParams(len(vocab)).to(device)
-    variants = {**BASELINES, "dynnet": dynnet_variant("TREE_LSTM")}
+    variants = {**BASELINES, "dynnet": dynnet_variant("TREE_LSTM"),
+                "dynnet-replay": dynnet_variant("TREE_LSTM_REPLAYED")}
     return Benchmark("tree-lstm", "trees", trees, batch_sizes, start, variants,
                      make_optimizer, LABELS)

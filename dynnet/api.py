@@ -28,8 +28,10 @@ class DynFunction:
         functools.update_wrapper(self, fn)
 
     def __set_name__(self, owner, name):
-        # the converter reads the class's methods (calls of them end segments)
-        self.fn.__dynnet_owner__ = owner
+        # the converter reads the class's methods (calls of them end segments); a
+        # subclass that wraps the function again keeps the class that defined it
+        if getattr(self.fn, "__dynnet_owner__", None) is None:
+            self.fn.__dynnet_owner__ = owner
 
     def __get__(self, obj, objtype=None):
         if obj is None:
@@ -230,6 +232,8 @@ def function(fn=None, *, schedule=None, reuse_traces=False):
     values. Results equal running `fn` on each example, forward and backward.
     `f.batches(batches)` yields `f.batch(batch)` for each batch of a list of batches
     (each a list of examples), tracing the next ones in a worker process.
+    `function(f, ...)` of a dynnet function `f` gives `f` with other options (a
+    subclass can say `loss = dynnet.function(Base.loss, reuse_traces=True)`).
 
     Args:
       schedule: "depth" or "agenda" (default: `dynnet.config.schedule`).
@@ -242,8 +246,11 @@ def function(fn=None, *, schedule=None, reuse_traces=False):
     """
     if fn is None:
         return lambda f: function(f, schedule=schedule, reuse_traces=reuse_traces)
-    if isinstance(fn, (DynFunction, BoundDynFunction)):
+    if isinstance(fn, BoundDynFunction) or (isinstance(fn, DynFunction) and schedule is None
+                                            and not reuse_traces):
         return fn
+    if isinstance(fn, DynFunction):  # the same function with other options
+        return DynFunction(fn.fn, schedule=schedule or fn.schedule, reuse_traces=reuse_traces)
     return DynFunction(fn, schedule=schedule, reuse_traces=reuse_traces)
 
 

@@ -24,6 +24,8 @@ on a tensor), executed part of the graph, or read a lazy value made before it ra
 (its own input tensors) is traced every time.
 """
 
+from operator import itemgetter
+
 import torch
 
 from dynnet.lazy import LazyTensor, Node
@@ -93,19 +95,19 @@ class TraceCache:
         pending = trace.pending
         memo = trace.memo
         values = []
-        for sig, refs, depth, payload, avals, memo_key in entry.steps:
+        for sig, read, depth, payload, outputs, memo_key in entry.steps:
             if memo_key is not None:
                 found = memo.get(memo_key)
                 if found is None:
                     node = Node(sig, (), 1, index, payload)
                     pending.append(node)
                     found = memo[memo_key] = tuple(
-                        [LazyTensor(node, k, a) for k, a in enumerate(avals)])
+                        [LazyTensor(node, k, a) for k, a in outputs])
                 values.extend(found)
                 continue
-            node = Node(sig, tuple([values[r] for r in refs]), depth, index, payload)
+            node = Node(sig, read(values), depth, index, payload)
             pending.append(node)
-            for k, a in enumerate(avals):
+            for k, a in outputs:
                 values.append(LazyTensor(node, k, a))
         if entry.printed:
             trace.outputs[index] = list(entry.printed)
@@ -135,7 +137,8 @@ def _steps(pending, start):
     def add(node, refs, memo_key):
         nonlocal count
         avals = node.sig.out_avals
-        steps.append((node.sig, refs, node.depth, node.payload, avals, memo_key))
+        steps.append((node.sig, _reader(refs), node.depth, node.payload,
+                      tuple(enumerate(avals)), memo_key))
         places[id(node)] = count
         count += len(avals)
 
@@ -153,6 +156,16 @@ def _steps(pending, start):
             refs.append(place + t.index)
         add(node, tuple(refs), _memo_key(node))
     return steps, places
+
+
+def _reader(refs):
+    """`values -> tuple of values[r] for r in refs` (itemgetter: no Python frame)."""
+    if len(refs) > 1:
+        return itemgetter(*refs)
+    if refs:
+        r = refs[0]
+        return lambda values: (values[r],)
+    return lambda values: ()
 
 
 def _template(value, places):
