@@ -14,7 +14,8 @@ examples. Figures are medians over the repeats, in examples per second.
 
 Variants: the hand-batched baselines of `benchmarks.run` (tree-LSTM: level-wise with
 autograd and with a hand-written backward; LM: `nn.LSTM` on a `PackedSequence`), dynnet
-one batch at a time (`f.batch`), and dynnet over the epoch with worker processes
+one batch at a time (`f.batch`; also with `reuse_traces=True`, whose examples replay
+from the second epoch on), and dynnet over the epoch with worker processes
 (`f.batches(batches, workers=n)`, one variant per count given to `--workers`). The
 machine's load average is printed before and after: wall time on a shared machine
 moves with it.
@@ -38,6 +39,8 @@ def _label(bench, name):
         return f"dynnet f.batches ({n} worker{'s' if n > 1 else ''})"
     if name == "dynnet":
         return "dynnet f.batch"
+    if name == "dynnet-replay":
+        return "dynnet f.batch, reused traces"
     return bench.labels.get(name, name)  # the baselines as the runner names them
 
 
@@ -76,7 +79,7 @@ def measure(bench, dynnet_functions, batch_size, repeats, device, workers=(1,)):
     import dynnet
 
     batches = common.batches(bench.examples, batch_size)
-    names = [n for n in ("batched", "manual", "dynnet") if n in bench.variants
+    names = [n for n in ("batched", "manual", "dynnet", "dynnet-replay") if n in bench.variants
              and not isinstance(bench.variants[n], str)]
     variants = {n: bench.variants[n] for n in names}
     for n in workers:
@@ -99,7 +102,7 @@ def measure(bench, dynnet_functions, batch_size, repeats, device, workers=(1,)):
             if name.startswith("workers"):
                 planned[name] = (profile.planned_batches, profile.batches,
                                  dict(profile.worker_misses))
-            if name == "dynnet" or name.startswith("workers"):
+            if name.startswith(("dynnet", "workers")):
                 per_node[name] = _python_per_node(profile)
     n = len(bench.examples)
     rates = {name: tuple(n / common.median(t) for t in times[name]) for name in names}

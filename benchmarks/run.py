@@ -135,9 +135,10 @@ def _check_losses(rows):
 
 
 def profile_dynnet(bench, batch_size, name="dynnet"):
-    """A dynnet training pass under ``dynnet.profile()``; a report line, or None. The
-    variant that reuses traces is profiled on its third pass (the first makes the
-    segments, the second records the traces)."""
+    """A dynnet training pass under ``dynnet.profile()``; a report line, or None. It
+    profiles the steady state: the second pass (the first makes the segments of the
+    new module), or the third for the variant that reuses traces (the second records
+    them)."""
     variant = bench.variants.get(name)
     if variant is None or isinstance(variant, str):
         return None
@@ -149,7 +150,7 @@ def profile_dynnet(bench, batch_size, name="dynnet"):
     optimizer = bench.make_optimizer(module) if bench.make_optimizer else None
     batches = common.batches(bench.examples, batch_size)
     try:
-        for _ in range(2 if name == "dynnet-replay" else 0):
+        for _ in range(2 if name == "dynnet-replay" else 1):
             for b in batches:
                 common.train_step(variant, module, optimizer, b)
         gc.collect()  # see common.time_call

@@ -79,7 +79,10 @@ class DynFunction:
         them, which plan the batches in turn (for machines with cores to spare, where
         one worker cannot trace as fast as this process computes, as on a GPU).
         `workers=0` runs each batch here, as `.batch` does. The default, None, is
-        `dynnet.config.workers` (1 unless the environment sets `DYNNET_WORKERS`).
+        `dynnet.config.workers` (1 unless the environment sets `DYNNET_WORKERS`), and 0
+        for a function with `reuse_traces=True`: its traces are kept in this process,
+        and from the second epoch on replaying them here costs less than a worker's
+        planning (benchmarks/RESULTS.md).
         """
         return self._batches(batches, workers, shared_kwargs, None)
 
@@ -110,7 +113,7 @@ class DynFunction:
             return plan_batch(self._make(kwargs), examples(batch), known, self.schedule)
 
         if workers is None:
-            workers = config.workers
+            workers = 0 if self.traces is not None else config.workers
         return run_batches(run_here, plan, examples, batches, workers, warm=warm)
 
     def clear_traces(self):

@@ -224,3 +224,21 @@ def test_replayed_loops_still_fuse(grad):
             torch.testing.assert_close(out, expected)
     assert replayed.replayed == 6
     assert replayed.groups_of(model.cell) == traced.groups_of(model.cell) == [6]  # fused
+
+
+def test_batches_run_here_and_replay_from_the_second_epoch():
+    torch.manual_seed(0)
+    model = TreeModel()
+    pool = random_trees(12, max_depth=5, seed=6)
+    batches = [pool[:4], pool[4:8], pool[8:]]
+    replayed = []
+    for _ in range(3):
+        with dynnet.profile() as p:
+            losses = [loss for loss, _ in model.loss.batches(batches)]
+        assert p.planned_batches == 0  # no worker: the traces stay in this process
+        replayed.append(p.replayed)
+    # the first batch made the segments; the second epoch replays the other batches
+    assert replayed[0] == 0 and replayed[1] >= 8 and replayed[2] == 12
+    with dynnet.run_eagerly():
+        expected = [model.loss(t)[0] for t in pool]
+    torch.testing.assert_close(torch.cat(losses), torch.stack(expected))
