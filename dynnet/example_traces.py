@@ -19,9 +19,12 @@ buffers; a change of any empties the cache. Anything else the code reads (a glob
 setting, a module it reaches through a global) is the user's to keep unchanged, or to
 announce with `f.clear_traces()`.
 
-An example is kept only when it ran in one go: one that paused for a value (a test
-on a tensor), executed part of the graph, or read a lazy value made before it ran
-(its own input tensors) is traced every time.
+An example is kept only when it ran in one go, on signatures and segments seen
+before: one that paused for a value (a test on a tensor), executed part of the graph,
+read a lazy value made before it ran (its own input tensors), made a tensor while
+tracing from random numbers (`torch.randn(3)`; random ops on lazy values, such as
+dropout, draw anew when the batch runs, replayed or not) or made a new signature (the
+first call of a segment records its ops one by one) is traced every time.
 """
 
 from operator import itemgetter
@@ -143,6 +146,8 @@ def _steps(pending, start):
         count += len(avals)
 
     for node in pending[start:]:
+        if node.sig.kind == "stack" and node.sig.fn is None:
+            return None  # a tensor made while tracing by a random or impure factory
         refs = []
         for t in node.inputs:
             source = t.node

@@ -242,3 +242,29 @@ def test_batches_run_here_and_replay_from_the_second_epoch():
     with dynnet.run_eagerly():
         expected = [model.loss(t)[0] for t in pool]
     torch.testing.assert_close(torch.cat(losses), torch.stack(expected))
+
+
+class Noisy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    @dynnet.function(reuse_traces=True)
+    def noise_made_while_tracing(self, n):
+        return self.lin(torch.full((3,), float(n))) + torch.randn(3)
+
+    @dynnet.function(reuse_traces=True)
+    def dropout(self, n):
+        return F.dropout(self.lin(torch.full((3,), float(n))), 0.5)
+
+
+def test_random_numbers_are_drawn_anew_for_every_batch():
+    model = Noisy()
+    xs = list(range(8))
+    for f, replayed in ((model.noise_made_while_tracing, 0), (model.dropout, 8)):
+        outs = []
+        for _ in range(4):
+            with dynnet.profile() as p:
+                outs.append(f.batch(xs))
+        assert not torch.equal(outs[2], outs[3])
+        assert p.replayed == replayed
