@@ -12,10 +12,11 @@ What a replay does not do is run the user's code: its Python side effects (other
 than printing, whose text is replayed) do not happen again. It is exact when the
 example's trace depends only on the example: its arguments' contents (which must not
 change while cached) and the model as it was. The cache checks what it can see (see
-`TraceCache.fingerprint`): the grad mode, the shared keyword arguments, and, for each
-`nn.Module` among the arguments (a method's `self`), its submodules, their `training`
-flags, and the identity, device, dtype and `requires_grad` of their parameters and
-buffers; a change of any empties the cache. Anything else the code reads (a global
+`fingerprint`): the grad mode, the shared keyword arguments, and, for each `nn.Module`
+among the arguments (a method's `self`), its submodules, their `training` flags and
+hooks, their plain attributes that are numbers, strings or tensors (`self.depth = 3`),
+and the identity, device, dtype and `requires_grad` of their parameters and buffers;
+a change of any empties the cache. Anything else the code reads (a global
 setting, a module it reaches through a global) is the user's to keep unchanged, or to
 announce with `f.clear_traces()`.
 
@@ -224,7 +225,14 @@ def fingerprint(per_example_args, kwargs):
     parts = [_hashable(kwargs)]
     for module in modules.values():
         for m in module.modules():
-            parts.append((id(m), m.training))
+            parts.append((id(m), m.training, len(m._forward_hooks),
+                          len(m._forward_pre_hooks)))
+            for name, v in m.__dict__.items():  # plain settings: `self.depth = 3`
+                if name[0] != "_":
+                    if v.__class__ in _SCALARS:
+                        parts.append((name, v))
+                    elif isinstance(v, torch.Tensor):
+                        parts.append((name, id(v)))
             for t in m._parameters.values():
                 parts.append(None if t is None else (id(t), t.device, t.dtype,
                                                      t.requires_grad))

@@ -268,3 +268,27 @@ def test_random_numbers_are_drawn_anew_for_every_batch():
                 outs.append(f.batch(xs))
         assert not torch.equal(outs[2], outs[3])
         assert p.replayed == replayed
+
+
+class Repeats(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 2)
+        self.times = 1  # a plain setting the code loops on
+
+    @dynnet.function(reuse_traces=True)
+    def f(self, n):
+        x = torch.full((2,), float(n))
+        for _ in range(self.times):
+            x = torch.tanh(self.lin(x))
+        return x
+
+
+def test_a_change_of_a_plain_setting_of_the_model_is_seen():
+    model = Repeats()
+    xs = [1, 2, 3]
+    for times in (1, 1, 1, 3, 3):
+        model.times = times
+        with dynnet.run_eagerly():
+            expected = torch.stack([model.f(n) for n in xs])
+        torch.testing.assert_close(model.f.batch(xs), expected)
