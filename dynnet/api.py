@@ -2,6 +2,9 @@
 
 import functools
 import weakref
+from collections.abc import Sequence
+
+import torch
 
 from dynnet import config, tracing
 from dynnet.converter import converted_function
@@ -79,10 +82,10 @@ class DynFunction:
         them, which plan the batches in turn (for machines with cores to spare, where
         one worker cannot trace as fast as this process computes, as on a GPU).
         `workers=0` runs each batch here, as `.batch` does. The default, None, is
-        `dynnet.config.workers` (1 unless the environment sets `DYNNET_WORKERS`), and 0
-        for a function with `reuse_traces=True`: its traces are kept in this process,
-        and from the second epoch on replaying them here costs less than a worker's
-        planning (benchmarks/RESULTS.md).
+        `dynnet.config.workers` (1 unless the environment sets `DYNNET_WORKERS`). A
+        function with `reuse_traces=True` runs its batches here until its cache holds
+        nearly every example of `batches` (the traces are kept in this process), and
+        then in the workers, which replay them from their copy of the cache.
         """
         return self._batches(batches, workers, shared_kwargs, None)
 
@@ -110,10 +113,14 @@ class DynFunction:
             return out
 
         def plan(batch, known):
-            return plan_batch(self._make(kwargs), examples(batch), known, self.schedule)
+            return plan_batch(self._make(kwargs), examples(batch), known, self.schedule,
+                              self.traces)
 
         if workers is None:
-            workers = 0 if self.traces is not None else config.workers
+            workers = config.workers
+        if workers and self.traces is not None and not config.eager and \
+                not self._traces_cover(batches, example, kwargs):
+            workers = 0  # trace here, where the traces are kept, until they cover
         return run_batches(run_here, plan, examples, batches, workers, warm=warm)
 
     def clear_traces(self):
@@ -122,6 +129,17 @@ class DynFunction:
         example or a global the function reads."""
         if self.traces is not None:
             self.traces.clear()
+
+    def _traces_cover(self, batches, example, kwargs):
+        """Whether the function's trace cache holds nearly every example of `batches`
+        (a sequence), so that a worker, forked with a copy of the cache, replays them."""
+        if not isinstance(batches, Sequence):
+            return False
+        grad_enabled = torch.is_grad_enabled()
+        every = [example(x) for batch in batches for x in batch]
+        self.traces.begin(every, kwargs)
+        found = sum(self.traces.lookup(args, grad_enabled) is not None for args in every)
+        return found >= 0.9 * len(every)
 
     def _run(self, examples, kwargs):
         traces = self.traces

@@ -57,11 +57,12 @@ class Plan:
       results: per example its result, with `_Out` in place of lazy values.
       printed: per example index, the text it printed.
       nodes: how many nodes the trace recorded.
+      replayed: how many examples were replayed from the trace cache.
       fingerprint: what the batch was (see dynnet/workers.py), set by the worker.
     """
 
     __slots__ = ("grad_enabled", "shapes", "groups", "indices", "results", "printed",
-                 "nodes", "fingerprint")
+                 "nodes", "replayed", "fingerprint")
 
 
 class _Out:
@@ -88,33 +89,42 @@ class _PlanningTrace(Trace):
 
 # -------------------- the worker side: trace, schedule, encode --------------------
 
-def plan_batch(make_generator, per_example_args, known, strategy=None):
+def plan_batch(make_generator, per_example_args, known, strategy=None, traces=None):
     """The `Plan` of running every example, without executing anything. `known` is the
-    count of signatures the executing process has (serials below it)."""
+    count of signatures the executing process has (serials below it). Examples found in
+    `traces` (the function's `TraceCache`, as it was when the worker was forked) are
+    replayed."""
     gc_was_enabled = gc.isenabled()
     gc.disable()  # the trace's many small objects live until the plan is made
     try:
-        return _plan(make_generator, per_example_args, known, strategy)
+        return _plan(make_generator, per_example_args, known, strategy, traces)
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
-def _plan(make_generator, per_example_args, known, strategy):
+def _plan(make_generator, per_example_args, known, strategy, traces):
     trace = _PlanningTrace(strategy)
     tracing._active.append(trace)
     grad_enabled = torch.is_grad_enabled()
     inputs = {}  # id of a lifted input's node -> (example, its position among them)
     try:
-        examples = []
+        examples, runnable = [], []
         for i, args in enumerate(per_example_args):
             trace.instance = i
+            entry = traces.lookup(args, grad_enabled) if traces is not None else None
+            if entry is not None:
+                ex = _Example(i, None)
+                ex.result = traces.replay(trace, entry, i)
+                examples.append(ex)
+                continue
             start = len(trace.pending)
             lifted = lift_inputs(args)
             for j, node in enumerate(trace.pending[start:]):
                 inputs[id(node)] = (i, j)
             examples.append(_Example(i, make_generator(lifted)))
-        for ex in examples:
+            runnable.append(examples[-1])
+        for ex in runnable:
             trace.instance = ex.index
             if _step(ex):
                 raise PlanMiss("an example paused for a value (a test on a tensor)")
@@ -126,6 +136,7 @@ def _plan(make_generator, per_example_args, known, strategy):
     plan.fingerprint = None
     plan.grad_enabled = grad_enabled
     plan.nodes = len(trace.pending)
+    plan.replayed = len(examples) - len(runnable)
     plan.shapes, places = arena.layout(groups)
     for g, (_, nodes) in enumerate(groups):
         for row, node in enumerate(nodes):
@@ -390,6 +401,7 @@ def execute_plan(plan, signatures, examples):
         p.batches += 1
         p.planned_batches += 1
         p.nodes += plan.nodes
+        p.replayed += plan.replayed
         p.groups += len(plan.groups)
         p.rounds += 1
         elapsed = time.perf_counter() - start

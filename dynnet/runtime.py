@@ -63,7 +63,7 @@ class Profile:
         # (file, line) of a segment -> [why its calls ran op by op, how many calls]
         self.segment_fallbacks = {}
         self.planned_batches = 0  # batches run from a worker's plan (dynnet/workers.py)
-        self.replayed = 0  # examples replayed from their recorded trace (example_traces.py)
+        self.replayed = 0  # examples replayed from their trace, here or in a worker
         self.worker_misses = {}  # why a batch the worker could not plan -> how many
 
     def groups_of(self, fn):
