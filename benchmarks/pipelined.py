@@ -14,9 +14,11 @@ examples. Figures are medians over the repeats, in examples per second.
 
 Variants: the hand-batched baselines of `benchmarks.run` (tree-LSTM: level-wise with
 autograd and with a hand-written backward; LM: `nn.LSTM` on a `PackedSequence`), dynnet
-one batch at a time (`f.batch`; also with `reuse_traces=True`, whose examples replay
-from the second epoch on), and dynnet over the epoch with worker processes
-(`f.batches(batches, workers=n)`, one variant per count given to `--workers`). The
+one batch at a time (`f.batch`), and dynnet over the epoch with worker processes
+(`f.batches(batches, workers=n)`, one variant per count given to `--workers`); each
+dynnet variant also with `reuse_traces=True` (dynnet/example_traces.py), whose
+examples replay from their second epoch on (with workers: in the workers, once this
+process has traced and kept every example). The
 machine's load average is printed before and after: wall time on a shared machine
 moves with it.
 """
@@ -33,10 +35,17 @@ import torch
 from benchmarks import common, sequence_lm, tree_lstm
 
 
+def _workers(name):
+    """The worker count of an `f.batches` variant's name, or None."""
+    digits = name.split("workers")[-1]
+    return int(digits) if "workers" in name and digits.isdigit() else None
+
+
 def _label(bench, name):
-    if name.startswith("workers"):
-        n = int(name[len("workers"):])
-        return f"dynnet f.batches ({n} worker{'s' if n > 1 else ''})"
+    n = _workers(name)
+    if n is not None:
+        reused = ", reused traces" if name.startswith("replay") else ""
+        return f"dynnet f.batches{reused} ({n} worker{'s' if n > 1 else ''})"
     if name == "dynnet":
         return "dynnet f.batch"
     if name == "dynnet-replay":
@@ -49,9 +58,9 @@ def _epochs(bench, name, variant, dynnet_functions):
     module = variant.build(bench.start)
     optimizer = bench.make_optimizer(module)
 
-    if name.startswith("workers"):
+    workers = _workers(name)
+    if workers is not None:
         loss_fn, infer_fn = (f(module) for f in dynnet_functions)
-        workers = int(name[len("workers"):])
 
         def train(batches):
             for loss in loss_fn.batches(batches, workers=workers):
@@ -83,8 +92,10 @@ def measure(bench, dynnet_functions, batch_size, repeats, device, workers=(1,)):
              and not isinstance(bench.variants[n], str)]
     variants = {n: bench.variants[n] for n in names}
     for n in workers:
-        variants[f"workers{n}"] = bench.variants["dynnet"]
-        names.append(f"workers{n}")
+        for prefix, source in (("", "dynnet"), ("replay-", "dynnet-replay")):
+            if not isinstance(bench.variants.get(source, ""), str):
+                variants[f"{prefix}workers{n}"] = bench.variants[source]
+                names.append(f"{prefix}workers{n}")
     runs = {}
     for name in names:
         module, train, infer = _epochs(bench, name, variants[name], dynnet_functions)
@@ -99,10 +110,10 @@ def measure(bench, dynnet_functions, batch_size, repeats, device, workers=(1,)):
             with dynnet.profile() as profile:
                 for k, epoch in enumerate((train, infer)):
                     times[name][k].append(common.time_call(lambda: epoch(batches), device))
-            if name.startswith("workers"):
+            if _workers(name) is not None:
                 planned[name] = (profile.planned_batches, profile.batches,
                                  dict(profile.worker_misses))
-            if name.startswith(("dynnet", "workers")):
+            if name.startswith("dynnet") or _workers(name) is not None:
                 per_node[name] = _python_per_node(profile)
     n = len(bench.examples)
     rates = {name: tuple(n / common.median(t) for t in times[name]) for name in names}

@@ -28,6 +28,7 @@ dropout, draw anew when the batch runs, replayed or not) or made a new signature
 first call of a segment records its ops one by one) is traced every time.
 """
 
+import weakref
 from operator import itemgetter
 
 import torch
@@ -38,8 +39,9 @@ _SCALARS = (int, float, bool, str, type(None))
 
 
 class _Recorded:
-    """One example's trace: its arguments (held, so that their ids stay theirs), the
-    steps that record its nodes, its result's structure and what it printed."""
+    """One example's trace: its arguments other than modules (held, so that their ids
+    stay theirs), the steps that record its nodes, its result's structure and what it
+    printed."""
 
     __slots__ = ("args", "steps", "result", "printed")
 
@@ -50,38 +52,67 @@ class _Recorded:
         self.printed = printed
 
 
+class _Partition:
+    """The traces recorded with one set of modules among the arguments (a method's
+    `self`), under one fingerprint of them."""
+
+    __slots__ = ("state", "entries")
+
+    def __init__(self, state):
+        self.state = state
+        self.entries = {}  # (grad mode, ids of the arguments) -> _Recorded
+
+
 class TraceCache:
-    """The recorded traces of one function's examples (see the module docstring)."""
+    """The recorded traces of one function's examples (see the module docstring).
+
+    Traces are kept per set of modules among the arguments, so that two models (two
+    objects of a class whose method reuses traces) keep theirs side by side; a module's
+    traces go when it does (the cache holds no module)."""
 
     def __init__(self, max_examples=1_000_000):
-        self.max_examples = max_examples
-        self.entries = {}  # (grad mode, ids of the arguments) -> _Recorded
-        self.state = None  # the fingerprint the entries were recorded under
+        self.max_examples = max_examples  # per set of modules
+        self.partitions = {}  # ids of the modules -> _Partition
+        self.current = None  # the partition of the batch being run (see `begin`)
 
     def clear(self):
-        self.entries.clear()
-        self.state = None
+        self.partitions.clear()
+        self.current = None
 
     def begin(self, per_example_args, kwargs):
-        """Called before a batch: empties the cache when what it can see changed."""
-        state = fingerprint(per_example_args, kwargs)
-        if state != self.state:
-            self.entries.clear()
-            self.state = state
+        """Called before a batch: picks the partition of the batch's modules, emptied
+        when what the cache can see of them changed."""
+        modules = {}
+        for args in per_example_args:
+            for a in args:
+                if isinstance(a, torch.nn.Module):
+                    modules[id(a)] = a
+        key = tuple(sorted(modules))
+        state = fingerprint(modules.values(), kwargs)
+        part = self.partitions.get(key)
+        if part is None:
+            part = self.partitions[key] = _Partition(state)
+            for module in modules.values():
+                weakref.finalize(module, self.partitions.pop, key, None)
+        elif part.state != state:
+            part.entries.clear()
+            part.state = state
+        self.current = part
 
     def lookup(self, args, grad_enabled):
-        entry = self.entries.get((grad_enabled, *map(id, args)))
+        entry = self.current.entries.get((grad_enabled, *map(id, args)))
         if entry is None:
             return None
         for a, b in zip(entry.args, args):
-            if a is not b:
+            if a is not b and a is not None:  # None: a module, which the partition fixes
                 return None
         return entry
 
     def record(self, trace, ex, args, start, grad_enabled):
         """Keeps example `ex`'s trace (nodes `trace.pending[start:]`) when it can be
         replayed; `ex` ran in one go."""
-        if len(self.entries) >= self.max_examples:
+        entries = self.current.entries
+        if len(entries) >= self.max_examples:
             return
         steps = _steps(trace.pending, start)
         if steps is None:
@@ -91,8 +122,8 @@ class TraceCache:
         if result is _UNREPLAYABLE:
             return
         printed = tuple(trace.outputs.get(ex.index, ()))
-        self.entries[(grad_enabled, *map(id, args))] = _Recorded(args, steps, result,
-                                                                 printed)
+        held = tuple(None if isinstance(a, torch.nn.Module) else a for a in args)
+        entries[(grad_enabled, *map(id, args))] = _Recorded(held, steps, result, printed)
 
     def replay(self, trace, entry, index):
         """Records `entry`'s nodes for example `index`; returns its result."""
@@ -214,16 +245,11 @@ def _rebuild(template, values):
     return template
 
 
-def fingerprint(per_example_args, kwargs):
+def fingerprint(modules, kwargs):
     """What the cache can see of the state an example's trace depends on besides the
     example: the shared keyword arguments and the modules among the arguments."""
-    modules = {}
-    for args in per_example_args:
-        for a in args:
-            if isinstance(a, torch.nn.Module):
-                modules[id(a)] = a
     parts = [_hashable(kwargs)]
-    for module in modules.values():
+    for module in modules:
         for m in module.modules():
             parts.append((id(m), m.training, len(m._forward_hooks),
                           len(m._forward_pre_hooks)))

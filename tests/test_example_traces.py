@@ -296,3 +296,22 @@ def test_a_change_of_a_plain_setting_of_the_model_is_seen():
         with dynnet.run_eagerly():
             expected = torch.stack([model.f(n) for n in xs])
         torch.testing.assert_close(model.f.batch(xs), expected)
+
+
+def test_two_models_keep_their_traces_side_by_side_and_free_them_with_the_model():
+    import gc
+
+    torch.manual_seed(0)
+    first, second = TreeModel(), TreeModel()
+    batch = random_trees(6, max_depth=5, seed=7)
+    for _ in range(3):
+        for model in (first, second):  # alternating: neither empties the other's
+            with dynnet.profile() as p:
+                assert_batch_matches_loop(model.loss, batch, params=model.parameters())
+    assert p.replayed == 6
+    traces = TreeModel.loss.traces
+    assert len(traces.partitions) >= 2
+    before = len(traces.partitions)
+    del first, model
+    gc.collect()
+    assert len(traces.partitions) == before - 1  # the cache held no module
