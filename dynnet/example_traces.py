@@ -33,6 +33,7 @@ from operator import itemgetter
 
 import torch
 
+from dynnet import tracing
 from dynnet.lazy import LazyTensor, Node
 
 _SCALARS = (int, float, bool, str, type(None))
@@ -114,7 +115,9 @@ class TraceCache:
         entries = self.current.entries
         if len(entries) >= self.max_examples:
             return
-        steps = _steps(trace.pending, start)
+        kept = set()  # the nodes the result reads
+        _result_nodes(ex.result, kept)
+        steps = _steps(trace, start, kept)
         if steps is None:
             return
         steps, places = steps
@@ -130,20 +133,31 @@ class TraceCache:
         pending = trace.pending
         memo = trace.memo
         values = []
-        for sig, read, depth, payload, outputs, memo_key in entry.steps:
-            if memo_key is not None:
-                found = memo.get(memo_key)
+        for kind, sig, read, depth, payload, outputs, key in entry.steps:
+            if kind == _PLAIN:
+                node = Node(sig, read(values), depth, index, payload)
+                pending.append(node)
+                for k, a in outputs:
+                    values.append(LazyTensor(node, k, a))
+            elif kind == _SEGMENT_MEMO:
+                found = memo.get(key)
                 if found is None:
                     node = Node(sig, (), 1, index, payload)
                     pending.append(node)
-                    found = memo[memo_key] = tuple(
-                        [LazyTensor(node, k, a) for k, a in outputs])
+                    found = memo[key] = tuple([LazyTensor(node, k, a) for k, a in outputs])
                 values.extend(found)
-                continue
-            node = Node(sig, read(values), depth, index, payload)
-            pending.append(node)
-            for k, a in outputs:
-                values.append(LazyTensor(node, k, a))
+            else:  # _OP_MEMO
+                node = memo.get(key)
+                if node is None:
+                    inputs = []
+                    for const_sig, const_payload, const_aval in payload:
+                        const = Node(const_sig, (), 1, index, const_payload)
+                        pending.append(const)
+                        inputs.append(LazyTensor(const, 0, const_aval))
+                    node = memo[key] = Node(sig, tuple(inputs), 2, index)
+                    pending.append(node)
+                for k, a in outputs:
+                    values.append(LazyTensor(node, k, a))
         if entry.printed:
             trace.outputs[index] = list(entry.printed)
         return _rebuild(entry.result, values)
@@ -152,46 +166,96 @@ class TraceCache:
 _UNREPLAYABLE = object()
 
 
-def _memo_key(node):
-    """The key under which a segment on per-example data alone shares its node within a
-    batch (dynnet/segments.py, `SegmentTemplate.memoized`), or None."""
+_PLAIN, _SEGMENT_MEMO, _OP_MEMO = 0, 1, 2  # kinds of replay steps
+
+
+def _memo_key(node, memo):
+    """`(kind, key)` when `node` is shared within the batch by the calls on equal
+    per-example data (a leaf's word), else None: a segment on data alone
+    (dynnet/segments.py, `SegmentTemplate.memoized`) or a deterministic op on
+    `torch.tensor` constants (`tracing._data_key`)."""
     sig = node.sig
-    if sig.kind == "segment" and sig.fn.memoized:
-        return (sig, node.payload)
-    return None
+    if sig.kind == "segment":
+        return (_SEGMENT_MEMO, (sig, node.payload)) if sig.fn.memoized else None
+    if sig.kind != "op" or not node.inputs:
+        return None
+    for t in node.inputs:
+        if t.node.sig.kind != "const":
+            return None
+    key = tracing._data_key(sig, node.inputs)
+    return (_OP_MEMO, key) if key is not None and memo.get(key) is node else None
 
 
-def _steps(pending, start):
-    """`(steps, places)` for the nodes `pending[start:]`, or None when one reads a lazy
-    value from outside them that a replay could not make again. `places` maps the id
-    of each node to the position of its first output among the replay's values."""
+def _result_nodes(value, out):
+    """Adds the ids of the nodes of the lazy values in `value` to `out`."""
+    cls = value.__class__
+    if cls is LazyTensor:
+        out.add(id(value.node))
+    elif cls is tuple or cls is list:
+        for v in value:
+            _result_nodes(v, out)
+    elif cls is dict:
+        for v in value.values():
+            _result_nodes(v, out)
+
+
+def _steps(trace, start, kept):
+    """`(steps, places)` for the nodes `trace.pending[start:]`, or None when one reads
+    a lazy value from outside them that a replay could not make again. `places` maps
+    the id of each node to the position of its first output among the replay's values.
+
+    A node shared by equal data (see `_memo_key`) is a step that looks the node up in
+    the batch's memo and makes it only when it is not there, with the constants it
+    reads; those constants are then no steps of their own, nor are the constants
+    nothing reads (made for a call whose shared node already existed)."""
     steps = []
     places = {}
     count = 0
+    memo = trace.memo
+    nodes = trace.pending[start:]
+    folded = set()  # ids of the constants that the op memo steps make
+    read = set(kept)  # ids of the nodes read by others or by the result
+    for node in nodes:
+        kind = _memo_key(node, memo)
+        if kind is not None and kind[0] == _OP_MEMO:
+            folded.update(id(t.node) for t in node.inputs)
+        read.update(id(t.node) for t in node.inputs)
 
     def add(node, refs, memo_key):
         nonlocal count
         avals = node.sig.out_avals
-        steps.append((node.sig, _reader(refs), node.depth, node.payload,
-                      tuple(enumerate(avals)), memo_key))
+        kind, key, payload = _PLAIN, None, node.payload
+        if memo_key is not None:
+            kind, key = memo_key
+            if kind == _OP_MEMO:  # the constants: (signature, payload, aval)
+                payload = tuple((t.node.sig, t.node.payload, t.aval) for t in node.inputs)
+        steps.append((kind, node.sig, _reader(refs), node.depth, payload,
+                      tuple(enumerate(avals)), key))
         places[id(node)] = count
         count += len(avals)
 
-    for node in pending[start:]:
-        if node.sig.kind == "stack" and node.sig.fn is None:
+    for node in nodes:
+        sig = node.sig
+        if sig.kind == "stack" and sig.fn is None:
             return None  # a tensor made while tracing by a random or impure factory
+        if id(node) in folded or (sig.kind == "const" and id(node) not in read):
+            continue
+        memo_key = _memo_key(node, memo)
         refs = []
-        for t in node.inputs:
-            source = t.node
-            place = places.get(id(source))
-            if place is None:
-                key = _memo_key(source)
-                if key is None:
-                    return None  # made before this example ran (its inputs)
-                add(source, (), key)
-                place = places[id(source)]
-            refs.append(place + t.index)
-        add(node, tuple(refs), _memo_key(node))
+        if memo_key is None:
+            for t in node.inputs:
+                source = t.node
+                place = places.get(id(source))
+                if place is None:
+                    if id(source) in folded:
+                        return None  # a constant read by a shared op and by others
+                    source_key = _memo_key(source, memo)
+                    if source_key is None:
+                        return None  # made before this example ran (its inputs)
+                    add(source, (), source_key)
+                    place = places[id(source)]
+                refs.append(place + t.index)
+        add(node, tuple(refs), memo_key)
     return steps, places
 
 

@@ -315,3 +315,32 @@ def test_two_models_keep_their_traces_side_by_side_and_free_them_with_the_model(
     del first, model
     gc.collect()
     assert len(traces.partitions) == before - 1  # the cache held no module
+
+
+def test_shipped_tree_lstm_replays_its_leaves_shared_per_word():
+    """NaryTreeLSTM's leaves are module calls on `torch.tensor(word_id)`, one node per
+    word in a batch (`tracing._data_key`): a replay looks them up the same way."""
+    from dynnet.models import NaryTreeLSTM
+
+    class Replaying(NaryTreeLSTM):
+        loss = dynnet.function(NaryTreeLSTM.loss, reuse_traces=True)
+
+    torch.manual_seed(0)
+    model = Replaying(VOCAB, embed_dim=6, hidden_dim=5, node_loss=True)
+    pool = random_trees(20, max_depth=6, seed=8)
+    for t in pool:  # few words: many leaves shared across trees
+        for node in t.nodes():
+            if node.is_leaf:
+                node.word_id %= 5
+    rng = random.Random(0)
+    model.loss.batch(pool)
+    model.loss.batch(pool)
+    for _ in range(3):
+        batch = rng.sample(pool, 8)
+        with dynnet.profile() as p:
+            assert_batch_matches_loop(model.loss, batch, params=model.parameters())
+        assert p.replayed == 8
+        with dynnet.profile() as traced:
+            plain = NaryTreeLSTM.loss.__get__(model)
+            plain.batch([t for t in batch])
+        assert p.groups == traced.groups
