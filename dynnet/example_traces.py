@@ -113,15 +113,16 @@ class TraceCache:
                 return None
         return entry
 
-    def record(self, trace, ex, args, start, grad_enabled):
+    def record(self, trace, ex, args, start, grad_enabled, hits=()):
         """Keeps example `ex`'s trace (nodes `trace.pending[start:]`) when it can be
-        replayed; `ex` ran in one go."""
+        replayed; `ex` ran in one go. `hits` are its calls that found their node in
+        the batch's memo: `(len(trace.pending) then, memo key)`."""
         entries = self.current.entries
         if len(entries) >= self.max_examples:
             return
         kept = set()  # the nodes the result reads
         _result_nodes(ex.result, kept)
-        steps = _steps(trace, start, kept)
+        steps = _steps(trace, start, kept, hits)
         if steps is None:
             return
         steps, places = steps
@@ -203,7 +204,7 @@ def _result_nodes(value, out):
             _result_nodes(v, out)
 
 
-def _steps(trace, start, kept):
+def _steps(trace, start, kept, hits=()):
     """`(steps, places)` for the nodes `trace.pending[start:]`, or None when one reads
     a lazy value from outside them that a replay could not make again. `places` maps
     the id of each node to the position of its first output among the replay's values.
@@ -211,7 +212,10 @@ def _steps(trace, start, kept):
     A node shared by equal data (see `_memo_key`) is a step that looks the node up in
     the batch's memo and makes it only when it is not there, with the constants it
     reads; those constants are then no steps of their own, nor are the constants
-    nothing reads (made for a call whose shared node already existed)."""
+    nothing reads (made for a call whose shared node already existed). A shared node
+    made by an earlier example comes where this example called for it (`hits`), so
+    that a replay records the nodes in the order the code would, and a batch's
+    results are the same bits replayed or traced."""
     steps = []
     places = {}
     count = 0
@@ -240,7 +244,23 @@ def _steps(trace, start, kept):
         places[id(node)] = count
         count += len(avals)
 
-    for node in nodes:
+    called = {}  # position in pending -> memo keys found there
+    for position, key in hits:
+        called.setdefault(position, []).append(key)
+
+    def shared_node(key):
+        found = memo[key]
+        return found[0].node if found.__class__ is tuple else found
+
+    for position, node in enumerate(nodes + [None], start):
+        for key in called.get(position, ()):
+            source = shared_node(key)
+            if id(source) not in places:
+                source_key = _memo_key(source, memo)
+                if source_key is not None:
+                    add(source, (), source_key)
+        if node is None:
+            break
         sig = node.sig
         if sig.kind == "stack" and sig.fn is None:
             return None  # a tensor made while tracing by a random or impure factory

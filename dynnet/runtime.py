@@ -150,6 +150,8 @@ class Trace:
         self.schedule = get_strategy(strategy or config.schedule)
         self.outputs = {}  # example index -> list of (file, text) printed
         self.memo = {}  # (segment signature, data) -> lazy outputs (SegmentTemplate)
+        # while examples may be kept for replay: (len(pending), memo key) of each memo hit
+        self.hits = None
         self.nodes = 0
         self.groups = 0
         self.rounds = 0
@@ -331,11 +333,14 @@ def run_batch(make_generator, per_example_args, strategy=None, traces=None):
                 runnable.append(ex)
             examples.append(ex)
         first = traces is not None
+        if first:
+            trace.hits = []
         while True:  # at least once: replayed examples have pending nodes too
             paused = []
             for ex in runnable:
                 trace.instance = ex.index
                 begin, rounds, made = len(trace.pending), trace.rounds, tracing._serials[0]
+                hits = len(trace.hits) if first else 0
                 try:
                     if _step(ex):
                         paused.append(ex)
@@ -343,11 +348,12 @@ def run_batch(make_generator, per_example_args, strategy=None, traces=None):
                         # it ran in one go, on signatures and segments seen before (the
                         # first call of a segment records its ops one by one)
                         traces.record(trace, ex, per_example_args[ex.index], begin,
-                                      grad_enabled)
+                                      grad_enabled, trace.hits[hits:])
                 except BaseException as e:
                     _annotate(e, ex.index)
                     raise
             first = False
+            trace.hits = None
             torch._C._set_grad_enabled(grad_enabled)
             trace.flush()
             if not paused:

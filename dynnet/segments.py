@@ -146,6 +146,8 @@ class SegmentTemplate:
         lines = []
         if self.memoized:  # the lazy outputs of an earlier call on equal data
             lines += ["key = (sig, D)", "found = trace.memo.get(key)", "if found is not None:",
+                      "    if trace.hits is not None:",  # for dynnet/example_traces.py
+                      "        trace.hits.append((len(trace.pending), key))",
                       f"    {made}= found", f"    return {expr((tuple, self.outputs))}"]
         lines += ["depth = l0.node.depth" if n_in else "depth = 0"]
         for k in range(1, n_in):

@@ -339,6 +339,8 @@ def record(fn, args, kwargs):
         shared = _data_key(sig, slots)
         if shared is not None:
             node = trace.memo.get(shared)
+            if node is not None and trace.hits is not None:  # see dynnet/example_traces.py
+                trace.hits.append((len(trace.pending), shared))
     if node is None:
         depth = 0
         for t in slots:

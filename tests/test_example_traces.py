@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dynnet
+from dynnet.data import Tree
 from tests.helpers import assert_batch_matches_loop
 from tests.strategies import VOCAB, chain_tree, random_trees
 
@@ -344,3 +345,44 @@ def test_shipped_tree_lstm_replays_its_leaves_shared_per_word():
             plain = NaryTreeLSTM.loss.__get__(model)
             plain.batch([t for t in batch])
         assert p.groups == traced.groups
+
+
+def _leaf(word):
+    t = Tree(1, word=f"w{word}")
+    t.word_id = word
+    return t
+
+
+def _two_trees():
+    """(a b) and (a (b c)): recorded in this order, the second shares a and b."""
+    return (Tree(0, [_leaf(1), _leaf(2)]),
+            Tree(1, [_leaf(1), Tree(2, [_leaf(2), _leaf(3)])]))
+
+
+@pytest.mark.parametrize("shipped", [False, True])
+def test_replayed_batches_are_the_same_bits_as_traced_ones(shipped):
+    """Recorded after (a b), (a (b c)) reused the leaves of a and b. Replayed first in
+    a batch, it makes them where its code called for them (before c), so the leaves'
+    rows, and the sums of their gradients, come in the order tracing gives: values and
+    gradients are bit for bit those of tracing the same batch."""
+    from dynnet.models import NaryTreeLSTM
+
+    class Replaying(NaryTreeLSTM):
+        loss = dynnet.function(NaryTreeLSTM.loss, reuse_traces=True)
+
+    torch.manual_seed(0)
+    model = Replaying(VOCAB, embed_dim=6, hidden_dim=5) if shipped else TreeModel()
+    first, second = _two_trees()
+    model.loss.batch([first, second])  # makes the segments
+    model.loss.batch([first, second])  # keeps the traces
+    params = list(model.parameters())
+    outs = []
+    for batch in ([second, first], list(reversed(_two_trees()))):  # replayed, traced
+        with dynnet.profile() as p:
+            loss = model.loss.batch(batch)
+            loss = loss[0] if isinstance(loss, tuple) else loss
+        outs.append((p.replayed, loss, torch.autograd.grad(loss.sum(), params)))
+    (replayed, loss_r, grads_r), (traced, loss_t, grads_t) = outs
+    assert replayed == 2 and traced == 0
+    assert torch.equal(loss_r, loss_t)
+    assert all(torch.equal(a, b) for a, b in zip(grads_r, grads_t))

@@ -43,10 +43,7 @@ def main(small=False):
     plain.load_state_dict(model.state_dict())
 
     def epoch(m, seed):
-        # plain SGD: a replayed batch may put a group's rows in another order, so sums
-        # of gradients can differ in the last bits (1e-8), which Adam would amplify on
-        # the parameters whose gradients are near zero
-        optimizer = torch.optim.SGD(m.parameters(), lr=0.1)
+        optimizer = torch.optim.Adam(m.parameters(), lr=0.01)
         order = torch.randperm(len(trees), generator=torch.Generator().manual_seed(seed))
         shuffled = [trees[i] for i in order]  # other batches every epoch
         with dynnet.profile() as profile:
