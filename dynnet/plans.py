@@ -109,23 +109,25 @@ def _plan(make_generator, per_example_args, known, strategy, traces):
     grad_enabled = torch.is_grad_enabled()
     inputs = {}  # id of a lifted input's node -> (example, its position among them)
     try:
-        examples, runnable = [], []
+        examples, replays = [], {}
         for i, args in enumerate(per_example_args):
             trace.instance = i
             entry = traces.lookup(args, grad_enabled) if traces is not None else None
             if entry is not None:
-                ex = _Example(i, None)
-                ex.result = traces.replay(trace, entry, i)
-                examples.append(ex)
+                replays[i] = entry  # replayed in its turn, as tracing it would
+                examples.append(_Example(i, None))
                 continue
             start = len(trace.pending)
             lifted = lift_inputs(args)
             for j, node in enumerate(trace.pending[start:]):
                 inputs[id(node)] = (i, j)
             examples.append(_Example(i, make_generator(lifted)))
-            runnable.append(examples[-1])
-        for ex in runnable:
+        for ex in examples:
             trace.instance = ex.index
+            entry = replays.get(ex.index)
+            if entry is not None:
+                ex.result = traces.replay(trace, entry, ex.index)
+                continue
             if _step(ex):
                 raise PlanMiss("an example paused for a value (a test on a tensor)")
     finally:
@@ -136,7 +138,7 @@ def _plan(make_generator, per_example_args, known, strategy, traces):
     plan.fingerprint = None
     plan.grad_enabled = grad_enabled
     plan.nodes = len(trace.pending)
-    plan.replayed = len(examples) - len(runnable)
+    plan.replayed = len(replays)
     plan.shapes, places = arena.layout(groups)
     for g, (_, nodes) in enumerate(groups):
         for row, node in enumerate(nodes):

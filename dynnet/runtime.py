@@ -320,18 +320,16 @@ def run_batch(make_generator, per_example_args, strategy=None, traces=None):
     gc.disable()
     grad_enabled = torch.is_grad_enabled()
     try:
-        runnable = []
+        replays = {}  # example index -> its recorded trace, replayed in its turn
         for i, args in enumerate(per_example_args):
             trace.instance = i
             entry = traces.lookup(args, grad_enabled) if traces is not None else None
             if entry is not None:
-                ex = _Example(i, None)
-                ex.result = traces.replay(trace, entry, i)
-                trace.replayed += 1
+                replays[i] = entry
+                examples.append(_Example(i, None))
             else:
-                ex = _Example(i, make_generator(lift_inputs(args)))
-                runnable.append(ex)
-            examples.append(ex)
+                examples.append(_Example(i, make_generator(lift_inputs(args))))
+        runnable = examples
         first = traces is not None
         if first:
             trace.hits = []
@@ -339,6 +337,12 @@ def run_batch(make_generator, per_example_args, strategy=None, traces=None):
             paused = []
             for ex in runnable:
                 trace.instance = ex.index
+                if replays:  # the first round: examples in order, as tracing them would
+                    entry = replays.pop(ex.index, None)
+                    if entry is not None:
+                        ex.result = traces.replay(trace, entry, ex.index)
+                        trace.replayed += 1
+                        continue
                 begin, rounds, made = len(trace.pending), trace.rounds, tracing._serials[0]
                 hits = len(trace.hits) if first else 0
                 try:

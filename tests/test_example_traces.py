@@ -361,10 +361,11 @@ def _two_trees():
 
 @pytest.mark.parametrize("shipped", [False, True])
 def test_replayed_batches_are_the_same_bits_as_traced_ones(shipped):
-    """Recorded after (a b), (a (b c)) reused the leaves of a and b. Replayed first in
-    a batch, it makes them where its code called for them (before c), so the leaves'
-    rows, and the sums of their gradients, come in the order tracing gives: values and
-    gradients are bit for bit those of tracing the same batch."""
+    """Recorded after (a b), (a (b c)) reused the leaves of a and b. Replayed before
+    (a b) in a batch, it makes them where its code called for them (before c), and a
+    new tree in the batch is traced in its turn, so the leaves' rows, and the sums of
+    their gradients, come in the order tracing gives: values and gradients are bit for
+    bit those of tracing the same batch."""
     from dynnet.models import NaryTreeLSTM
 
     class Replaying(NaryTreeLSTM):
@@ -377,7 +378,9 @@ def test_replayed_batches_are_the_same_bits_as_traced_ones(shipped):
     model.loss.batch([first, second])  # keeps the traces
     params = list(model.parameters())
     outs = []
-    for batch in ([second, first], list(reversed(_two_trees()))):  # replayed, traced
+    # replayed but for a new tree first (traced in its turn), against all traced
+    for batch in ([Tree(0, [_leaf(3), _leaf(2)]), second, first],
+                  [Tree(0, [_leaf(3), _leaf(2)]), *reversed(_two_trees())]):
         with dynnet.profile() as p:
             loss = model.loss.batch(batch)
             loss = loss[0] if isinstance(loss, tuple) else loss
