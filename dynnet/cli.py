@@ -96,6 +96,10 @@ def build_parser():
                        help="W worker processes trace the next batches while this one "
                             "trains (one process, Linux; same results; see tutorials/06); "
                             "0: trace them here (default: 1, or DYNNET_WORKERS)")
+    train.add_argument("--reuse-traces", action="store_true",
+                       help="from the second epoch on, replay each training example's "
+                            "recorded trace instead of running the model's code again "
+                            "(same results; see tutorials/07)")
     train.add_argument("--out", metavar="DIR",
                        help="output directory (default: runs/MODEL)")
     again = train.add_mutually_exclusive_group()
@@ -439,7 +443,8 @@ def train(args):
                       epochs=args.epochs, batch_size=settings["batch_size"],
                       lr=settings["lr"], seed=settings["seed"], out_dir=out, device=device,
                       progress=False if args.no_progress else None, log=say,
-                      workers=config.workers if args.workers is None else args.workers)
+                      workers=config.workers if args.workers is None else args.workers,
+                      reuse_traces=args.reuse_traces)
     trainer.fit(resume=args.resume)
     if splits.get("test") and rank == 0:
         metrics = trainer.evaluate(splits["test"])

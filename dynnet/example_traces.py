@@ -221,13 +221,20 @@ def _steps(trace, start, kept, hits=()):
     count = 0
     memo = trace.memo
     nodes = trace.pending[start:]
+    keys = {}  # id of a shared node -> its _memo_key
     folded = set()  # ids of the constants that the op memo steps make
     read = set(kept)  # ids of the nodes read by others or by the result
     for node in nodes:
-        kind = _memo_key(node, memo)
-        if kind is not None and kind[0] == _OP_MEMO:
-            folded.update(id(t.node) for t in node.inputs)
-        read.update(id(t.node) for t in node.inputs)
+        inputs = node.inputs
+        kind = node.sig.kind
+        if kind == "segment" or (kind == "op" and inputs):
+            key = _memo_key(node, memo)
+            if key is not None:
+                keys[id(node)] = key
+                if key[0] == _OP_MEMO:
+                    folded.update([id(t.node) for t in inputs])
+        if inputs:
+            read.update([id(t.node) for t in inputs])
 
     def add(node, refs, memo_key):
         nonlocal count
@@ -237,9 +244,9 @@ def _steps(trace, start, kept, hits=()):
             kind, key = memo_key
             if kind == _OP_MEMO:  # the constants: (signature, payload, aval)
                 payload = tuple((t.node.sig, t.node.payload, t.aval) for t in node.inputs)
-        outputs = _outputs.get(node.sig)
+        outputs = _outputs.get(avals)
         if outputs is None:
-            outputs = _outputs[node.sig] = tuple(enumerate(avals))
+            outputs = _outputs[avals] = tuple(enumerate(avals))
         steps.append((kind, node.sig, _reader(refs), node.depth, payload, outputs, key))
         places[id(node)] = count
         count += len(avals)
@@ -248,44 +255,55 @@ def _steps(trace, start, kept, hits=()):
     for position, key in hits:
         called.setdefault(position, []).append(key)
 
-    def shared_node(key):
-        found = memo[key]
-        return found[0].node if found.__class__ is tuple else found
+    def add_shared(source):
+        """Adds the step of a shared node made by an earlier example; False when
+        `source` is no such node."""
+        key = _memo_key(source, memo)
+        if key is None:
+            return False
+        add(source, (), key)
+        return True
 
-    for position, node in enumerate(nodes + [None], start):
-        for key in called.get(position, ()):
-            source = shared_node(key)
-            if id(source) not in places:
-                source_key = _memo_key(source, memo)
-                if source_key is not None:
-                    add(source, (), source_key)
-        if node is None:
-            break
+    for position, node in enumerate(nodes, start):
+        if called:
+            for key in called.pop(position, ()):
+                source = _shared_node(memo[key])
+                if id(source) not in places:
+                    add_shared(source)
         sig = node.sig
         if sig.kind == "stack" and sig.fn is None:
             return None  # a tensor made while tracing by a random or impure factory
         if id(node) in folded or (sig.kind == "const" and id(node) not in read):
             continue
-        memo_key = _memo_key(node, memo)
-        refs = []
-        if memo_key is None:
+        memo_key = keys.get(id(node))
+        refs = ()
+        if memo_key is None and node.inputs:
+            refs = []
             for t in node.inputs:
                 source = t.node
                 place = places.get(id(source))
                 if place is None:
-                    if id(source) in folded:
-                        return None  # a constant read by a shared op and by others
-                    source_key = _memo_key(source, memo)
-                    if source_key is None:
-                        return None  # made before this example ran (its inputs)
-                    add(source, (), source_key)
+                    if id(source) in folded or not add_shared(source):
+                        return None  # made before this example ran (its inputs), or a
+                        # constant read by a shared op and by others
                     place = places[id(source)]
                 refs.append(place + t.index)
-        add(node, tuple(refs), memo_key)
+            refs = tuple(refs)
+        add(node, refs, memo_key)
+    for position_keys in called.values():  # calls after the last node: the result's
+        for key in position_keys:
+            source = _shared_node(memo[key])
+            if id(source) not in places:
+                add_shared(source)
     return steps, places
 
 
-_outputs = weakref.WeakKeyDictionary()  # signature -> ((0, aval), (1, aval), ...)
+def _shared_node(found):
+    """The node of a memo entry: a segment's tuple of lazy outputs, or an op's node."""
+    return found[0].node if found.__class__ is tuple else found
+
+
+_outputs = {}  # a signature's out avals -> ((0, aval), (1, aval), ...) (avals are interned)
 
 
 def _reader(refs):

@@ -79,13 +79,15 @@ class TreeTask:
     def length(self, tree):
         return tree.size()
 
-    def losses(self, model, trees):
-        return model.loss.batch(trees)
+    def losses(self, model, trees, loss=None):
+        """Each tree's loss; ``loss``, when given, is the function to batch in place of
+        ``model.loss`` (the trainer's copy of it that reuses traces)."""
+        return (loss or model.loss).batch(trees)
 
-    def losses_of_batches(self, model, batches, workers):
+    def losses_of_batches(self, model, batches, workers, loss=None):
         """``losses`` of each batch in turn, traced ahead in ``workers`` worker
         processes (see ``f.batches``)."""
-        return model.loss.batches(batches, workers=workers)
+        return (loss or model.loss).batches(batches, workers=workers)
 
     @torch.no_grad()
     def evaluate(self, model, trees, batch_size=256):
@@ -106,11 +108,11 @@ class SequenceTask:
     def length(self, ids):
         return len(ids)
 
-    def losses(self, model, sentences):
-        return model.loss.batch(sentences)
+    def losses(self, model, sentences, loss=None):
+        return (loss or model.loss).batch(sentences)
 
-    def losses_of_batches(self, model, batches, workers):
-        return model.loss.batches(batches, workers=workers)
+    def losses_of_batches(self, model, batches, workers, loss=None):
+        return (loss or model.loss).batches(batches, workers=workers)
 
     @torch.no_grad()
     def evaluate(self, model, sentences, batch_size=256):
@@ -162,14 +164,16 @@ class _ShardLoss(nn.Module):
     needs no search for unused parameters.
     """
 
-    def __init__(self, model, task, touch_all=False):
+    def __init__(self, model, task, touch_all=False, loss=None):
         super().__init__()
         self.model = model
         self.task = task
         self.touch_all = touch_all
+        self.extra = {} if loss is None else {"loss": loss}  # see Trainer.reuse_traces
 
     def forward(self, shard, scale):
-        loss = self.task.losses(self.model, shard).sum() * scale if shard else 0.0
+        loss = (self.task.losses(self.model, shard, **self.extra).sum() * scale if shard
+                else 0.0)
         if self.touch_all:
             loss = loss + sum(p.sum() for p in self.model.parameters()) * 0.0
         return loss
@@ -289,6 +293,17 @@ def _python_random_state(saved):
 
 # -------------------- the trainer --------------------
 
+def _replaying_loss(model):
+    """``model.loss`` made again with ``reuse_traces=True`` and bound to ``model``, or
+    None when the model's class has no dynnet function ``loss``."""
+    from dynnet.api import DynFunction, function
+
+    loss = getattr(type(model), "loss", None)
+    if not isinstance(loss, DynFunction):
+        return None
+    return function(loss, reuse_traces=True).__get__(model)
+
+
 class Trainer:
     """Trains ``model`` on ``train`` with Adam, an epoch at a time.
 
@@ -312,11 +327,17 @@ class Trainer:
         workers: how many worker processes trace the next batches while this one
             trains (``f.batches``; one process, tasks with ``losses_of_batches``); 0
             traces them here.
+        reuse_traces: batch a copy of the model's ``loss`` (a dynnet function) made
+            with ``reuse_traces=True`` (dynnet/example_traces.py): from the second
+            epoch on, the training examples replay their recorded traces. The results
+            are the same bits; the trainer's examples never change, and the cache
+            sees the model's ``train()`` mode and parameters. The task's ``losses``
+            (and ``losses_of_batches``) then take the function as ``loss=``.
     """
 
     def __init__(self, model, task, train, *, dev=None, epochs=5, batch_size=32, lr=1e-3,
                  seed=0, out_dir=None, device="cpu", progress=True, log=print, settings=None,
-                 workers=0):
+                 workers=0, reuse_traces=False):
         if not train:
             raise ValueError("no training examples")
         if batch_size < 1 or epochs < 0:
@@ -335,6 +356,7 @@ class Trainer:
         self.log = log
         self.settings = settings or {}
         self.workers = workers
+        self.reuse_traces = reuse_traces
         self.rank, self.world = _world()
         self.epoch = 0  # epochs completed
         self.sampler = BucketBatchSampler([task.length(x) for x in self.train], batch_size,
@@ -347,7 +369,9 @@ class Trainer:
     def _attach(self, model, optimizer):
         self.model = model
         self.optimizer = optimizer
-        self._loss = _ShardLoss(model, self.task, touch_all=self.world > 1)
+        self._replaying = _replaying_loss(model) if self.reuse_traces else None
+        self._loss = _ShardLoss(model, self.task, touch_all=self.world > 1,
+                                loss=self._replaying)
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -386,7 +410,9 @@ class Trainer:
             for batch in examples:
                 yield self.step(batch)
             return
-        for batch, losses in zip(examples, planned(self.model, examples, self.workers)):
+        extra = {} if self._replaying is None else {"loss": self._replaying}
+        for batch, losses in zip(examples, planned(self.model, examples, self.workers,
+                                                   **extra)):
             self.optimizer.zero_grad(set_to_none=True)
             loss = losses.sum() / len(batch)
             loss.backward()

@@ -149,6 +149,22 @@ def test_a_worker_process_gives_the_same_training(tmp_path, model):
         [r["loss"] for r in _metrics(without)[:2]], rel=1e-5)
 
 
+@pytest.mark.parametrize("model", ["tree-lstm", "lm"])
+def test_reused_traces_give_the_same_training_bit_for_bit(tmp_path, model):
+    """`--reuse-traces` replays the examples from the second epoch on: same weights,
+    dropout included."""
+    extra = ["--model-args", '{"embed_dim": 8, "hidden_dim": 8, "dropout": 0.3}',
+             "--epochs", "3", "--seed", "5", "--workers", "0"]
+    reusing, plain = tmp_path / "reusing", tmp_path / "plain"
+    with dynnet.profile() as profile:
+        assert _train(reusing, "--reuse-traces", *extra, model=model) == 0
+    assert profile.replayed > 0
+    assert _train(plain, *extra, model=model) == 0
+    a = load_file(str(reusing / "checkpoint" / "weights.safetensors"))
+    b = load_file(str(plain / "checkpoint" / "weights.safetensors"))
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
 @pytest.mark.parametrize("model", ["child-sum-tree-lstm", "recursive-nn"])
 def test_every_tree_model_trains_binary_with_node_loss(tmp_path, model, capsys):
     args = ["--model-args", '{"embed_dim": 8, "hidden_dim": 8, "node_loss": true}']

@@ -389,3 +389,30 @@ def test_replayed_batches_are_the_same_bits_as_traced_ones(shipped):
     assert replayed == 2 and traced == 0
     assert torch.equal(loss_r, loss_t)
     assert all(torch.equal(a, b) for a, b in zip(grads_r, grads_t))
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_trainer_reusing_traces_takes_the_same_steps(workers):
+    from dynnet import synthetic
+    from dynnet.models import NaryTreeLSTM
+    from dynnet.train import Trainer, TreeTask
+    from dynnet.vocab import Vocab
+
+    trees = synthetic.sentiment_trees(48, seed=5)
+    vocab = Vocab(synthetic.VOCABULARY)
+    vocab.index_trees(trees)
+    trainers, replayed = [], []
+    for reuse in (False, True):
+        torch.manual_seed(0)
+        model = NaryTreeLSTM(len(vocab), embed_dim=6, hidden_dim=6)
+        trainer = Trainer(model, TreeTask(), trees, batch_size=8, lr=0.01, progress=False,
+                          log=None, workers=workers, reuse_traces=reuse)
+        for _ in range(3):
+            with dynnet.profile() as p:
+                trainer.train_epoch()
+            replayed.append(p.replayed)
+        trainers.append(trainer)
+    plain, reusing = (dict(t.model.named_parameters()) for t in trainers)
+    assert all(torch.equal(plain[name], reusing[name]) for name in plain)
+    # with a worker, an example first traced there (not kept) is traced every time
+    assert replayed[:3] == [0, 0, 0] and replayed[5] >= len(trees) - workers
