@@ -48,13 +48,19 @@ class _Recorded:
     stay theirs), the steps that record its nodes, its result's structure and what it
     printed."""
 
-    __slots__ = ("args", "steps", "result", "printed")
+    __slots__ = ("args", "steps", "result", "printed", "on_device")
 
     def __init__(self, args, steps, result, printed):
         self.args = args
         self.steps = steps
         self.result = result
         self.printed = printed
+        # a step holds a tensor on an accelerator (a factory's value, `torch.zeros(n,
+        # device="cuda")`): a forked worker, which must not touch the device, traces
+        # the example instead (dynnet/plans.py)
+        self.on_device = any(
+            step[4].__class__ is torch.Tensor and step[4].device.type != "cpu"
+            for step in steps)
 
 
 class _Partition:

@@ -113,7 +113,7 @@ def _plan(make_generator, per_example_args, known, strategy, traces):
         for i, args in enumerate(per_example_args):
             trace.instance = i
             entry = traces.lookup(args, grad_enabled) if traces is not None else None
-            if entry is not None:
+            if entry is not None and not entry.on_device:
                 replays[i] = entry  # replayed in its turn, as tracing it would
                 examples.append(_Example(i, None))
                 continue

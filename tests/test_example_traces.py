@@ -416,3 +416,28 @@ def test_trainer_reusing_traces_takes_the_same_steps(workers):
     assert all(torch.equal(plain[name], reusing[name]) for name in plain)
     # with a worker, an example first traced there (not kept) is traced every time
     assert replayed[:3] == [0, 0, 0] and replayed[5] >= len(trees) - workers
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_on_cuda_replays_here_and_in_the_worker_equal_tracing():
+    """A factory's value on the device (the zero state) is kept in the trace; the forked
+    worker, which must not touch the device, traces such examples instead."""
+    torch.manual_seed(0)
+    model = Recurrent().cuda()
+
+    @dynnet.function(reuse_traces=True)
+    def last(ids):
+        h = torch.zeros(3, device="cuda")
+        c = torch.zeros(3, device="cuda")
+        for word in ids:
+            h, c = model.cell(model.embed(torch.tensor(word, device="cuda")), (h, c))
+        return h
+
+    rng = random.Random(0)
+    sentences = [[rng.randrange(20) for _ in range(rng.randrange(2, 7))] for _ in range(24)]
+    batches = [sentences[i:i + 6] for i in range(0, 24, 6)]
+    with dynnet.run_eagerly():
+        expected = torch.stack([last(s) for s in sentences])
+    for _ in range(3):
+        out = torch.cat(list(last.batches(batches, workers=1)))
+        torch.testing.assert_close(out, expected)
