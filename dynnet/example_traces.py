@@ -217,30 +217,17 @@ def _steps(trace, start, kept, hits=()):
 
     A node shared by equal data (see `_memo_key`) is a step that looks the node up in
     the batch's memo and makes it only when it is not there, with the constants it
-    reads; those constants are then no steps of their own, nor are the constants
-    nothing reads (made for a call whose shared node already existed). A shared node
-    made by an earlier example comes where this example called for it (`hits`), so
-    that a replay records the nodes in the order the code would, and a batch's
-    results are the same bits replayed or traced."""
+    reads. Other constants become steps where something first reads them (a constant
+    nothing else reads was made for a call whose shared node already existed). A
+    shared node made by an earlier example comes where this example called for it
+    (`hits`), so that a replay records the nodes in the order the code would, and a
+    batch's results are the same bits replayed or traced (the rows of constants may
+    move: their values are exact)."""
     steps = []
     places = {}
     count = 0
     memo = trace.memo
-    nodes = trace.pending[start:]
-    keys = {}  # id of a shared node -> its _memo_key
-    folded = set()  # ids of the constants that the op memo steps make
-    read = set(kept)  # ids of the nodes read by others or by the result
-    for node in nodes:
-        inputs = node.inputs
-        kind = node.sig.kind
-        if kind == "segment" or (kind == "op" and inputs):
-            key = _memo_key(node, memo)
-            if key is not None:
-                keys[id(node)] = key
-                if key[0] == _OP_MEMO:
-                    folded.update([id(t.node) for t in inputs])
-        if inputs:
-            read.update([id(t.node) for t in inputs])
+    consts = {}  # id -> this example's constants not yet read by a step
 
     def add(node, refs, memo_key):
         nonlocal count
@@ -257,42 +244,46 @@ def _steps(trace, start, kept, hits=()):
         places[id(node)] = count
         count += len(avals)
 
-    called = {}  # position in pending -> memo keys found there
-    for position, key in hits:
-        called.setdefault(position, []).append(key)
-
-    def add_shared(source):
-        """Adds the step of a shared node made by an earlier example; False when
-        `source` is no such node."""
+    def add_source(source):
+        """Adds the step of a node read before it had one: a constant of this example,
+        or a shared node made by an earlier one; False when it is neither."""
+        const = consts.pop(id(source), None)
+        if const is not None:
+            add(const, (), None)
+            return True
         key = _memo_key(source, memo)
         if key is None:
             return False
         add(source, (), key)
         return True
 
-    for position, node in enumerate(nodes, start):
+    called = {}  # position in pending -> memo keys found there
+    for position, key in hits:
+        called.setdefault(position, []).append(key)
+    for position, node in enumerate(trace.pending[start:], start):
         if called:
             for key in called.pop(position, ()):
                 source = _shared_node(memo[key])
                 if id(source) not in places:
-                    add_shared(source)
+                    add_source(source)
         sig = node.sig
-        if sig.kind == "stack" and sig.fn is None:
-            return None  # a tensor made while tracing by a random or impure factory
-        if id(node) in folded or (sig.kind == "const" and id(node) not in read):
+        kind = sig.kind
+        if kind == "const":
+            consts[id(node)] = node
             continue
-        memo_key = keys.get(id(node))
+        if kind == "stack" and sig.fn is None:
+            return None  # a tensor made while tracing by a random or impure factory
+        inputs = node.inputs
+        memo_key = _memo_key(node, memo) if kind == "segment" or inputs else None
         refs = ()
-        if memo_key is None and node.inputs:
+        if memo_key is None and inputs:
             refs = []
-            for t in node.inputs:
-                source = t.node
-                place = places.get(id(source))
+            for t in inputs:
+                place = places.get(id(t.node))
                 if place is None:
-                    if id(source) in folded or not add_shared(source):
-                        return None  # made before this example ran (its inputs), or a
-                        # constant read by a shared op and by others
-                    place = places[id(source)]
+                    if not add_source(t.node):
+                        return None  # made before this example ran (its inputs)
+                    place = places[id(t.node)]
                 refs.append(place + t.index)
             refs = tuple(refs)
         add(node, refs, memo_key)
@@ -300,7 +291,10 @@ def _steps(trace, start, kept, hits=()):
         for key in position_keys:
             source = _shared_node(memo[key])
             if id(source) not in places:
-                add_shared(source)
+                add_source(source)
+    for node_id in kept:  # constants returned as they are
+        if node_id in consts:
+            add_source(consts[node_id])
     return steps, places
 
 
