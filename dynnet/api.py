@@ -82,10 +82,12 @@ class DynFunction:
         them, which plan the batches in turn (for machines with cores to spare, where
         one worker cannot trace as fast as this process computes, as on a GPU).
         `workers=0` runs each batch here, as `.batch` does. The default, None, is
-        `dynnet.config.workers` (1 unless the environment sets `DYNNET_WORKERS`). A
-        function with `reuse_traces=True` runs its batches here until its cache holds
-        nearly every example of `batches` (the traces are kept in this process), and
-        then in the workers, which replay them from their copy of the cache.
+        `dynnet.config.workers` (1 unless the environment sets `DYNNET_WORKERS`). For a
+        function with `reuse_traces=True`, the workers replay the examples of their
+        copy of the cache and send back the traces of the others, which are kept here;
+        when those cannot travel (a trace that holds a tensor, see
+        `example_traces.portable`), the batches run here until the cache holds nearly
+        every example of `batches`.
         """
         return self._batches(batches, workers, shared_kwargs, None)
 
@@ -116,12 +118,20 @@ class DynFunction:
             return plan_batch(self._make(kwargs), examples(batch), known, self.schedule,
                               self.traces)
 
+        adopt = None
         if workers is None:
             workers = config.workers
-        if workers and self.traces is not None and not config.eager and \
-                not self._traces_cover(batches, example, kwargs):
-            workers = 0  # trace here, where the traces are kept, until they cover
-        return run_batches(run_here, plan, examples, batches, workers, warm=warm)
+        traces = self.traces
+        if workers and traces is not None and not config.eager:
+            covered = self._traces_cover(batches, example, kwargs)
+            if traces.unportable and not covered:
+                workers = 0  # trace here, where the traces are kept, until they cover
+
+            def adopt(plan, batch_examples, signatures):
+                traces.adopt(plan.recorded, batch_examples, plan.grad_enabled, signatures)
+
+        return run_batches(run_here, plan, examples, batches, workers, warm=warm,
+                           adopt=adopt)
 
     def clear_traces(self):
         """Forgets the examples' recorded traces (`reuse_traces=True`): call it after a

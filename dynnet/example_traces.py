@@ -85,6 +85,9 @@ class TraceCache:
         self.max_examples = max_examples  # per set of modules
         self.partitions = {}  # ids of the modules -> _Partition
         self.current = None  # the partition of the batch being run (see `begin`)
+        # a trace kept here held a tensor (a factory's value): a worker's traces of
+        # the same code cannot come back (`portable`), so batches run here to record
+        self.unportable = False
 
     def clear(self):
         self.partitions.clear()
@@ -126,18 +129,34 @@ class TraceCache:
         entries = self.current.entries
         if len(entries) >= self.max_examples:
             return
-        kept = set()  # the nodes the result reads
-        _result_nodes(ex.result, kept)
-        steps = _steps(trace, start, kept, hits)
-        if steps is None:
+        captured = _capture(trace, ex, start, hits)
+        if captured is None:
             return
-        steps, places = steps
-        result = _template(ex.result, places)
-        if result is _UNREPLAYABLE:
-            return
-        printed = tuple(trace.outputs.get(ex.index, ()))
+        steps, _, result, printed = captured
+        if any(step[4].__class__ is torch.Tensor for step in steps):
+            self.unportable = True  # see `portable`
+        self._keep(args, grad_enabled, steps, result, printed)
+
+    def _keep(self, args, grad_enabled, steps, result, printed):
         held = tuple(None if isinstance(a, torch.nn.Module) else a for a in args)
-        entries[(grad_enabled, *map(id, args))] = _Recorded(held, steps, result, printed)
+        self.current.entries[(grad_enabled, *map(id, args))] = _Recorded(held, steps, result,
+                                                                         printed)
+
+    def adopt(self, recorded, per_example_args, grad_enabled, signatures):
+        """Keeps the traces a worker recorded (`portable` forms, by example index), for
+        the batch `per_example_args`; `signatures` maps serial -> Signature."""
+        for index, (encoded, result, printed) in recorded:
+            if len(self.current.entries) >= self.max_examples:
+                return
+            steps = []
+            for kind, serial, refs, depth, payload, key in encoded:
+                sig = signatures[serial]
+                if kind == _OP_MEMO:
+                    payload = tuple((signatures[s], p, signatures[s].out_avals[0])
+                                    for s, p in payload)
+                steps.append((kind, sig, _reader(refs), depth, payload,
+                              _outputs_of(sig.out_avals), _decode(key, signatures)))
+            self._keep(per_example_args[index], grad_enabled, steps, result, printed)
 
     def replay(self, trace, entry, index):
         """Records `entry`'s nodes for example `index`; returns its result."""
@@ -175,6 +194,82 @@ class TraceCache:
 
 
 _UNREPLAYABLE = object()
+
+
+def _capture(trace, ex, start, hits):
+    """`(steps, refs, result template, printed)` of example `ex`, whose nodes are
+    `trace.pending[start:]`, or None when it cannot be replayed."""
+    kept = set()  # the nodes the result reads
+    _result_nodes(ex.result, kept)
+    captured = _steps(trace, start, kept, hits)
+    if captured is None:
+        return None
+    steps, places, refs = captured
+    result = _template(ex.result, places)
+    if result is _UNREPLAYABLE:
+        return None
+    return steps, refs, result, tuple(trace.outputs.get(ex.index, ()))
+
+
+def portable(trace, ex, start, hits):
+    """Example `ex`'s trace in a form that a planning worker sends back with its plan
+    (signatures by serial, plain data), or None: one holding a tensor (a factory's
+    value, which the worker makes on the CPU for any device) or printing to a file
+    stays in the worker (`TraceCache.adopt` reads the form)."""
+    captured = _capture(trace, ex, start, hits)
+    if captured is None:
+        return None
+    steps, all_refs, result, printed = captured
+    if any(file is not None for file, _ in printed):
+        return None
+    encoded = []
+    for (kind, sig, _, depth, payload, _, key), refs in zip(steps, all_refs):
+        if kind == _OP_MEMO:
+            payload = tuple((const_sig.serial, p) for const_sig, p, _ in payload)
+        elif not _plain(payload):
+            return None
+        encoded.append((kind, sig.serial, refs, depth, payload, _encode(key)))
+    return tuple(encoded), result, printed
+
+
+def _plain(value):
+    """True for None, Python scalars, and tuples and lists of them."""
+    cls = value.__class__
+    if cls in _SCALARS:
+        return True
+    return (cls is tuple or cls is list) and all(_plain(v) for v in value)
+
+
+class _Serial:
+    """A signature in a portable memo key: its serial number."""
+
+    __slots__ = ("serial",)
+
+    def __init__(self, serial):
+        self.serial = serial
+
+    def __reduce__(self):
+        return (_Serial, (self.serial,))
+
+
+def _encode(key):
+    if key is None:
+        return None
+    return tuple(_Serial(k.serial) if k.__class__ is tracing.Signature else k for k in key)
+
+
+def _decode(key, signatures):
+    if key is None:
+        return None
+    return tuple(signatures[k.serial] if k.__class__ is _Serial else k for k in key)
+
+
+def _outputs_of(avals):
+    """`((0, aval), (1, aval), ...)` of a signature's out avals, shared."""
+    outputs = _outputs.get(avals)
+    if outputs is None:
+        outputs = _outputs[avals] = tuple(enumerate(avals))
+    return outputs
 
 
 _PLAIN, _SEGMENT_MEMO, _OP_MEMO = 0, 1, 2  # kinds of replay steps
@@ -224,6 +319,7 @@ def _steps(trace, start, kept, hits=()):
     batch's results are the same bits replayed or traced (the rows of constants may
     move: their values are exact)."""
     steps = []
+    all_refs = []  # per step, the positions of its inputs among the replay's values
     places = {}
     count = 0
     memo = trace.memo
@@ -237,10 +333,9 @@ def _steps(trace, start, kept, hits=()):
             kind, key = memo_key
             if kind == _OP_MEMO:  # the constants: (signature, payload, aval)
                 payload = tuple((t.node.sig, t.node.payload, t.aval) for t in node.inputs)
-        outputs = _outputs.get(avals)
-        if outputs is None:
-            outputs = _outputs[avals] = tuple(enumerate(avals))
+        outputs = _outputs_of(avals)
         steps.append((kind, node.sig, _reader(refs), node.depth, payload, outputs, key))
+        all_refs.append(refs)
         places[id(node)] = count
         count += len(avals)
 
@@ -295,7 +390,7 @@ def _steps(trace, start, kept, hits=()):
     for node_id in kept:  # constants returned as they are
         if node_id in consts:
             add_source(consts[node_id])
-    return steps, places
+    return steps, places, all_refs
 
 
 def _shared_node(found):

@@ -27,6 +27,7 @@ from dynnet import tracing
 from dynnet.backends import arena, numbers
 from dynnet.backends.executor import GroupResult, call_batched, wrong_output
 from dynnet.backends.gather import data_tensor
+from dynnet.example_traces import portable
 from dynnet.lazy import LazyTensor, Node
 from dynnet.recurrences import fuse_recurrences
 from dynnet.runtime import Trace, _Example, _profiles, _step, lift_inputs, tensor_leaves
@@ -58,11 +59,13 @@ class Plan:
       printed: per example index, the text it printed.
       nodes: how many nodes the trace recorded.
       replayed: how many examples were replayed from the trace cache.
+      recorded: for a function that reuses traces, `(example index, portable trace)`
+        of the examples traced there (example_traces.portable), kept here.
       fingerprint: what the batch was (see dynnet/workers.py), set by the worker.
     """
 
     __slots__ = ("grad_enabled", "shapes", "groups", "indices", "results", "printed",
-                 "nodes", "replayed", "fingerprint")
+                 "nodes", "replayed", "recorded", "fingerprint")
 
 
 class _Out:
@@ -122,14 +125,23 @@ def _plan(make_generator, per_example_args, known, strategy, traces):
             for j, node in enumerate(trace.pending[start:]):
                 inputs[id(node)] = (i, j)
             examples.append(_Example(i, make_generator(lifted)))
+        recorded = []  # (example index, portable trace) of the examples traced here
+        if traces is not None:
+            trace.hits = []
         for ex in examples:
             trace.instance = ex.index
             entry = replays.get(ex.index)
             if entry is not None:
                 ex.result = traces.replay(trace, entry, ex.index)
                 continue
+            begin = len(trace.pending)
+            hits = len(trace.hits) if traces is not None else 0
             if _step(ex):
                 raise PlanMiss("an example paused for a value (a test on a tensor)")
+            if traces is not None:
+                form = portable(trace, ex, begin, trace.hits[hits:])
+                if form is not None:
+                    recorded.append((ex.index, form))
     finally:
         torch._C._set_grad_enabled(grad_enabled)
         tracing._active.pop()
@@ -139,6 +151,7 @@ def _plan(make_generator, per_example_args, known, strategy, traces):
     plan.grad_enabled = grad_enabled
     plan.nodes = len(trace.pending)
     plan.replayed = len(replays)
+    plan.recorded = recorded
     plan.shapes, places = arena.layout(groups)
     for g, (_, nodes) in enumerate(groups):
         for row, node in enumerate(nodes):

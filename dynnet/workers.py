@@ -65,12 +65,13 @@ def can_fork():
     return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
-def run_batches(run_here, plan, examples, batches, workers, warm=False):
+def run_batches(run_here, plan, examples, batches, workers, warm=False, adopt=None):
     """Yields `run_here(batch)` for each batch of `batches`, planning batches ahead in
     `workers` worker processes (`plan(batch, known) -> Plan`, see plans.plan_batch);
     `examples(batch)` are a batch's per-example argument tuples. `workers=0` runs
     every batch here. `warm`: the function ran before, so its signatures likely exist
-    already."""
+    already. `adopt(plan, examples, signatures)`, when given, is called with each
+    plan executed (to keep the traces it recorded)."""
     if workers.__class__ is not int or workers < 0:
         raise ValueError(f"workers must be a count of processes (0 or more), not {workers!r}")
     sequence = isinstance(batches, collections.abc.Sequence)
@@ -122,6 +123,8 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False):
                         got = str(e)
                     else:
                         misses = 0
+                        if adopt is not None and got.recorded:
+                            adopt(got, examples(batches[i]), pool.signatures)
                         yield stack_outputs(results)
                         continue
             _note_miss(got)

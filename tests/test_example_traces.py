@@ -227,13 +227,13 @@ def test_replayed_loops_still_fuse(grad):
     assert replayed.groups_of(model.cell) == traced.groups_of(model.cell) == [6]  # fused
 
 
-def test_batches_run_here_until_the_traces_cover_them_then_workers_replay():
+def test_workers_send_back_the_traces_they_record_and_replay_them_next_epoch():
     torch.manual_seed(0)
     model = TreeModel()
     pool = random_trees(12, max_depth=5, seed=6)
     batches = [pool[:4], pool[4:8], pool[8:]]
     replayed, planned = [], []
-    for _ in range(4):
+    for _ in range(3):
         with dynnet.profile() as p:
             losses = [loss for loss, _ in model.loss.batches(batches, workers=1)]
         replayed.append(p.replayed)
@@ -241,12 +241,44 @@ def test_batches_run_here_until_the_traces_cover_them_then_workers_replay():
         with dynnet.run_eagerly():
             expected = [model.loss(t)[0] for t in pool]
         torch.testing.assert_close(torch.cat(losses), torch.stack(expected))
-    # the first epoch runs here and keeps the traces (all but those that made the
-    # segments); from then on, the first batch of an epoch runs here, and the worker
-    # plans the others, replaying its copy of the cache
-    assert planned[0] == replayed[0] == 0 and replayed[-1] == 12
+    if not dynnet.workers.can_fork():
+        pytest.skip("no worker processes here")
+    # the first epoch: the first batch here (it makes the segments), the others in the
+    # worker, which records their traces and sends them back; then every example
+    # replays, here or in the worker
+    assert planned == [2, 2, 2]
+    assert replayed[0] == 0 and replayed[2] >= 11
+
+
+class ZeroState(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.cell = nn.Linear(3, 3)
+
+    @dynnet.function(reuse_traces=True)
+    def f(self, n):
+        h = torch.zeros(3)  # a factory's value, kept in the trace as a tensor
+        for _ in range(n):
+            h = torch.tanh(self.cell(h) + 1)
+        return h
+
+
+def test_traces_that_hold_a_tensor_are_recorded_here_before_the_workers_replay():
+    model = ZeroState()
+    batches = [[1, 2, 3], [2, 3, 1], [3, 1, 2], [1, 1, 2]]
+    planned = []
+    for _ in range(4):
+        with dynnet.profile() as p:
+            out = torch.cat(list(model.f.batches(batches, workers=1)))
+        planned.append(p.planned_batches)
+        with dynnet.run_eagerly():
+            expected = torch.stack([model.f(n) for b in batches for n in b])
+        torch.testing.assert_close(out, expected)
     if dynnet.workers.can_fork():
-        assert planned[-1] == 2
+        # a worker's trace of this code cannot come back: the first epoch plans (the
+        # first batch here tells), the next runs here to record, then workers replay
+        assert model.f.function.traces.unportable
+        assert planned[2:] == [3, 3] and 0 in planned[:2]
 
 
 class Noisy(nn.Module):
