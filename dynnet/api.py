@@ -127,8 +127,8 @@ class DynFunction:
             if traces.unportable and not covered:
                 workers = 0  # trace here, where the traces are kept, until they cover
 
-            def adopt(plan, batch_examples, signatures):
-                traces.adopt(plan.recorded, batch_examples, plan.grad_enabled, signatures)
+            def adopt(plan, batch_examples):
+                traces.adopt(plan.recorded, batch_examples, plan.grad_enabled)
 
         return run_batches(run_here, plan, examples, batches, workers, warm=warm,
                            adopt=adopt)
@@ -142,12 +142,14 @@ class DynFunction:
 
     def _traces_cover(self, batches, example, kwargs):
         """Whether the function's trace cache holds nearly every example of `batches`
-        (a sequence), so that a worker, forked with a copy of the cache, replays them."""
+        (a sequence), so that a worker, forked with a copy of the cache, replays them;
+        decodes the traces earlier workers sent."""
         if not isinstance(batches, Sequence):
             return False
         grad_enabled = torch.is_grad_enabled()
         every = [example(x) for batch in batches for x in batch]
         self.traces.begin(every, kwargs)
+        self.traces.decode_all()  # before the workers are forked: once, shared
         found = sum(self.traces.lookup(args, grad_enabled) is not None for args in every)
         return found >= 0.9 * len(every)
 

@@ -48,9 +48,9 @@ class _Recorded:
     stay theirs), the steps that record its nodes, its result's structure and what it
     printed."""
 
-    __slots__ = ("args", "steps", "result", "printed", "on_device")
+    __slots__ = ("args", "steps", "result", "printed", "on_device", "encoded")
 
-    def __init__(self, args, steps, result, printed):
+    def __init__(self, args, steps, result, printed, encoded=None):
         self.args = args
         self.steps = steps
         self.result = result
@@ -58,9 +58,28 @@ class _Recorded:
         # a step holds a tensor on an accelerator (a factory's value, `torch.zeros(n,
         # device="cuda")`): a forked worker, which must not touch the device, traces
         # the example instead (dynnet/plans.py)
-        self.on_device = any(
+        self.on_device = steps is not None and any(
             step[4].__class__ is torch.Tensor and step[4].device.type != "cpu"
             for step in steps)
+        self.encoded = encoded  # a worker's portable steps, decoded on first use
+
+    def decode(self):
+        """Makes `steps` from the portable form a worker sent (see `portable`); False
+        when a signature it names is gone."""
+        signatures = tracing.signatures_by_serial
+        steps = []
+        try:
+            for kind, serial, refs, depth, payload, key in self.encoded:
+                sig = signatures[serial]
+                if kind == _OP_MEMO:
+                    payload = tuple((signatures[s], p, signatures[s].out_avals[0])
+                                    for s, p in payload)
+                steps.append((kind, sig, _reader(refs), depth, payload,
+                              _outputs_of(sig.out_avals), _decode(key, signatures)))
+        except KeyError:
+            return False
+        self.steps, self.encoded = steps, None
+        return True
 
 
 class _Partition:
@@ -120,6 +139,8 @@ class TraceCache:
         for a, b in zip(entry.args, args):
             if a is not b and a is not None:  # None: a module, which the partition fixes
                 return None
+        if entry.steps is None and not entry.decode():
+            return None
         return entry
 
     def record(self, trace, ex, args, start, grad_enabled, hits=()):
@@ -137,26 +158,28 @@ class TraceCache:
             self.unportable = True  # see `portable`
         self._keep(args, grad_enabled, steps, result, printed)
 
-    def _keep(self, args, grad_enabled, steps, result, printed):
-        held = tuple(None if isinstance(a, torch.nn.Module) else a for a in args)
-        self.current.entries[(grad_enabled, *map(id, args))] = _Recorded(held, steps, result,
-                                                                         printed)
+    def decode_all(self):
+        """Decodes the traces adopted from workers (so that forked workers share them
+        decoded); drops those that name a signature gone since."""
+        entries = self.current.entries
+        for key in [k for k, e in entries.items() if e.steps is None]:
+            if not entries[key].decode():
+                del entries[key]
 
-    def adopt(self, recorded, per_example_args, grad_enabled, signatures):
-        """Keeps the traces a worker recorded (`portable` forms, by example index), for
-        the batch `per_example_args`; `signatures` maps serial -> Signature."""
+    def _keep(self, args, grad_enabled, steps, result, printed, encoded=None):
+        held = tuple(None if isinstance(a, torch.nn.Module) else a for a in args)
+        self.current.entries[(grad_enabled, *map(id, args))] = _Recorded(
+            held, steps, result, printed, encoded)
+
+    def adopt(self, recorded, per_example_args, grad_enabled):
+        """Keeps the traces a worker recorded (`portable` forms, by example index) for
+        the batch `per_example_args`, as they came: `decode_all` (before the next
+        workers are forked) or a lookup decodes them, not the loop that computes."""
         for index, (encoded, result, printed) in recorded:
             if len(self.current.entries) >= self.max_examples:
                 return
-            steps = []
-            for kind, serial, refs, depth, payload, key in encoded:
-                sig = signatures[serial]
-                if kind == _OP_MEMO:
-                    payload = tuple((signatures[s], p, signatures[s].out_avals[0])
-                                    for s, p in payload)
-                steps.append((kind, sig, _reader(refs), depth, payload,
-                              _outputs_of(sig.out_avals), _decode(key, signatures)))
-            self._keep(per_example_args[index], grad_enabled, steps, result, printed)
+            self._keep(per_example_args[index], grad_enabled, None, result, printed,
+                       encoded)
 
     def replay(self, trace, entry, index):
         """Records `entry`'s nodes for example `index`; returns its result."""

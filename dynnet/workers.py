@@ -70,8 +70,8 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False, adopt=No
     `workers` worker processes (`plan(batch, known) -> Plan`, see plans.plan_batch);
     `examples(batch)` are a batch's per-example argument tuples. `workers=0` runs
     every batch here. `warm`: the function ran before, so its signatures likely exist
-    already. `adopt(plan, examples, signatures)`, when given, is called with each
-    plan executed (to keep the traces it recorded)."""
+    already. `adopt(plan, examples)`, when given, is called with each plan executed
+    (to keep the traces it recorded)."""
     if workers.__class__ is not int or workers < 0:
         raise ValueError(f"workers must be a count of processes (0 or more), not {workers!r}")
     sequence = isinstance(batches, collections.abc.Sequence)
@@ -124,7 +124,7 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False, adopt=No
                     else:
                         misses = 0
                         if adopt is not None and got.recorded:
-                            adopt(got, examples(batches[i]), pool.signatures)
+                            adopt(got, examples(batches[i]))
                         yield stack_outputs(results)
                         continue
             _note_miss(got)
