@@ -20,6 +20,13 @@ a change of any empties the cache. Anything else the code reads (a global
 setting, a module it reaches through a global) is the user's to keep unchanged, or to
 announce with `f.clear_traces()`.
 
+With workers (`f.batches`), a forked worker replays what the cache held when it was
+forked, and sends back with each plan the traces of the examples it traced, in a
+portable form (`portable`: signatures by serial number, plain data); this process
+keeps them as they came and decodes them before it forks the next workers. A trace
+that holds a tensor (a factory's value) cannot travel: for such code the batches run
+here until the cache holds them (`DynFunction.batches`).
+
 Memory: about 200 bytes a recorded node (7 KB an SST tree of 38 nodes; the
 examples' own data, which the cache holds, aside), up to `max_examples` examples per
 set of modules.
