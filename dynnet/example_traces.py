@@ -68,7 +68,7 @@ class _Recorded:
         self.on_device = steps is not None and any(
             step[4].__class__ is torch.Tensor and step[4].device.type != "cpu"
             for step in steps)
-        self.encoded = encoded  # a worker's portable steps, decoded on first use
+        self.encoded = encoded  # a worker's portable steps, until decoded (`decode`)
 
     def decode(self):
         """Makes `steps` from the portable form a worker sent (see `portable`); False
@@ -277,9 +277,6 @@ class _Serial:
 
     def __init__(self, serial):
         self.serial = serial
-
-    def __reduce__(self):
-        return (_Serial, (self.serial,))
 
 
 def _encode(key):
