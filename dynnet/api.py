@@ -24,7 +24,11 @@ class DynFunction:
     def __init__(self, fn, schedule=None, reuse_traces=False):
         self.fn = fn
         self.schedule = schedule
-        self.traces = TraceCache() if reuse_traces else None
+        self.traces = None  # reuse_traces: False (or None), True or a count
+        if reuse_traces is True:
+            self.traces = TraceCache()
+        elif reuse_traces is not False and reuse_traces is not None:
+            self.traces = TraceCache(reuse_traces)
         self._converted = None
         self._ran = False  # whether a batch ran (so its signatures likely exist)
         self._ran_on = weakref.WeakSet()  # objects a method's batches ran on
@@ -275,12 +279,15 @@ def function(fn=None, *, schedule=None, reuse_traces=False):
         epoch over the same data) instead of running the code again. Replays skip the
         code's side effects other than printing: use it for functions whose trace
         depends only on the example and the model (dynnet/example_traces.py says
-        what the cache checks); `f.clear_traces()` forgets the traces.
+        what the cache checks); `f.clear_traces()` forgets the traces. The cache
+        holds the examples it keeps, up to 100,000 per model (about 7 KB each for an
+        SST tree), or up to `reuse_traces` when it is a number: examples made anew
+        for every batch never replay, and only fill it.
     """
     if fn is None:
         return lambda f: function(f, schedule=schedule, reuse_traces=reuse_traces)
     if isinstance(fn, BoundDynFunction) or (isinstance(fn, DynFunction) and schedule is None
-                                            and not reuse_traces):
+                                            and reuse_traces is False):
         return fn
     if isinstance(fn, DynFunction):  # the same function with other options
         return DynFunction(fn.fn, schedule=schedule or fn.schedule, reuse_traces=reuse_traces)

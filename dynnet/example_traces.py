@@ -29,7 +29,8 @@ here until the cache holds them (`DynFunction.batches`).
 
 Memory: about 200 bytes a recorded node (7 KB an SST tree of 38 nodes; the
 examples' own data, which the cache holds, aside), up to `max_examples` examples per
-set of modules.
+set of modules (100,000 unless `reuse_traces` is a number). Examples made anew for
+every batch (a loader that builds new objects) never replay and only fill it.
 
 An example is kept only when it ran in one go, on signatures and segments seen
 before: one that paused for a value (a test on a tensor), executed part of the graph,
@@ -107,7 +108,10 @@ class TraceCache:
     objects of a class whose method reuses traces) keep theirs side by side; a module's
     traces go when it does (the cache holds no module)."""
 
-    def __init__(self, max_examples=1_000_000):
+    def __init__(self, max_examples=100_000):
+        if max_examples.__class__ is not int or max_examples < 1:
+            raise ValueError(f"reuse_traces: expected True or a count of examples to "
+                             f"keep (1 or more), not {max_examples!r}")
         self.max_examples = max_examples  # per set of modules
         self.partitions = {}  # ids of the modules -> _Partition
         self.current = None  # the partition of the batch being run (see `begin`)

@@ -473,3 +473,17 @@ def test_on_cuda_replays_here_and_in_the_worker_equal_tracing():
     for _ in range(3):
         out = torch.cat(list(last.batches(batches, workers=1)))
         torch.testing.assert_close(out, expected)
+
+
+def test_a_count_bounds_the_examples_kept():
+    @dynnet.function(reuse_traces=3)
+    def double(n):
+        return torch.tensor(float(n)) * 2
+
+    xs = list(range(10))
+    for _ in range(3):
+        with dynnet.profile() as p:
+            assert double.batch(xs).tolist() == [2.0 * x for x in xs]
+    assert p.replayed == 3 and len(double.traces.current.entries) == 3
+    with pytest.raises(ValueError, match="reuse_traces"):
+        dynnet.function(lambda n: n, reuse_traces=0)
