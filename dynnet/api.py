@@ -4,8 +4,6 @@ import functools
 import weakref
 from collections.abc import Sequence
 
-import torch
-
 from dynnet import config, tracing
 from dynnet.converter import converted_function
 from dynnet.converter.operators.call import register_startable
@@ -88,10 +86,7 @@ class DynFunction:
         `workers=0` runs each batch here, as `.batch` does. The default, None, is
         `dynnet.config.workers` (1 unless the environment sets `DYNNET_WORKERS`). For a
         function with `reuse_traces=True`, the workers replay the examples of their
-        copy of the cache and send back the traces of the others, which are kept here;
-        when those cannot travel (a trace that holds a tensor, see
-        `example_traces.portable`), the batches run here until the cache holds nearly
-        every example of `batches`.
+        copy of the cache and send back the traces of the others, which are kept here.
         """
         return self._batches(batches, workers, shared_kwargs, None)
 
@@ -127,9 +122,7 @@ class DynFunction:
             workers = config.workers
         traces = self.traces
         if workers and traces is not None and not config.eager:
-            covered = self._traces_cover(batches, example, kwargs)
-            if traces.unportable and not covered:
-                workers = 0  # trace here, where the traces are kept, until they cover
+            self._prepare_traces(batches, example, kwargs)
 
             def adopt(plan, batch_examples):
                 traces.adopt(plan.recorded, batch_examples, plan.grad_enabled)
@@ -144,18 +137,13 @@ class DynFunction:
         if self.traces is not None:
             self.traces.clear()
 
-    def _traces_cover(self, batches, example, kwargs):
-        """Whether the function's trace cache holds nearly every example of `batches`
-        (a sequence), so that a worker, forked with a copy of the cache, replays them;
-        decodes the traces earlier workers sent."""
-        if not isinstance(batches, Sequence):
-            return False
-        grad_enabled = torch.is_grad_enabled()
-        every = [example(x) for batch in batches for x in batch]
-        self.traces.begin(every, kwargs)
-        self.traces.decode_all()  # before the workers are forked: once, shared
-        found = sum(self.traces.lookup(args, grad_enabled) is not None for args in every)
-        return found >= 0.9 * len(every)
+    def _prepare_traces(self, batches, example, kwargs):
+        """Before workers are forked for `batches` (a sequence): picks the cache's part
+        for their models and decodes the traces earlier workers sent (once, here, so
+        that the workers share them decoded)."""
+        if isinstance(batches, Sequence):
+            self.traces.begin([example(x) for batch in batches for x in batch], kwargs)
+            self.traces.decode_all()
 
     def _run(self, examples, kwargs):
         traces = self.traces

@@ -23,9 +23,9 @@ announce with `f.clear_traces()`.
 With workers (`f.batches`), a forked worker replays what the cache held when it was
 forked, and sends back with each plan the traces of the examples it traced, in a
 portable form (`portable`: signatures by serial number, plain data); this process
-keeps them as they came and decodes them before it forks the next workers. A trace
-that holds a tensor (a factory's value) cannot travel: for such code the batches run
-here until the cache holds them (`DynFunction.batches`).
+keeps them as they came and decodes them before it forks the next workers. A worker
+does not replay a trace that holds a tensor on an accelerator (a zero state made on
+the GPU): it must not touch the device, and traces such an example instead.
 
 Memory: about 200 bytes a recorded node (7 KB an SST tree of 38 nodes; the
 examples' own data, which the cache holds, aside), up to `max_examples` examples per
@@ -82,6 +82,8 @@ class _Recorded:
                 if kind == _OP_MEMO:
                     payload = tuple((signatures[s], p, signatures[s].out_avals[0])
                                     for s, p in payload)
+                elif payload.__class__ is torch.Tensor:  # made on the CPU by the worker
+                    payload = payload.to(sig.out_avals[0].device)
                 steps.append((kind, sig, _reader(refs), depth, payload,
                               _outputs_of(sig.out_avals), _decode(key, signatures)))
         except KeyError:
@@ -115,9 +117,6 @@ class TraceCache:
         self.max_examples = max_examples  # per set of modules
         self.partitions = {}  # ids of the modules -> _Partition
         self.current = None  # the partition of the batch being run (see `begin`)
-        # a trace kept here held a tensor (a factory's value): a worker's traces of
-        # the same code cannot come back (`portable`), so batches run here to record
-        self.unportable = False
 
     def clear(self):
         self.partitions.clear()
@@ -165,8 +164,6 @@ class TraceCache:
         if captured is None:
             return
         steps, _, result, printed = captured
-        if any(step[4].__class__ is torch.Tensor for step in steps):
-            self.unportable = True  # see `portable`
         self._keep(args, grad_enabled, steps, result, printed)
 
     def decode_all(self):
@@ -247,9 +244,9 @@ def _capture(trace, ex, start, hits):
 
 def portable(trace, ex, start, hits):
     """Example `ex`'s trace in a form that a planning worker sends back with its plan
-    (signatures by serial, plain data), or None: one holding a tensor (a factory's
-    value, which the worker makes on the CPU for any device) or printing to a file
-    stays in the worker (`TraceCache.adopt` reads the form)."""
+    (signatures by serial, plain data, the values of pure factories such as
+    `torch.zeros(n)`, which the worker makes on the CPU for any device), or None for
+    one that prints to a file (`TraceCache.adopt` keeps the form)."""
     captured = _capture(trace, ex, start, hits)
     if captured is None:
         return None
@@ -260,7 +257,8 @@ def portable(trace, ex, start, hits):
     for (kind, sig, _, depth, payload, _, key), refs in zip(steps, all_refs):
         if kind == _OP_MEMO:
             payload = tuple((const_sig.serial, p) for const_sig, p, _ in payload)
-        elif not _plain(payload):
+        elif not (_plain(payload) or (payload.__class__ is torch.Tensor
+                                      and sig.kind == "stack" and sig.fn is not None)):
             return None
         encoded.append((kind, sig.serial, refs, depth, payload, _encode(key)))
     return tuple(encoded), result, printed
