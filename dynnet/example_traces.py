@@ -155,16 +155,17 @@ class TraceCache:
 
     def record(self, trace, ex, args, start, grad_enabled, hits=()):
         """Keeps example `ex`'s trace (nodes `trace.pending[start:]`) when it can be
-        replayed; `ex` ran in one go. `hits` are its calls that found their node in
-        the batch's memo: `(len(trace.pending) then, memo key)`."""
+        replayed, else returns why not; `ex` ran in one go. `hits` are its calls that
+        found their node in the batch's memo: `(len(trace.pending) then, memo key)`."""
         entries = self.current.entries
         if len(entries) >= self.max_examples:
-            return
+            return f"the cache is full ({self.max_examples} examples, see reuse_traces)"
         captured = _capture(trace, ex, start, hits)
-        if captured is None:
-            return
+        if captured.__class__ is str:
+            return captured
         steps, _, result, printed = captured
         self._keep(args, grad_enabled, steps, result, printed)
+        return None
 
     def decode_all(self):
         """Decodes the traces adopted from workers (so that forked workers share them
@@ -229,16 +230,17 @@ _UNREPLAYABLE = object()
 
 def _capture(trace, ex, start, hits):
     """`(steps, refs, result template, printed)` of example `ex`, whose nodes are
-    `trace.pending[start:]`, or None when it cannot be replayed."""
+    `trace.pending[start:]`, or why it cannot be replayed (a str)."""
     kept = set()  # the nodes the result reads
     _result_nodes(ex.result, kept)
     captured = _steps(trace, start, kept, hits)
-    if captured is None:
-        return None
+    if captured.__class__ is str:
+        return captured
     steps, places, refs = captured
     result = _template(ex.result, places)
     if result is _UNREPLAYABLE:
-        return None
+        return ("it returned something other than tensors, Python scalars and strings, "
+                "and lists, tuples or dicts of them")
     return steps, refs, result, tuple(trace.outputs.get(ex.index, ()))
 
 
@@ -248,7 +250,7 @@ def portable(trace, ex, start, hits):
     `torch.zeros(n)`, which the worker makes on the CPU for any device), or None for
     one that prints to a file (`TraceCache.adopt` keeps the form)."""
     captured = _capture(trace, ex, start, hits)
-    if captured is None:
+    if captured.__class__ is str:
         return None
     steps, all_refs, result, printed = captured
     if any(file is not None for file, _ in printed):
@@ -335,8 +337,9 @@ def _result_nodes(value, out):
 
 
 def _steps(trace, start, kept, hits=()):
-    """`(steps, places)` for the nodes `trace.pending[start:]`, or None when one reads
-    a lazy value from outside them that a replay could not make again. `places` maps
+    """`(steps, places, refs)` for the nodes `trace.pending[start:]`, or why they
+    cannot be replayed (a str: one reads a lazy value from outside them that a replay
+    could not make again, or holds random numbers drawn while tracing). `places` maps
     the id of each node to the position of its first output among the replay's values.
 
     A node shared by equal data (see `_memo_key`) is a step that looks the node up in
@@ -396,7 +399,8 @@ def _steps(trace, start, kept, hits=()):
             consts[id(node)] = node
             continue
         if kind == "stack" and sig.fn is None:
-            return None  # a tensor made while tracing by a random or impure factory
+            return ("it made a tensor while tracing from random numbers or other "
+                    "tensors (torch.randn(3), say), which a replay would repeat")
         inputs = node.inputs
         memo_key = _memo_key(node, memo) if kind == "segment" or inputs else None
         refs = ()
@@ -406,7 +410,8 @@ def _steps(trace, start, kept, hits=()):
                 place = places.get(id(t.node))
                 if place is None:
                     if not add_source(t.node):
-                        return None  # made before this example ran (its inputs)
+                        return ("it read a lazy value made before it ran (a tensor given "
+                                "as an input, or one kept from another example)")
                     place = places[id(t.node)]
                 refs.append(place + t.index)
             refs = tuple(refs)

@@ -64,6 +64,7 @@ class Profile:
         self.segment_fallbacks = {}
         self.planned_batches = 0  # batches run from a worker's plan (dynnet/workers.py)
         self.replayed = 0  # examples replayed from their trace, here or in a worker
+        self.trace_misses = {}  # why examples of a reuse_traces function were not kept
         self.worker_misses = {}  # why a batch the worker could not plan -> how many
 
     def groups_of(self, fn):
@@ -98,6 +99,8 @@ class Profile:
                   for origin, sigs in by_site.items() if len(sigs) >= _MANY_STATIC_TENSORS]
         lines += [f"worker: {reason} ({n} batches traced in this process instead)"
                   for reason, n in self.worker_misses.items()]
+        lines += [f"reuse_traces: {n} examples not kept, so traced every time: {reason}"
+                  for reason, n in self.trace_misses.items()]
         return lines
 
     @property
@@ -348,11 +351,16 @@ def run_batch(make_generator, per_example_args, strategy=None, traces=None):
                 try:
                     if _step(ex):
                         paused.append(ex)
+                        if first:
+                            _trace_miss("it paused for a value (a test on a tensor)")
                     elif first and trace.rounds == rounds and tracing._serials[0] == made:
                         # it ran in one go, on signatures and segments seen before (the
                         # first call of a segment records its ops one by one)
-                        traces.record(trace, ex, per_example_args[ex.index], begin,
-                                      grad_enabled, trace.hits[hits:])
+                        _trace_miss(traces.record(trace, ex, per_example_args[ex.index],
+                                                  begin, grad_enabled, trace.hits[hits:]))
+                    elif first and trace.rounds != rounds:
+                        _trace_miss("it needed a value where the code cannot pause (the "
+                                    "graph ran mid-way)")
                 except BaseException as e:
                     _annotate(e, ex.index)
                     raise
@@ -380,6 +388,13 @@ def run_batch(make_generator, per_example_args, strategy=None, traces=None):
             p.schedule_seconds += trace.schedule_seconds
             p.total_seconds += time.perf_counter() - start
     return [ex.result for ex in examples], trace
+
+
+def _trace_miss(reason):
+    """Counts an example of a reuse_traces function that was not kept, with why."""
+    if reason is not None and _profiles:
+        misses = _profiles[-1].trace_misses
+        misses[reason] = misses.get(reason, 0) + 1
 
 
 def run_nested(gen, first=None):

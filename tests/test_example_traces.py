@@ -173,21 +173,33 @@ class PausingModel(nn.Module):
         self.lin = nn.Linear(2, 2)
 
     @dynnet.function(reuse_traces=True)
-    def f(self, x):
-        y = self.lin(x)
-        while y.sum() < 10:  # a test on a lazy value: the example pauses
-            y = y * 2 + 1
+    def f(self, n):
+        y = self.lin(torch.full((2,), float(n)))
+        for _ in range(int(y.abs().sum() * 3) % 4):  # a Python int: the example pauses
+            y = torch.tanh(y) + 1
         return y
 
 
 def test_examples_that_pause_or_read_tensors_are_traced_every_time():
     torch.manual_seed(0)
     model = PausingModel()
+    for _ in range(3):
+        with dynnet.profile() as p:
+            assert_batch_matches_loop(model.f, [1, 2, 3, 4], params=model.parameters())
+        assert p.replayed == 0
+    assert any("4 examples not kept" in line and "paused for a value" in line
+               for line in p.fallbacks), p.fallbacks
+
+    @dynnet.function(reuse_traces=True)
+    def scaled(x):
+        return torch.tanh(x) * 2
+
     xs = [torch.randn(2) for _ in range(4)]
     for _ in range(3):
         with dynnet.profile() as p:
-            assert_batch_matches_loop(model.f, xs, params=model.parameters())
+            assert_batch_matches_loop(scaled, xs)
         assert p.replayed == 0
+    assert any("read a lazy value made before it ran" in line for line in p.fallbacks)
 
 
 class Recurrent(nn.Module):
@@ -305,6 +317,7 @@ def test_random_numbers_are_drawn_anew_for_every_batch():
                 outs.append(f.batch(xs))
         assert not torch.equal(outs[2], outs[3])
         assert p.replayed == replayed
+        assert any("random numbers" in line for line in p.fallbacks) == (replayed == 0)
 
 
 class Repeats(nn.Module):
