@@ -72,7 +72,7 @@ def main(small=False):
 
     # A change it cannot see: an example changed in place. Clear the traces.
     tree = trees[0]
-    tree.label = 1 - tree.label
+    tree.label = 0 if tree.label else 1
     model.loss.clear_traces()
     with torch.no_grad():
         batched = model.loss.batch(trees[:4])
