@@ -65,6 +65,7 @@ class Profile:
         self.planned_batches = 0  # batches run from a worker's plan (dynnet/workers.py)
         self.replayed = 0  # examples replayed from their trace, here or in a worker
         self.trace_misses = {}  # why examples of a reuse_traces function were not kept
+        self.recorded = 0  # examples whose traces were kept (example_traces.py)
         self.worker_misses = {}  # why a batch the worker could not plan -> how many
 
     def groups_of(self, fn):
@@ -101,6 +102,10 @@ class Profile:
                   for reason, n in self.worker_misses.items()]
         lines += [f"reuse_traces: {n} examples not kept, so traced every time: {reason}"
                   for reason, n in self.trace_misses.items()]
+        if self.recorded and not self.replayed and self.batches > 1:
+            lines.append(f"reuse_traces: {self.recorded} examples kept and none replayed: a "
+                         "replay needs the same argument objects again (a loader that "
+                         "builds new objects for every batch never replays)")
         return lines
 
     @property
@@ -159,6 +164,7 @@ class Trace:
         self.groups = 0
         self.rounds = 0
         self.replayed = 0
+        self.recorded = 0
         self.execute_seconds = 0.0
         self.schedule_seconds = 0.0
 
@@ -356,8 +362,11 @@ def run_batch(make_generator, per_example_args, strategy=None, traces=None):
                     elif first and trace.rounds == rounds and tracing._serials[0] == made:
                         # it ran in one go, on signatures and segments seen before (the
                         # first call of a segment records its ops one by one)
-                        _trace_miss(traces.record(trace, ex, per_example_args[ex.index],
-                                                  begin, grad_enabled, trace.hits[hits:]))
+                        reason = traces.record(trace, ex, per_example_args[ex.index],
+                                               begin, grad_enabled, trace.hits[hits:])
+                        if reason is None:
+                            trace.recorded += 1
+                        _trace_miss(reason)
                     elif first and trace.rounds != rounds:
                         _trace_miss("it needed a value where the code cannot pause (the "
                                     "graph ran mid-way)")
@@ -384,6 +393,7 @@ def run_batch(make_generator, per_example_args, strategy=None, traces=None):
             p.groups += trace.groups
             p.rounds += trace.rounds
             p.replayed += trace.replayed
+            p.recorded += trace.recorded
             p.execute_seconds += trace.execute_seconds
             p.schedule_seconds += trace.schedule_seconds
             p.total_seconds += time.perf_counter() - start

@@ -500,3 +500,13 @@ def test_a_count_bounds_the_examples_kept():
     assert p.replayed == 3 and len(double.traces.current.entries) == 3
     with pytest.raises(ValueError, match="reuse_traces"):
         dynnet.function(lambda n: n, reuse_traces=0)
+
+
+def test_examples_made_anew_for_every_batch_are_named_in_the_fallbacks():
+    model = TreeModel()
+    with dynnet.profile() as p:
+        for _ in range(4):  # equal trees, but new objects every time
+            model.loss.batch(random_trees(4, max_depth=4, seed=0))
+    assert p.replayed == 0 and p.recorded > 0
+    assert any("none replayed" in line and "same argument objects" in line
+               for line in p.fallbacks), p.fallbacks
