@@ -6,17 +6,20 @@ a function opted in with `dynnet.function(reuse_traces=True)`, the nodes an exam
 recorded are kept, keyed by the identity of its arguments, and a later batch holding
 the same argument objects (the next epoch over the same trees, in any order and any
 batch) records them again from that copy: a loop over stored steps, without running
-the user's code.
+the user's code. A replay records the nodes tracing would, in the order it would (a
+leaf shared with another example comes where the code called for it, examples take
+their turns in order), so a batch's results are the same bits replayed or traced.
 
 What a replay does not do is run the user's code: its Python side effects (other
 than printing, whose text is replayed) do not happen again. It is exact when the
 example's trace depends only on the example: its arguments' contents (which must not
 change while cached) and the model as it was. The cache checks what it can see (see
-`fingerprint`): the grad mode, the shared keyword arguments, and, for each `nn.Module`
-among the arguments (a method's `self`), its submodules, their `training` flags and
-hooks, their plain attributes that are numbers, strings or tensors (`self.depth = 3`),
-and the identity, device, dtype and `requires_grad` of their parameters and buffers;
-a change of any empties the cache. Anything else the code reads (a global
+`fingerprint`): the grad mode (part of the key), the shared keyword arguments, and,
+for each `nn.Module` among the arguments (a method's `self`), its submodules, their
+`training` flags and hooks, their plain attributes that are numbers, strings or
+tensors (`self.depth = 3`), and the identity, device, dtype and `requires_grad` of
+their parameters and buffers; a change of any empties the traces kept for those
+modules. Anything else the code reads (a global
 setting, a module it reaches through a global) is the user's to keep unchanged, or to
 announce with `f.clear_traces()`.
 
@@ -37,7 +40,8 @@ before: one that paused for a value (a test on a tensor), executed part of the g
 read a lazy value made before it ran (its own input tensors), made a tensor while
 tracing from random numbers (`torch.randn(3)`; random ops on lazy values, such as
 dropout, draw anew when the batch runs, replayed or not) or made a new signature (the
-first call of a segment records its ops one by one) is traced every time.
+first call of a segment records its ops one by one) is traced every time;
+`dynnet.profile().fallbacks` counts them, with why.
 """
 
 import weakref
