@@ -50,7 +50,7 @@ from operator import itemgetter
 import torch
 
 from dynnet import tracing
-from dynnet.lazy import LazyTensor, Node
+from dynnet.lazy import LazyTensor, Node, collect_lazy
 
 _SCALARS = (int, float, bool, str, type(None))
 
@@ -235,8 +235,9 @@ _UNREPLAYABLE = object()
 def _capture(trace, ex, start, hits):
     """`(steps, refs, result template, printed)` of example `ex`, whose nodes are
     `trace.pending[start:]`, or why it cannot be replayed (a str)."""
-    kept = set()  # the nodes the result reads
-    _result_nodes(ex.result, kept)
+    returned = []
+    collect_lazy(ex.result, returned)
+    kept = {id(t.node) for t in returned}  # the nodes the result reads
     captured = _steps(trace, start, kept, hits)
     if captured.__class__ is str:
         return captured
@@ -325,19 +326,6 @@ def _memo_key(node, memo):
             return None
     key = tracing._data_key(sig, node.inputs)
     return (_OP_MEMO, key) if key is not None and memo.get(key) is node else None
-
-
-def _result_nodes(value, out):
-    """Adds the ids of the nodes of the lazy values in `value` to `out`."""
-    cls = value.__class__
-    if cls is LazyTensor:
-        out.add(id(value.node))
-    elif cls is tuple or cls is list:
-        for v in value:
-            _result_nodes(v, out)
-    elif cls is dict:
-        for v in value.values():
-            _result_nodes(v, out)
 
 
 def _steps(trace, start, kept, hits=()):

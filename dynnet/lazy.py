@@ -198,6 +198,20 @@ class LazyMethod:
         return f"<lazy method Tensor.{self.name}>"
 
 
+def collect_lazy(obj, out):
+    """Appends the lazy tensors in `obj` (nested lists, tuples and dict values) to
+    `out`, in order."""
+    cls = obj.__class__
+    if cls is LazyTensor:
+        out.append(obj)
+    elif cls is list or cls is tuple:
+        for x in obj:
+            collect_lazy(x, out)
+    elif cls is dict:
+        for x in obj.values():
+            collect_lazy(x, out)
+
+
 def _binary(op):
     def forward(self, other):
         return tracing.record(op, (self, other), {})

@@ -24,22 +24,10 @@ import torch
 
 from dynnet import tracing
 from dynnet.converter.transformer import RUNTIME
-from dynnet.lazy import LazyTensor
+from dynnet.lazy import LazyTensor, collect_lazy
 from dynnet.runtime import Suspend, complete
 
 tracing.register_internal_file(__file__)
-
-
-def _collect(obj, out):
-    cls = obj.__class__
-    if cls is LazyTensor:
-        out.append(obj)
-    elif cls is list or cls is tuple:
-        for x in obj:
-            _collect(x, out)
-    elif cls is dict:
-        for x in obj.values():
-            _collect(x, out)
 
 
 def _substitute(obj, values):
@@ -60,8 +48,8 @@ def _values(values):
 def with_values(args, kwargs, fn):
     """Calls `fn(*args, **kwargs)` once every lazy tensor inside them has a value."""
     lazies = []
-    _collect(args, lazies)
-    _collect(kwargs, lazies)
+    collect_lazy(args, lazies)
+    collect_lazy(kwargs, lazies)
     if not lazies:
         return fn(*args, **kwargs)
     return Suspend(gen=_with_values(args, kwargs, fn, tuple(lazies)))
@@ -108,7 +96,7 @@ def _has_lazy(items):
 
 def _holds_lazy(items):
     lazies = []
-    _collect(items, lazies)
+    collect_lazy(items, lazies)
     return bool(lazies)
 
 
@@ -136,7 +124,7 @@ def _call_as_is(fn, *args):
 def _concrete(keys):
     """Generator: `keys` with every lazy leaf replaced by its value (one pause)."""
     lazies = []
-    _collect(keys, lazies)
+    collect_lazy(keys, lazies)
     if not lazies:
         return keys
     values = yield Suspend(lazies=tuple(lazies), post=_values)
