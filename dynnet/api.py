@@ -10,6 +10,7 @@ from dynnet.converter.operators.call import register_startable
 from dynnet.example_traces import TraceCache
 from dynnet.outputs import materialize, stack_outputs
 from dynnet.plans import plan_batch
+from dynnet.replayed_batches import run_planned
 from dynnet.runtime import Suspend, complete, run_batch
 from dynnet.workers import run_batches
 
@@ -149,6 +150,10 @@ class DynFunction:
         traces = self.traces
         if traces is not None:
             traces.begin(examples, kwargs)
+            results = run_planned(traces, self._make(kwargs), examples, self.schedule)
+            if results is not None:
+                self._ran = True
+                return results
         results, _ = run_batch(self._make(kwargs), examples, self.schedule, traces)
         self._ran = True
         return results

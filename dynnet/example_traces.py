@@ -100,11 +100,18 @@ class _Partition:
     """The traces recorded with one set of modules among the arguments (a method's
     `self`), under one fingerprint of them."""
 
-    __slots__ = ("state", "entries")
+    __slots__ = ("state", "entries", "plans", "planned", "seen")
 
     def __init__(self, state):
         self.state = state
         self.entries = {}  # (grad mode, ids of the arguments) -> _Recorded
+        self.forget_batches()
+
+    def forget_batches(self):
+        """Drops the plans of batches seen before (dynnet/replayed_batches.py)."""
+        self.plans = {}  # (grad mode, ids of the batch's entries) -> (entries, Plan or None)
+        self.planned = 0  # examples in those plans
+        self.seen = set()  # keys of the fully replayed batches seen once
 
 
 class TraceCache:
@@ -143,6 +150,7 @@ class TraceCache:
                 weakref.finalize(module, self.partitions.pop, key, None)
         elif part.state != state:
             part.entries.clear()
+            part.forget_batches()
             part.state = state
         self.current = part
 

@@ -92,21 +92,23 @@ class _PlanningTrace(Trace):
 
 # -------------------- the worker side: trace, schedule, encode --------------------
 
-def plan_batch(make_generator, per_example_args, known, strategy=None, traces=None):
+def plan_batch(make_generator, per_example_args, known, strategy=None, traces=None,
+               in_worker=True):
     """The `Plan` of running every example, without executing anything. `known` is the
     count of signatures the executing process has (serials below it). Examples found in
     `traces` (the function's `TraceCache`, as it was when the worker was forked) are
-    replayed."""
+    replayed; in a worker (`in_worker`), not those whose trace holds a tensor on an
+    accelerator, which a forked process must not touch."""
     gc_was_enabled = gc.isenabled()
     gc.disable()  # the trace's many small objects live until the plan is made
     try:
-        return _plan(make_generator, per_example_args, known, strategy, traces)
+        return _plan(make_generator, per_example_args, known, strategy, traces, in_worker)
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
-def _plan(make_generator, per_example_args, known, strategy, traces):
+def _plan(make_generator, per_example_args, known, strategy, traces, in_worker):
     trace = _PlanningTrace(strategy)
     tracing._active.append(trace)
     grad_enabled = torch.is_grad_enabled()
@@ -116,7 +118,7 @@ def _plan(make_generator, per_example_args, known, strategy, traces):
         for i, args in enumerate(per_example_args):
             trace.instance = i
             entry = traces.lookup(args, grad_enabled) if traces is not None else None
-            if entry is not None and not entry.on_device:
+            if entry is not None and not (in_worker and entry.on_device):
                 replays[i] = entry  # replayed in its turn, as tracing it would
                 examples.append(_Example(i, None))
                 continue
@@ -365,13 +367,14 @@ def _encode(obj):
 
 # -------------------- the executing side --------------------
 
-def execute_plan(plan, signatures, examples):
+def execute_plan(plan, signatures, examples, kept=False):
     """Runs `plan`; returns the examples' results (lazy values already computed).
 
     `signatures` maps serial -> Signature (those the worker was forked with);
     `examples` are the batch's per-example argument tuples (their tensors are the
     plan's inputs). A batched call that fails raises PlanMiss: run in this process,
-    the batch then names the failing example."""
+    the batch then names the failing example. `kept`: the plan is one this process
+    kept for a batch seen before (dynnet/replayed_batches.py), not a worker's."""
     start = time.perf_counter()
     try:
         sigs = [signatures[serial] for serial, *_ in plan.groups]
@@ -414,7 +417,10 @@ def execute_plan(plan, signatures, examples):
     decoded = [_decode(r, results, sigs, i) for i, r in enumerate(plan.results)]
     for p in _profiles:
         p.batches += 1
-        p.planned_batches += 1
+        if kept:
+            p.replayed_batches += 1
+        else:
+            p.planned_batches += 1
         p.nodes += plan.nodes
         p.replayed += plan.replayed
         p.groups += len(plan.groups)

@@ -63,6 +63,8 @@ class Profile:
         # (file, line) of a segment -> [why its calls ran op by op, how many calls]
         self.segment_fallbacks = {}
         self.planned_batches = 0  # batches run from a worker's plan (dynnet/workers.py)
+        # batches run from the plan kept for a batch seen before (replayed_batches.py)
+        self.replayed_batches = 0
         self.replayed = 0  # examples replayed from their trace, here or in a worker
         self.trace_misses = {}  # why examples of a reuse_traces function were not kept
         self.recorded = 0  # examples whose traces were kept (example_traces.py)
@@ -118,8 +120,10 @@ class Profile:
         fallbacks = len(self.fallbacks)
         per_node = 1e6 * self.trace_seconds / max(self.nodes, 1)
         schedule = 1e6 * self.schedule_seconds / max(self.nodes, 1)
-        planned = f" ({self.planned_batches} from a worker's plans)" if self.planned_batches \
-            else ""
+        sources = [f"{n} {what}" for n, what in (
+            (self.planned_batches, "from a worker's plans"),
+            (self.replayed_batches, "from the plans of batches seen before")) if n]
+        planned = f" ({', '.join(sources)})" if sources else ""
         replayed = f", replayed={self.replayed}" if self.replayed else ""
         return (f"Profile(batches={self.batches}{planned}, nodes={self.nodes}{replayed}, "
                 f"groups={self.groups}, "
