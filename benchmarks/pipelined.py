@@ -10,7 +10,11 @@ per-variant CPU clock of `benchmarks.run --clock process` would not count the wo
 Each variant starts from the same weights and takes one warm-up step on the first
 batch; then, per repeat and in a rotating order, every variant runs one training epoch
 (zero grads, forward, backward, Adam step per batch) and one inference epoch over all
-examples. Figures are medians over the repeats, in examples per second.
+examples. Training reshuffles: each repeat cuts a new permutation of the examples into
+batches (the same for every variant), so no training batch comes twice; inference runs
+the same batches every time, as an evaluation set does (with reused traces, dynnet runs
+a batch seen before from the plan it kept: dynnet/replayed_batches.py). Figures are
+medians over the repeats, in examples per second.
 
 Variants: the hand-batched baselines of `benchmarks.run` (tree-LSTM: level-wise with
 autograd and with a hand-written backward; LM: `nn.LSTM` on a `PackedSequence`), dynnet
@@ -29,6 +33,7 @@ import argparse
 import datetime
 import os
 import platform
+import random
 
 import torch
 
@@ -104,12 +109,16 @@ def measure(bench, dynnet_functions, batch_size, repeats, device, workers=(1,)):
         runs[name] = (train, infer)
     times = {n: ([], []) for n in names}
     planned, per_node = {}, {}
+    rng = random.Random(0)
     for r in range(repeats):
+        shuffled = list(bench.examples)
+        rng.shuffle(shuffled)
+        train_batches = common.batches(shuffled, batch_size)  # new batches every epoch
         for name in names[r % len(names):] + names[:r % len(names)]:
             train, infer = runs[name]
             with dynnet.profile() as profile:
-                for k, epoch in enumerate((train, infer)):
-                    times[name][k].append(common.time_call(lambda: epoch(batches), device))
+                for k, (epoch, data) in enumerate(((train, train_batches), (infer, batches))):
+                    times[name][k].append(common.time_call(lambda: epoch(data), device))
             if _workers(name) is not None:
                 planned[name] = (profile.planned_batches, profile.batches,
                                  dict(profile.worker_misses))

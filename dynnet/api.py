@@ -10,7 +10,7 @@ from dynnet.converter.operators.call import register_startable
 from dynnet.example_traces import TraceCache
 from dynnet.outputs import materialize, stack_outputs
 from dynnet.plans import plan_batch
-from dynnet.replayed_batches import run_planned
+from dynnet.replayed_batches import has_plan, note_worker_plan, run_planned
 from dynnet.runtime import Suspend, complete, run_batch
 from dynnet.workers import run_batches
 
@@ -87,7 +87,10 @@ class DynFunction:
         `workers=0` runs each batch here, as `.batch` does. The default, None, is
         `dynnet.config.workers` (1 unless the environment sets `DYNNET_WORKERS`). For a
         function with `reuse_traces=True`, the workers replay the examples of their
-        copy of the cache and send back the traces of the others, which are kept here.
+        copy of the cache and send back the traces of the others, which are kept here;
+        batches that come back (an evaluation set) keep their plans here, and once
+        every batch of `batches` has one, they run here without workers
+        (dynnet/replayed_batches.py).
         """
         return self._batches(batches, workers, shared_kwargs, None)
 
@@ -124,9 +127,14 @@ class DynFunction:
         traces = self.traces
         if workers and traces is not None and not config.eager:
             self._prepare_traces(batches, example, kwargs)
+            if isinstance(batches, Sequence) and batches and all(
+                    has_plan(traces, examples(batch)) for batch in batches):
+                workers = 0  # every batch runs from the plan kept for it here, at once
 
             def adopt(plan, batch_examples):
-                traces.adopt(plan.recorded, batch_examples, plan.grad_enabled)
+                if plan.recorded:
+                    traces.adopt(plan.recorded, batch_examples, plan.grad_enabled)
+                note_worker_plan(traces, batch_examples, plan)
 
         return run_batches(run_here, plan, examples, batches, workers, warm=warm,
                            adopt=adopt)

@@ -29,12 +29,58 @@ from dynnet.plans import PlanMiss, execute_plan, plan_batch
 _MAX_SEEN = 10_000  # keys of batches seen once; forgotten all together beyond this
 
 
+def has_plan(traces, per_example_args):
+    """Whether the batch has a kept plan for the current grad mode (`traces.current` is
+    the partition of its modules)."""
+    found = _key(traces, per_example_args)
+    if found is None:
+        return False
+    kept = traces.current.plans.get(found[0])
+    return kept is not None and kept[1] is not None
+
+
 def run_planned(traces, make_generator, per_example_args, strategy):
     """The results of running the batch from its kept plan, or None: run it as usual.
 
     `traces` is the function's `TraceCache`, whose partition for the batch's modules is
     current (`TraceCache.begin`)."""
+    found = _key(traces, per_example_args)
+    if found is None:
+        return None
+    key, entries = found
     part = traces.current
+    kept = part.plans.get(key)
+    if kept is None:
+        if not _seen_before(part, key):
+            return None
+        kept = _keep(traces, key, entries,
+                     _plan(traces, make_generator, per_example_args, strategy))
+        if kept is None:
+            return None
+    plan = kept[1]
+    if plan is None:
+        return None
+    try:
+        return execute_plan(plan, tracing.signatures_by_serial, per_example_args, kept=True)
+    except PlanMiss:  # a batched call failed: running the batch as usual names the example
+        part.plans[key] = (entries, None)
+        return None
+
+
+def note_worker_plan(traces, per_example_args, plan):
+    """After a worker's plan of the batch ran here: when the worker replayed every
+    example, the plan is the one this process would make, and is kept as the batch's
+    plan the second time the batch comes."""
+    if plan.replayed != len(per_example_args):
+        return
+    found = _key(traces, per_example_args)
+    if found is not None and found[0] not in traces.current.plans \
+            and _seen_before(traces.current, found[0]):
+        _keep(traces, found[0], found[1], plan)
+
+
+def _key(traces, per_example_args):
+    """`(key, entries)` of a batch whose examples all have kept traces, else None."""
     grad_enabled = torch.is_grad_enabled()
     entries = []
     for args in per_example_args:
@@ -44,28 +90,29 @@ def run_planned(traces, make_generator, per_example_args, strategy):
         entries.append(entry)
     if not entries:
         return None
-    key = (grad_enabled, *map(id, entries))  # the plan holds the entries: ids stay theirs
-    found = part.plans.get(key)
-    if found is None:
-        if key not in part.seen:
-            if len(part.seen) >= _MAX_SEEN:
-                part.seen.clear()
-            part.seen.add(key)
-            return None
+    return (grad_enabled, *map(id, entries)), entries  # a kept plan holds its entries
+
+
+def _seen_before(part, key):
+    """Whether the batch `key` was seen once before; notes it seen when not."""
+    if key in part.seen:
         part.seen.discard(key)
-        if part.planned + len(entries) > traces.max_examples:
-            return None
-        found = part.plans[key] = (entries, _plan(traces, make_generator, per_example_args,
-                                                  strategy))
-        part.planned += len(entries)
-    plan = found[1]
-    if plan is None:
+        return True
+    if len(part.seen) >= _MAX_SEEN:
+        part.seen.clear()
+    part.seen.add(key)
+    return False
+
+
+def _keep(traces, key, entries, plan):
+    """Keeps `plan` (None: the batch cannot be planned) for the batch `key`; returns
+    what is kept, or None past the bound on kept examples."""
+    part = traces.current
+    if part.planned + len(entries) > traces.max_examples:
         return None
-    try:
-        return execute_plan(plan, tracing.signatures_by_serial, per_example_args, kept=True)
-    except PlanMiss:  # a batched call failed: running the batch as usual names the example
-        part.plans[key] = (found[0], None)
-        return None
+    kept = part.plans[key] = (entries, plan)
+    part.planned += len(entries)
+    return kept
 
 
 def _plan(traces, make_generator, per_example_args, strategy):

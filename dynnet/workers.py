@@ -71,7 +71,7 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False, adopt=No
     `examples(batch)` are a batch's per-example argument tuples. `workers=0` runs
     every batch here. `warm`: the function ran before, so its signatures likely exist
     already. `adopt(plan, examples)`, when given, is called with each plan executed
-    (to keep the traces it recorded)."""
+    (to keep the traces it recorded, and the plan of a batch seen before)."""
     if workers.__class__ is not int or workers < 0:
         raise ValueError(f"workers must be a count of processes (0 or more), not {workers!r}")
     sequence = isinstance(batches, collections.abc.Sequence)
@@ -123,7 +123,7 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False, adopt=No
                         got = str(e)
                     else:
                         misses = 0
-                        if adopt is not None and got.recorded:
+                        if adopt is not None:
                             adopt(got, examples(batches[i]))
                         yield stack_outputs(results)
                         continue

@@ -183,3 +183,28 @@ def test_batches_that_come_back_equal_running_examples_one_by_one(seed, sizes):
                 assert_batch_matches_loop(model.loss, batch, params=model.parameters())
             planned += p.replayed_batches
     assert planned > 0
+
+
+def test_an_evaluation_set_over_epochs_with_a_worker_ends_up_run_from_kept_plans():
+    """`f.batches` over the same batches every epoch: a worker's plan of a batch it
+    replayed whole is kept the second time the batch comes, and once every batch has
+    a kept plan, the epoch runs here from them, without a worker."""
+    torch.manual_seed(0)
+    model = TreeModel()
+    pool = random_trees(12, max_depth=5, seed=13)
+    batches = [pool[:4], pool[4:8], pool[8:]]
+    with dynnet.run_eagerly():
+        expected = torch.stack([model.loss(t)[0] for t in pool])
+    runs = []
+    for _ in range(6):
+        with torch.no_grad(), dynnet.profile() as p:
+            losses = [loss for loss, _ in model.loss.batches(batches, workers=1)]
+        runs.append((p.planned_batches, p.replayed_batches))
+        torch.testing.assert_close(torch.cat(losses), expected)
+    if not dynnet.workers.can_fork():
+        pytest.skip("no worker processes here")
+    # epoch 1 traces (the first batch here, the others in the worker, which sends their
+    # traces back), 2 replays them all (the worker's batches seen once), 3 keeps the
+    # worker's plans and sees the first batch once, 4 plans that one here, and from
+    # then on every batch runs from its kept plan here
+    assert runs == [(2, 0), (2, 0), (2, 0), (2, 1), (0, 3), (0, 3)]
