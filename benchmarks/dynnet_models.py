@@ -6,6 +6,8 @@ baselines. Each model subclasses the baselines' parameter module, so it loads th
 ``state_dict`` and computes the same function.
 """
 
+import random
+
 import torch
 import torch.nn.functional as F
 
@@ -74,6 +76,25 @@ class ReplayedTreeLSTM(DynTreeLSTM):
 
 
 TREE_LSTM_REPLAYED = Variant(_tree_loss_and_grad, _tree_infer, _same_as(ReplayedTreeLSTM))
+
+
+def _reshuffled(variant):
+    """``variant`` on each batch's examples in a new order at every call: no batch comes
+    back, as in reshuffled training, so examples replay their traces but no batch runs
+    from a kept plan (dynnet/replayed_batches.py)."""
+    rng = random.Random(0)
+
+    def permuted(fn):
+        def run(module, batch):
+            batch = list(batch)
+            rng.shuffle(batch)
+            return fn(module, batch)
+        return run
+
+    return Variant(permuted(variant.loss_and_grad), permuted(variant.infer), variant.build)
+
+
+TREE_LSTM_RESHUFFLED = _reshuffled(TREE_LSTM_REPLAYED)
 
 
 # -------------------- sequence language model --------------------

@@ -27,7 +27,11 @@ import torch
 
 from benchmarks import common, sequence_classifier, sequence_lm, tree_lstm, while_loop
 
-ORDER = ("naive", "batched", "manual", "dynnet", "dynnet-replay")
+ORDER = ("naive", "batched", "manual", "dynnet", "dynnet-reshuffled", "dynnet-replay")
+# untimed passes before the timed and profiled ones: the first makes the segments; with
+# reused traces the second records the traces, and on batches that come back the third
+# makes their plans
+WARM_PASSES = {"dynnet": 1, "dynnet-reshuffled": 2, "dynnet-replay": 3}
 REFERENCES = (("batched", "vs hand-batched"), ("manual", "vs hand-bwd"), ("naive", "vs naive"))
 LOSS_TOLERANCE = 1e-3
 
@@ -77,6 +81,10 @@ def measure(bench, batch_size, repeats, device):
             continue
         try:
             module, optimizer, loss0 = _warm_up(bench, variant, batches[0])
+            for _ in range(WARM_PASSES.get(name, 0)):  # segments; reused traces: record, plan
+                for b in batches:
+                    common.train_step(variant, module, optimizer, b)
+                    variant.infer(module, b)
         except Exception as error:
             rows[name] = row._replace(note=f"unavailable: {common.describe_error(error)}")
             continue
@@ -136,9 +144,7 @@ def _check_losses(rows):
 
 def profile_dynnet(bench, batch_size, name="dynnet"):
     """A dynnet training pass under ``dynnet.profile()``; a report line, or None. It
-    profiles the steady state: the second pass (the first makes the segments of the
-    new module), or the third for the variant that reuses traces (the second records
-    them)."""
+    profiles the steady state, after ``WARM_PASSES[name]`` passes."""
     variant = bench.variants.get(name)
     if variant is None or isinstance(variant, str):
         return None
@@ -150,7 +156,7 @@ def profile_dynnet(bench, batch_size, name="dynnet"):
     optimizer = bench.make_optimizer(module) if bench.make_optimizer else None
     batches = common.batches(bench.examples, batch_size)
     try:
-        for _ in range(2 if name == "dynnet-replay" else 1):
+        for _ in range(WARM_PASSES[name]):
             for b in batches:
                 common.train_step(variant, module, optimizer, b)
         gc.collect()  # see common.time_call
@@ -168,6 +174,8 @@ def profile_dynnet(bench, batch_size, name="dynnet"):
             f"execute {1e6 * prof.execute_seconds / nodes:.2f} µs/node")
     if replayed:
         line += f"; {replayed} of {len(bench.examples)} examples replayed"
+    if getattr(prof, "replayed_batches", 0):
+        line += f", {prof.replayed_batches} batches from their kept plans"
     rounds = getattr(prof, "rounds", None)
     return line if rounds is None else f"{line}; {rounds} rounds"
 
@@ -182,8 +190,11 @@ LEGEND = ("ex/s: examples per second, median of the repeats; vs X: throughput ra
           "on the first batch (torch profiler); "
           "loss@0: first-batch loss from the shared starting weights; "
           "dynnet, reused traces: dynnet.function(reuse_traces=True), whose examples replay "
-          "their recorded trace from the second pass over them on (the first timed pass "
-          "records, so most repeats replay)")
+          "their recorded trace from the second pass over them on, and whose batches, the "
+          "same at every pass, run from the plan kept for them from the third on (untimed "
+          "warm-up passes record the traces and make the plans first); "
+          "new batches: the same, each batch's examples in a new order at every pass, as "
+          "in reshuffled training, so examples replay but no batch plan is kept")
 
 
 def _ratio(row, ref):
@@ -322,7 +333,7 @@ def main(argv=None):
             print(f"measuring {bench.name}, batch {batch_size} ...", file=sys.stderr)
             measured = measure(bench, batch_size, args.repeats, args.device)
             rows += measured
-            for name in ("dynnet", "dynnet-replay"):
+            for name in WARM_PASSES:
                 if any(r.variant == name and r.train is not None for r in measured):
                     line = profile_dynnet(bench, batch_size, name)
                     if line:

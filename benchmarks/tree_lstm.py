@@ -307,7 +307,8 @@ BASELINES = {"naive": NAIVE, "batched": BATCHED, "manual": MANUAL}
 
 LABELS = {"naive": "naive per-tree", "batched": "hand-batched autograd",
           "manual": "hand-written backward", "dynnet": "dynnet",
-          "dynnet-replay": "dynnet, reused traces"}
+          "dynnet-replay": "dynnet, reused traces",
+          "dynnet-reshuffled": "dynnet, reused traces, new batches"}
 
 
 def benchmark(n_trees, batch_sizes, device, data_dir=DATA_DIR):
@@ -316,6 +317,7 @@ def benchmark(n_trees, batch_sizes, device, data_dir=DATA_DIR):
     torch.manual_seed(0)
     start = TreeLSTMParams(len(vocab)).to(device)
     variants = {**BASELINES, "dynnet": dynnet_variant("TREE_LSTM"),
-                "dynnet-replay": dynnet_variant("TREE_LSTM_REPLAYED")}
+                "dynnet-replay": dynnet_variant("TREE_LSTM_REPLAYED"),
+                "dynnet-reshuffled": dynnet_variant("TREE_LSTM_RESHUFFLED")}
     return Benchmark("tree-lstm", "trees", trees, batch_sizes, start, variants,
                      make_optimizer, LABELS)
