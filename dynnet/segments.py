@@ -619,13 +619,21 @@ def _stable_objects(values, out):
 
 
 _PURE_CONSTANTS = (int, float, bool, str, type(None), torch.Size, torch.dtype, torch.device)
+_AMBIGUOUS = object()
 
 
 def _template(code, lazies, captured, outputs, data=()):
     """A SegmentTemplate of the captured nodes, or None when one cannot be replayed."""
     position = {id(n): j for j, n in enumerate(captured)}
     inputs = {id(t): k for k, t in enumerate(lazies)}
-    input_nodes = {(id(t.node), t.index): k for k, t in enumerate(lazies)}
+    # an input read through another lazy object of the same output: its position, or
+    # _AMBIGUOUS when inputs at several positions hold that output (a word's shared
+    # embedding at two places of a list: other calls of the template get other values
+    # there, so the position must be the object's, see `_key`)
+    input_nodes = {}
+    for k, t in enumerate(lazies):
+        at = (id(t.node), t.index)
+        input_nodes[at] = k if input_nodes.get(at, k) == k else _AMBIGUOUS
     ops = []
     for node in captured:
         sig = node.sig
@@ -636,10 +644,13 @@ def _template(code, lazies, captured, outputs, data=()):
             j = position.get(id(t.node))
             if j is not None:
                 refs.append((j, t.index))
-            elif (id(t.node), t.index) in input_nodes:
-                refs.append((-1, input_nodes[(id(t.node), t.index)]))
-            else:
-                return None  # reads a lazy value that is not an input
+                continue
+            k = inputs.get(id(t))
+            if k is None:
+                k = input_nodes.get((id(t.node), t.index))
+            if k is None or k is _AMBIGUOUS:
+                return None  # reads a lazy value that is not an input, or not surely which
+            refs.append((-1, k))
         payload = node.payload
         if isinstance(payload, torch.Tensor) and payload.requires_grad:
             return None

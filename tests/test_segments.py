@@ -700,3 +700,25 @@ def test_a_loop_segment_returns_only_what_the_next_iteration_reads():
     w = torch.tensor(0.7, requires_grad=True)
     sequences = [[0.1, 0.2, 0.3], [0.4], [0.5, -0.6], []]
     assert_batch_matches_loop(_weighted_sum, [(s, w) for s in sequences], params=[w])
+
+
+def test_inputs_that_share_a_word_node_keep_their_positions():
+    """Embeddings of one word are one node in a batch but separate lazy objects: a
+    segment captured where a list holds the same word twice reads each position from
+    its own object, so a call whose words differ there gets the right rows (forward
+    and gradients)."""
+    torch.manual_seed(0)
+    embed = nn.Embedding(10, 4)
+    pos = nn.Parameter(torch.randn(3, 4))
+
+    @dynnet.function
+    def encode(ids):
+        xs = []
+        for w in ids:
+            xs.append(embed(torch.tensor(w)))
+        return (torch.stack(xs) * pos).sum() + xs[0].sum() * 2
+
+    params = [embed.weight, pos]
+    for batch in ([[1, 2, 1], [3, 4, 5]], [[3, 4, 5]], [[1, 2, 3], [6, 6, 7]],
+                  [[2, 2, 2], [7, 8, 7], [0, 1, 2]]):
+        assert_batch_matches_loop(encode, batch, params)
