@@ -32,10 +32,39 @@ row_wise_rule.prepare = lambda sig: flat_call(sig.fn, sig.template)
 
 
 def cell_rule(call):
-    """RNN cells accept [in] per example; stacked that is their own batched form."""
-    if len(call.sig.in_avals[0].shape) != 1:
+    """RNN cells accept [in] per example; stacked that is their own batched form. A
+    tensor shared by every example (a learned initial state `h0`, not a lazy value) is
+    expanded to the batch."""
+    if any(len(a.shape) != 1 for a in call.sig.in_avals):
         return vmap_rule(call)
-    return row_wise_rule(call)
+    args, kwargs = call.args()
+    template = call.sig.template[0]
+    shared = [_shared_tensors(t) for t in template]
+    if not any(shared):
+        return call.fn(*args, **kwargs)
+    if any(t.dim() != 1 for tensors in shared for t in tensors):
+        return vmap_rule(call)
+    args = [_expanded(t, a, call.size) for t, a in zip(template, args)]
+    return call.fn(*args, **kwargs)
+
+
+def _shared_tensors(template):
+    """The tensors of an argument's template that are shared by every example."""
+    if isinstance(template, torch.Tensor):
+        return [template]
+    if template.__class__ is tuple or template.__class__ is list:
+        return [t for item in template for t in _shared_tensors(item)]
+    return []
+
+
+def _expanded(template, value, size):
+    """`value` with each tensor that `template` shares by every example expanded to a
+    batch of `size` on a new dim 0 (a view: gradients sum over the examples)."""
+    if isinstance(template, torch.Tensor):
+        return value.expand(size, *value.shape)
+    if template.__class__ is tuple or template.__class__ is list:
+        return template.__class__(_expanded(t, v, size) for t, v in zip(template, value))
+    return value
 
 
 RECURRENT_LAYERS = (nn.LSTM, nn.GRU, nn.RNN)
@@ -57,6 +86,8 @@ def recurrent_layer_rule(call):
         return vmap_rule(call)
     hx = args[1] if len(args) > 1 else None
     size = call.size
+    if hx is not None:  # an initial state shared by every example: expanded to the batch
+        hx = _expanded(call.sig.template[0][1], hx, size)
     first = module.batch_first
     if x.dim() == 3:  # unbatched examples: [B, T, D]
         def state_in(h):  # [B, L, H] -> [L, B, H]

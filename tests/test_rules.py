@@ -242,3 +242,48 @@ def test_recurrent_cells_batch_directly_in_a_fresh_interpreter(tmp_path):
     )
     done = subprocess.run([sys.executable, str(program)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+D_STATE = 4
+
+
+@pytest.mark.parametrize("case", ["gru-cell-loop", "gru-cell-once", "lstm-cell-pair",
+                                  "shared-input", "lstm-layer", "gru-layer-unbatched"])
+def test_a_state_shared_by_every_example_is_broadcast(case):
+    """A learned initial state (a parameter, not a lazy value) given to a recurrent cell
+    or layer: each example uses it as plain PyTorch does, and its gradient sums over
+    the examples."""
+    torch.manual_seed(0)
+    embed = nn.Embedding(10, D_STATE)
+    gru_cell, lstm_cell = nn.GRUCell(D_STATE, D_STATE), nn.LSTMCell(D_STATE, D_STATE)
+    lstm, gru = nn.LSTM(D_STATE, D_STATE, num_layers=2), nn.GRU(D_STATE, D_STATE)
+    h0 = nn.Parameter(torch.randn(D_STATE))
+    c0 = nn.Parameter(torch.randn(D_STATE))
+    layer_h0 = nn.Parameter(torch.randn(2, 1, D_STATE))
+    gru_h0 = nn.Parameter(torch.randn(1, D_STATE))
+
+    @dynnet.function
+    def encode(ids):
+        xs = embed(torch.tensor(ids))
+        if case == "gru-cell-loop":
+            h = h0
+            for x in xs:
+                h = gru_cell(x, h)
+            return h
+        if case == "gru-cell-once":
+            return gru_cell(xs[0], h0)
+        if case == "lstm-cell-pair":
+            h, c = lstm_cell(xs[-1], (h0, c0))
+            return h + c
+        if case == "shared-input":
+            return gru_cell(h0, torch.tanh(xs.sum(0)))
+        if case == "lstm-layer":
+            _, (h, _) = lstm(xs[:, None], (layer_h0, torch.zeros(2, 1, D_STATE)))
+            return h[-1, 0]
+        out, h = gru(xs, gru_h0)
+        return out.sum(0) + h[0]
+
+    batch = [[1, 2], [3], [4, 5, 6], [7, 8], [9]]
+    params = [embed.weight, h0, c0, layer_h0, gru_h0]
+    assert_batch_matches_loop(encode, batch, [p for p in params if p.requires_grad],
+                              grad_atol=1e-5)
