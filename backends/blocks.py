@@ -47,6 +47,7 @@ import torch
 from dynnet.converter import parser, templates
 from dynnet.converter.naming import Namer
 from dynnet.converter.passes import (
+    augmented_assignments,
     block_calls,
     block_control_flow,
     break_statements,
@@ -75,6 +76,8 @@ class _NoPause:
 
 # Block passes, in order:
 # 1. functions: rejects async and generators.
+# 1b. augmented_assignments: `x += y` on a tensor becomes `x = x + y`, which branches
+#    and masked loops select per row (an in-place change would reach every row).
 # 2. return_statements: moves returns out of branches, before branches become functions.
 # 2b. break_statements, continue_statements: lower break/continue to flags, so that the
 #    loops and branches around them can become functions; before 3, after 2 (a loop
@@ -84,8 +87,8 @@ class _NoPause:
 #    comparison chains become `dn__.and_(lambda: a, lambda: b)`, ... which select per
 #    row; after 3, which leaves these operators in place inside the tests it moves.
 # 5. block_calls: last, so it also routes the calls inside the code made above.
-BLOCK_PASSES = [functions, return_statements, break_statements, continue_statements,
-                block_control_flow,
+BLOCK_PASSES = [functions, augmented_assignments, return_statements, break_statements,
+                continue_statements, block_control_flow,
                 _NoPause(logical_expressions.LogicalExpressionTransformer),
                 _NoPause(comparisons.ComparisonTransformer), block_calls]
 

@@ -5,6 +5,7 @@ from dynnet.converter.operators.call import LocalFunction, call, call_now, local
 from dynnet.converter.operators.control_flow import (
     Undefined,
     all_true,
+    augmented_assign,
     if_exp,
     if_stmt,
     static_test,
@@ -19,6 +20,7 @@ from dynnet.runtime import Suspend, wait
 from dynnet.segments import seg_call, segment, while_segment
 
 __all__ = ["LocalFunction", "Suspend", "Undefined", "all_true", "and_", "assert_stmt",
+           "augmented_assign",
            "assert_test", "call", "call_now", "compare_chain", "if_exp", "if_stmt", "local",
            "module_attr", "not_", "or_", "seg_call", "segment", "static_test", "test",
            "test_now", "value_of", "value_of_now", "wait", "while_segment", "while_stmt"]

@@ -19,6 +19,8 @@ row with `torch.where`, and `while_stmt` runs a masked loop until no row is acti
 rows that finished keep their state (`_batched_*`).
 """
 
+import operator
+
 import torch
 import torch._C._functorch as _functorch
 
@@ -227,3 +229,22 @@ def all_true(flag):
     if is_batched(flag):
         return all_rows(_row_truth(flag))
     return bool(flag)
+
+
+_AUGMENTED = {"+": (operator.add, operator.iadd), "-": (operator.sub, operator.isub),
+              "*": (operator.mul, operator.imul), "/": (operator.truediv, operator.itruediv),
+              "//": (operator.floordiv, operator.ifloordiv), "%": (operator.mod, operator.imod),
+              "**": (operator.pow, operator.ipow), "@": (operator.matmul, operator.imatmul),
+              "&": (operator.and_, operator.iand), "|": (operator.or_, operator.ior),
+              "^": (operator.xor, operator.ixor), "<<": (operator.lshift, operator.ilshift),
+              ">>": (operator.rshift, operator.irshift)}
+
+
+def augmented_assign(symbol, target, value):
+    """`target <symbol>= value` in a block (converter/passes/augmented_assignments.py): a
+    new tensor for a tensor, so that branches and masked loops select it per row;
+    Python's in-place operator for anything else."""
+    plain, in_place = _AUGMENTED[symbol]
+    if isinstance(target, torch.Tensor):
+        return plain(target, value)
+    return in_place(target, value)

@@ -270,3 +270,35 @@ def test_block_conversion_keeps_python_semantics(n, stop):
     from dynnet.backends.blocks import converted
 
     assert converted(python_jumps)(n, stop) == python_jumps(n, stop)
+
+
+class AugmentedSteps(nn.Module):
+    """`+=`, `*=` on numbers and tensors inside a masked loop and a branch; a list
+    extended with `+=` keeps Python's in-place meaning."""
+
+    def __init__(self):
+        super().__init__()
+        self.log = []
+
+    def forward(self, x):
+        steps = 0
+        total = x * 0
+        while x.norm() > 1.0:
+            x = x * 0.5
+            steps += 1
+            total += x
+        y = x * 1
+        if x.sum() > 0:
+            y += 1
+            y *= 2
+        seen = self.log
+        seen += [1]
+        return torch.stack([x.sum(), total.sum(), y.sum(), x.new_tensor(0.0) + steps])
+
+
+def test_augmented_assignments_change_only_the_rows_that_run_them():
+    m = AugmentedSteps()
+    xs = [torch.full((DIM,), v).requires_grad_() for v in (0.1, -0.2, 3.0, 40.0, -7.0)]
+    batch_matches(apply(m), xs, params=[])
+    assert "augmented_assign" in block_source(AugmentedSteps.forward)
+    assert m.log and set(m.log) == {1}  # the list grew in place
