@@ -341,7 +341,12 @@ def run_batch(make_generator, per_example_args, strategy=None, traces=None):
                 replays[i] = entry
                 examples.append(_Example(i, None))
             else:
-                examples.append(_Example(i, make_generator(lift_inputs(args))))
+                try:  # a function that never pauses runs here, to its end
+                    gen = make_generator(lift_inputs(args))
+                except BaseException as e:
+                    _annotate(e, i)
+                    raise
+                examples.append(_Example(i, gen))
         runnable = examples
         first = traces is not None
         if first:

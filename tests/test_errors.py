@@ -129,3 +129,20 @@ def test_in_place_methods_are_refused():
 
     with pytest.raises(dynnet.BatchingError, match="relu_ .* out-of-place Tensor.relu"):
         f.batch([torch.ones(2)])
+
+
+def test_an_error_in_code_that_never_pauses_names_the_example():
+    """A function with no pause runs to its end when its example starts: an op that
+    fails there (an empty stack for one example) still gets the example index and the
+    user's file:line."""
+
+    @dynnet.function
+    def f(xs):
+        hs = [x * 2 for x in xs]
+        return torch.stack(hs).sum()
+
+    with pytest.raises(RuntimeError) as info:
+        f.batch([[torch.randn(3)], [], [torch.randn(3)]])
+    note = "\n".join(getattr(info.value, "__notes__", []))
+    assert "example 1 of the batch" in note
+    assert f"{HERE}:{_line_of(f.fn, 'torch.stack(hs)')}" in note
