@@ -14,8 +14,9 @@ What a replay does not do is run the user's code: its Python side effects (other
 than printing, whose text is replayed) do not happen again. It is exact when the
 example's trace depends only on the example: its arguments' contents (which must not
 change while cached) and the model as it was. The cache checks what it can see (see
-`fingerprint`): the grad mode (part of the key), the shared keyword arguments, and,
-for each `nn.Module` among the arguments (a method's `self`), its submodules, their
+`fingerprint`): the grad mode (part of the key), the shared keyword arguments
+(numbers, strings and lists of them by value, other objects by identity), and, for
+each `nn.Module` among the arguments (a method's `self`), its submodules, their
 `training` flags and hooks, their plain attributes that are numbers, strings or
 tensors (`self.depth = 3`), and the identity, device, dtype and `requires_grad` of
 their parameters and buffers; a change of any empties the traces kept for those
@@ -513,7 +514,16 @@ def fingerprint(modules, kwargs):
 
 
 def _hashable(kwargs):
+    """The shared keyword arguments as the fingerprint sees them: numbers, strings and
+    lists or tuples of them by value (a list changed in place is seen), anything else
+    by identity."""
     items = []
     for k, v in sorted(kwargs.items()):
-        items.append((k, v if v.__class__ in _SCALARS else id(v)))
+        items.append((k, _by_value(v) if _plain(v) else id(v)))
     return tuple(items)
+
+
+def _by_value(value):
+    if value.__class__ is tuple or value.__class__ is list:
+        return (value.__class__, tuple(_by_value(v) for v in value))
+    return value

@@ -510,3 +510,15 @@ def test_examples_made_anew_for_every_batch_are_named_in_the_fallbacks():
     assert p.replayed == 0 and p.recorded > 0
     assert any("none replayed" in line and "same argument objects" in line
                for line in p.fallbacks), p.fallbacks
+
+
+def test_a_shared_list_changed_in_place_is_seen():
+    @dynnet.function(reuse_traces=True)
+    def picked(n, skip=()):
+        return torch.tensor(0.0 if n in skip else float(n))
+
+    skip = [1]
+    for _ in range(3):
+        assert picked.batch([1, 2], skip=skip).tolist() == [0.0, 2.0]
+    skip[0] = 2
+    assert picked.batch([1, 2], skip=skip).tolist() == [1.0, 0.0]
