@@ -68,7 +68,7 @@ class DynFunction:
 
     def batch(self, *per_example_args, **shared_kwargs):
         """Runs every example; returns the stacked outputs (see `dynnet.function`)."""
-        examples = _zip_examples(per_example_args)
+        examples = _zip_examples(_sequences(per_example_args))
         if config.eager:
             return stack_outputs([self.fn(*a, **shared_kwargs) for a in examples])
         return stack_outputs(self._run(examples, shared_kwargs))
@@ -213,6 +213,7 @@ class BoundDynFunction:
         return self.function(self.obj, *args, **kwargs)
 
     def batch(self, *per_example_args, **shared_kwargs):
+        per_example_args = _sequences(per_example_args)
         n = _batch_size(per_example_args)
         out = self.function.batch([self.obj] * n, *per_example_args, **shared_kwargs)
         self.function._mark_ran_on(self.obj)
@@ -241,6 +242,12 @@ register_startable(BoundDynFunction, cacheable=False)
 def _returning(value):
     return value
     yield  # a generator that returns `value` at once
+
+
+def _sequences(per_example_args):
+    """The per-example argument iterables, those without a length (generators, maps)
+    read into lists, as `map` would read them."""
+    return [a if hasattr(a, "__len__") else list(a) for a in per_example_args]
 
 
 def _batch_size(per_example_args):

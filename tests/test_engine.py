@@ -226,6 +226,20 @@ def test_single_call_and_empty_batch():
     assert model.reduce.batch([]) == []
 
 
+def test_batch_reads_iterables_without_a_length_as_map_does():
+    @dynnet.function
+    def f(x, k):
+        return x * k
+
+    xs = [torch.randn(3) for _ in range(4)]
+    want = torch.stack([x * k for x, k in zip(xs, range(4))])
+    torch.testing.assert_close(f.batch((x for x in xs), range(4)), want)
+    torch.testing.assert_close(f.batch(iter(xs), map(int, "0123")), want)
+    model = TreeReduce()
+    trees = random_trees(3, max_depth=3, seed=0)
+    torch.testing.assert_close(model.reduce.batch(t for t in trees), model.reduce.batch(trees))
+
+
 def test_shared_tensors_are_not_copied_per_example():
     weight = torch.randn(4, 4, requires_grad=True)
 
