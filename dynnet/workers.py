@@ -81,8 +81,8 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False, adopt=No
         _note_miss("the batches are not a sequence (a list of batches), so a worker "
                    "cannot read them; they ran in this process")
     if not sequence or workers == 0 or len(batches) < 2 or config.eager or not can_fork():
-        for batch in batches:
-            yield run_here(batch)
+        for i, batch in enumerate(batches):
+            yield _run_here(run_here, batch, i)
         return
     workers = min(workers, len(batches) - 1)
     threads = torch.get_num_threads()
@@ -101,13 +101,13 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False, adopt=No
             pool = _start(plan, batches, workers)
             if pool is not None:
                 requested = pool.request_until(requested, pool.ahead(1), batches)
-        yield run_here(batches[0])
+        yield _run_here(run_here, batches[0], 0)
         if not warm:
             pool = _start(plan, batches, workers)
         restarts, misses = 0, 0
         for i in range(1, len(batches)):
             if pool is None:
-                yield run_here(batches[i])
+                yield _run_here(run_here, batches[i], i)
                 continue
             requested = pool.request_until(requested, pool.ahead(i), batches)
             got, new_signature = pool.receive(i)
@@ -128,7 +128,7 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False, adopt=No
                         yield stack_outputs(results)
                         continue
             _note_miss(got)
-            yield run_here(batches[i])
+            yield _run_here(run_here, batches[i], i)
             misses += 1
             if new_signature or misses >= _MAX_MISSES:
                 pool.close()
@@ -198,6 +198,15 @@ def fingerprint(batch):
     fork: its length and the identities of its examples (a batch replaced or shuffled
     here since then has other ones, and its plan is not used)."""
     return len(batch), hash(tuple(map(id, batch)))
+
+
+def _run_here(run_here, batch, index):
+    """`run_here(batch)`; an error it raises gets a note naming the batch."""
+    try:
+        return run_here(batch)
+    except BaseException as e:
+        e.add_note(f"dynnet: in batch {index} of f.batches")
+        raise
 
 
 def _note_miss(reason):

@@ -521,3 +521,18 @@ def test_when_only_some_workers_can_be_forked_the_others_plan(monkeypatch):
         "only 1 of 2 worker processes could be started (Resource temporarily unavailable)"]
     for batch, loss in zip(batches, got):
         torch.testing.assert_close(loss, model.loss.batch(batch))
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_error_names_the_batch_and_the_example(workers):
+    @dynnet.function
+    def inverse(x):
+        assert x != 0, "zero has no inverse"
+        return torch.tensor(1.0) / x
+
+    batches = [[1.0, 2.0], [3.0, 4.0], [5.0, 0.0, 6.0]]
+    with pytest.raises(AssertionError, match="zero has no inverse") as info:
+        for _ in inverse.batches(batches, workers=workers):
+            pass
+    note = "\n".join(getattr(info.value, "__notes__", []))
+    assert "in batch 2 of f.batches" in note and "example 1 of the batch" in note
