@@ -51,6 +51,7 @@ from dynnet.converter.passes import (
     segments,
 )
 from dynnet.converter.transformer import RUNTIME, Context
+from dynnet.errors import ConversionError
 from dynnet.runtime import Suspend, direct_depth, inline_depth, waited
 
 PASSES = [functions, segments, comprehensions, asserts, control_flow, conditional_expressions,
@@ -156,8 +157,11 @@ def _convert(fn):
     node, filename, _ = parser.parse_function(fn)
     ctx = Context(Namer(node), filename, getattr(fn, "__qualname__", fn.__name__),
                   namespace=_namespace(fn), class_methods=_class_methods(fn), owner=_owner(fn))
-    for p in PASSES:
-        node = p.transform(node, ctx)
+    try:
+        for p in PASSES:
+            node = p.transform(node, ctx)
+    except ConversionError as error:  # it names the user's file:line: the passes' frames
+        raise error.with_traceback(None) from None  # inside the converter add nothing
     node = templates.fix_locations(node)
     source = parser.unparse(node)
     freevars = [v for v in fn.__code__.co_freevars if v != RUNTIME]
