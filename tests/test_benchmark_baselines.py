@@ -262,3 +262,29 @@ def test_pipelined_measures_worker_variants_with_their_plans():
     assert pipelined._label(bench, "batched") == "hand-batched autograd"
     lm = Benchmark("sequence-lm", "sentences", [], [6], None, {}, None, sequence_lm.LABELS)
     assert pipelined._label(lm, "batched") == "nn.LSTM packed"  # the LM's own baseline
+
+
+def test_reused_traces_variants_replay_examples_and_only_one_runs_from_batch_plans():
+    """The runner's 'reused traces' variant sees the same batches every pass, so they
+    run from kept plans; the 'new batches' one permutes each batch at every call, so
+    its examples replay but no batch plan is ever kept. Both compute the model."""
+    import dynnet
+    from benchmarks import dynnet_models
+
+    torch.manual_seed(4)
+    trees = random_trees(16, vocab_size=20, seed=6)
+    start = TreeLSTMParams(20)
+    batches = [trees[:8], trees[8:]]
+    counts = {}
+    for name in ("TREE_LSTM_REPLAYED", "TREE_LSTM_RESHUFFLED"):
+        variant = getattr(dynnet_models, name)
+        module = variant.build(start)
+        optimizer = tree_lstm.make_optimizer(module)
+        with dynnet.profile() as p:
+            losses = [float(train_step(variant, module, optimizer, b))
+                      for _ in range(4) for b in batches]
+        counts[name] = (p.replayed > 0, p.replayed_batches > 0)
+        assert abs(losses[0] - float(BASELINES["batched"].loss_and_grad(
+            copy.deepcopy(start), batches[0]))) < 1e-4
+    assert counts == {"TREE_LSTM_REPLAYED": (True, True),
+                      "TREE_LSTM_RESHUFFLED": (True, False)}
