@@ -21,10 +21,13 @@ is not plain Python), or whose plan fails when it runs (then the batch runs as u
 which names the failing example), is run as usual from then on.
 """
 
+import time
+
 import torch
 
 from dynnet import tracing
 from dynnet.plans import PlanMiss, execute_plan, plan_batch
+from dynnet.runtime import _profiles
 
 _MAX_SEEN = 10_000  # keys of batches seen once; forgotten all together beyond this
 
@@ -116,8 +119,13 @@ def _keep(traces, key, entries, plan):
 
 
 def _plan(traces, make_generator, per_example_args, strategy):
+    """The batch's plan, or None; its making counts as tracing in `dynnet.profile()`."""
+    start = time.perf_counter()
     try:
         return plan_batch(make_generator, per_example_args, tracing.serials_used(),
                           strategy, traces, in_worker=False)
     except PlanMiss:
         return None
+    finally:
+        for p in _profiles:
+            p.total_seconds += time.perf_counter() - start

@@ -26,6 +26,8 @@ EXPECTED = {
                              "clipped_norm: 0 planned; worker: an example paused for a value"],
     "07_reused_traces.py": ["epoch 3: 256 of 256 trees replayed",
                             "same parameters as running the code every time: True",
+                            "evaluation pass 4: 4 of 4 batches from kept plans",
+                            "kept plans give the same losses: True",
                             "after model.eval(): 0 replayed",
                             "after clear_traces, the changed label counts: True"],
 }
