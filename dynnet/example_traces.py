@@ -15,14 +15,15 @@ than printing, whose text is replayed) do not happen again. It is exact when the
 example's trace depends only on the example: its arguments' contents (which must not
 change while cached) and the model as it was. The cache checks what it can see (see
 `fingerprint`): the grad mode (part of the key), the shared keyword arguments
-(numbers, strings and lists of them by value, other objects by identity), and, for
-each `nn.Module` among the arguments (a method's `self`), its submodules, their
-`training` flags and hooks, their plain attributes that are numbers, strings or
-tensors (`self.depth = 3`), and the identity, device, dtype and `requires_grad` of
-their parameters and buffers; a change of any empties the traces kept for those
-modules. Anything else the code reads (a global
-setting, a module it reaches through a global) is the user's to keep unchanged, or to
-announce with `f.clear_traces()`.
+(numbers, strings, and lists, tuples and dicts of up to 64 of them, by value; other
+objects by identity), and, for each `nn.Module` among the arguments or the shared
+keyword arguments (a method's `self`, `f.batch(xs, model=m)`), its submodules, their
+`training` flags and hooks, their plain attributes (`self.depth = 3`; what a keyword
+argument would be seen as, and tensors by identity), and the identity, device, dtype
+and `requires_grad` of their parameters and buffers; a change of any empties the
+traces kept for those modules. Anything else the code reads (a global setting, a
+module it reaches through a global, a longer list changed in place) is the user's to
+keep unchanged, or to announce with `f.clear_traces()`.
 
 With workers (`f.batches`), a forked worker replays what the cache held when it was
 forked, and sends back with each plan the traces of the examples it traced, in a
@@ -142,6 +143,9 @@ class TraceCache:
             for a in args:
                 if isinstance(a, torch.nn.Module):
                     modules[id(a)] = a
+        for v in kwargs.values():  # a model shared by every example: `f.batch(xs, model=m)`
+            if isinstance(v, torch.nn.Module):
+                modules[id(v)] = v
         key = tuple(sorted(modules))
         state = fingerprint(modules.values(), kwargs)
         part = self.partitions.get(key)
@@ -501,10 +505,9 @@ def fingerprint(modules, kwargs):
                           len(m._forward_pre_hooks)))
             for name, v in m.__dict__.items():  # plain settings: `self.depth = 3`
                 if name[0] != "_":
-                    if v.__class__ in _SCALARS:
-                        parts.append((name, v))
-                    elif isinstance(v, torch.Tensor):
-                        parts.append((name, id(v)))
+                    seen = _setting(v)
+                    if seen is not None:
+                        parts.append((name, seen))
             for t in m._parameters.values():
                 parts.append(None if t is None else (id(t), t.device, t.dtype,
                                                      t.requires_grad))
@@ -514,16 +517,38 @@ def fingerprint(modules, kwargs):
 
 
 def _hashable(kwargs):
-    """The shared keyword arguments as the fingerprint sees them: numbers, strings and
-    lists or tuples of them by value (a list changed in place is seen), anything else
-    by identity."""
+    """The shared keyword arguments as the fingerprint sees them (see `_setting`); a
+    module among them is seen by identity here, and in full as one of the modules."""
     items = []
     for k, v in sorted(kwargs.items()):
-        items.append((k, _by_value(v) if _plain(v) else id(v)))
+        seen = _setting(v)
+        items.append((k, id(v) if seen is None else seen))
     return tuple(items)
 
 
-def _by_value(value):
-    if value.__class__ is tuple or value.__class__ is list:
-        return (value.__class__, tuple(_by_value(v) for v in value))
-    return value
+_SMALL = 64  # items of a list, tuple or dict seen by value; a longer one by identity
+
+
+def _setting(value):
+    """How the fingerprint sees a setting: numbers and strings, and small lists,
+    tuples and dicts of them, by value (one changed in place is seen); a tensor or a
+    longer container by identity; None for anything else (not seen)."""
+    cls = value.__class__
+    if cls in _SCALARS:
+        return value
+    if isinstance(value, torch.Tensor):
+        return ("tensor", id(value))
+    if cls is tuple or cls is list or cls is dict:
+        if len(value) > _SMALL:
+            return (cls, id(value))
+        items = value.items() if cls is dict else enumerate(value)
+        seen = []
+        for k, v in items:
+            if k.__class__ not in _SCALARS:
+                return None
+            item = _setting(v)
+            if item is None or item.__class__ is tuple and item[0] == "tensor":
+                return None
+            seen.append((k, item))
+        return (cls, tuple(seen))
+    return None

@@ -522,3 +522,44 @@ def test_a_shared_list_changed_in_place_is_seen():
         assert picked.batch([1, 2], skip=skip).tolist() == [0.0, 2.0]
     skip[0] = 2
     assert picked.batch([1, 2], skip=skip).tolist() == [1.0, 0.0]
+
+
+class Configured(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+        self.cfg = {"scale": 2.0, "layers": [1]}
+
+
+@dynnet.function(reuse_traces=True)
+def configured(values, model):
+    h = model.lin(torch.tensor(values))
+    if model.training:
+        h = h * model.cfg["scale"]
+    for _ in model.cfg["layers"]:
+        h = torch.tanh(h)
+    return h
+
+
+def test_a_model_given_as_a_shared_keyword_argument_is_seen_in_full():
+    """Its mode and its plain settings, here a dict changed in place and replaced."""
+    torch.manual_seed(0)
+    model = Configured()
+    xs = [[1.0, 2.0, 3.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0]]
+
+    def check():
+        with dynnet.run_eagerly():
+            expected = torch.stack([configured(x, model=model) for x in xs])
+        for _ in range(3):
+            torch.testing.assert_close(configured.batch(xs, model=model), expected)
+
+    check()
+    model.eval()
+    check()
+    model.train()
+    model.cfg["scale"] = 5.0
+    check()
+    model.cfg["layers"].append(2)
+    check()
+    model.cfg = {"scale": 1.0, "layers": []}
+    check()
