@@ -11,6 +11,7 @@ else gets a `ConcretizationError` that says where the value was created.
 """
 
 import operator
+import sys
 
 import torch
 
@@ -158,10 +159,16 @@ class LazyTensor:
         return (tracing.record(operator.getitem, (self, i), {}) for i in range(self.shape[0]))
 
     def _concretize(self, what):
+        at = f"{what} of a lazy tensor at {where(tracing.user_origin(3))} (example " \
+             f"{self.node.instance}) needs its value while the batch is being traced."
+        if sys._getframe(2).f_code.co_filename == _CALLS_FILE[0]:
+            raise ConcretizationError(  # converted code called a C function: math.exp(x)
+                f"{at} A function dynnet does not convert (such as math.exp or a numpy "
+                "function) asked for it, and it cannot wait for the value. Take the value "
+                "first where dynnet can wait (v = float(x) or x.tolist(), then "
+                "math.exp(v)), or use a torch op on the lazy value (torch.exp(x)).")
         raise ConcretizationError(
-            f"{what} of a lazy tensor at {where(tracing.user_origin(3))} (example "
-            f"{self.node.instance}) needs its value while the batch is being "
-            "traced. Inside a @dynnet.function this is handled automatically; the call "
+            f"{at} Inside a @dynnet.function this is handled automatically; the call "
             "came from code dynnet did not convert (a library or a function marked not to "
             "be converted). Move the test into the converted function, or compute it with "
             "tensor ops such as torch.where.")
@@ -180,6 +187,10 @@ class LazyTensor:
 
     def __array__(self, *args, **kwargs):
         self._concretize("conversion to a numpy array")
+
+
+# converter/operators/call.py, whose helpers call what converted code calls (set there)
+_CALLS_FILE = [None]
 
 
 class LazyMethod:

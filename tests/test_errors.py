@@ -149,3 +149,25 @@ def test_an_error_in_code_that_never_pauses_names_the_example():
     note = "\n".join(getattr(info.value, "__notes__", []))
     assert "example 1 of the batch" in note
     assert f"{HERE}:{_line_of(f.fn, 'torch.stack(hs)')}" in note
+
+
+def test_a_c_function_asking_for_a_lazy_value_gets_its_own_advice():
+    import math
+
+    @dynnet.function
+    def f(x):
+        h = x * 2
+        return torch.tensor(math.exp(h[0]))
+
+    with pytest.raises(dynnet.ConcretizationError) as info:
+        f.batch([torch.randn(3), torch.randn(3)])
+    message = str(info.value)
+    assert f"{HERE}:{_line_of(f.fn, 'math.exp')}" in message and "(example 0)" in message
+    assert "v = float(x)" in message and "torch.exp(x)" in message
+
+    @dynnet.function
+    def g(x):
+        return torch.tensor(math.exp(float(x[0] * 2)))  # the value, taken where it can wait
+
+    torch.testing.assert_close(g.batch([torch.ones(3), torch.zeros(3)]),
+                               torch.tensor([math.exp(2.0), 1.0]))

@@ -17,11 +17,12 @@ import types
 
 import torch
 
-from dynnet import tracing
+from dynnet import lazy, tracing
 from dynnet.lazy import LazyMethod, LazyTensor
 from dynnet.runtime import Suspend, complete, run_nested
 
 tracing.register_internal_file(__file__)
+lazy._CALLS_FILE[0] = __file__  # a value asked for from here: a callee not converted
 
 CO_GENERATOR = 0x20
 _LIBRARY_PACKAGES = {
