@@ -138,6 +138,12 @@ def _locate_failure(sig, nodes, error):
         try:
             own.fn(*args, **kwargs)
         except Exception as e:
+            if "dynamic shape" in str(e):  # vmap refuses a value-dependent shape
+                return BatchingError(
+                    f"{sig.name} at {where(node.origin)} (example {node.instance}): its "
+                    "output shape depends on the values (indexing with a boolean mask, "
+                    "nonzero, unique, ...), which cannot be batched; keep the shape "
+                    "static, e.g. torch.where(mask, x, 0) in place of x[mask]")
             return _error_like(e, f"{sig.name} at {where(node.origin)} "
                                   f"(example {node.instance}): {e}")
     return BatchingError(

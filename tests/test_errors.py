@@ -38,6 +38,19 @@ def test_value_dependent_shape_is_a_batching_error():
     assert "torch.nonzero" in msg and f"{HERE}:{_line_of(f.fn, 'torch.nonzero')}" in msg
 
 
+def test_boolean_mask_indexing_is_a_batching_error_with_advice():
+    @dynnet.function
+    def f(x):
+        h = x * 2
+        return h[h > 0].sum()
+
+    with pytest.raises(dynnet.BatchingError) as info:
+        f.batch([torch.tensor([1.0, -1.0]), torch.tensor([2.0, 3.0])])
+    msg = str(info.value)
+    assert f"{HERE}:" in msg and "(example " in msg
+    assert "depends on the values" in msg and "torch.where(mask, x, 0)" in msg
+
+
 def test_user_exception_keeps_type_and_points_at_user_code():
     @dynnet.function
     def f(x):
