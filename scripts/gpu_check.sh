@@ -29,7 +29,8 @@ python3 -m pip install -q --no-deps --no-build-isolation -e .
 { nvidia-smi -L; python3 -c "import torch; print('torch', torch.__version__)"; } \
     | tee "$out/card.txt"
 python3 -m pytest -q -p no:warnings tests/test_engine.py tests/test_segments.py \
-    tests/test_recurrences.py tests/test_example_traces.py tests/models \
+    tests/test_recurrences.py tests/test_example_traces.py tests/test_replayed_batches.py \
+    tests/models \
     -k "cuda or segment or tree" 2>&1 \
     | tee "$out/tests.txt"
 python3 -m benchmarks.run --device cuda --data "$data" --only tree --trees 1024 \

@@ -208,3 +208,26 @@ def test_an_evaluation_set_over_epochs_with_a_worker_ends_up_run_from_kept_plans
     # worker's plans and sees the first batch once, 4 plans that one here, and from
     # then on every batch runs from its kept plan here
     assert runs == [(2, 0), (2, 0), (2, 0), (2, 1), (0, 3), (0, 3)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_a_kept_plan_equals_running_the_code():
+    torch.manual_seed(0)
+    embed = torch.nn.Embedding(20, 5).cuda()
+    cell = torch.nn.LSTMCell(5, 5).cuda()
+
+    @dynnet.function(reuse_traces=True)
+    def last(ids):
+        h = torch.zeros(5, device="cuda")
+        c = torch.zeros(5, device="cuda")
+        for word in ids:
+            h, c = cell(embed(torch.tensor(word, device="cuda")), (h, c))
+        return h
+
+    rng = random.Random(0)
+    batch = [[rng.randrange(20) for _ in range(rng.randrange(1, 7))] for _ in range(12)]
+    params = [embed.weight, *cell.parameters()]
+    for k in range(5):
+        with dynnet.profile() as p:
+            assert_batch_matches_loop(last, batch, params=params)
+    assert p.replayed_batches == 1
