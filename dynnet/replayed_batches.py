@@ -54,12 +54,10 @@ def run_planned(traces, make_generator, per_example_args, strategy):
     part = traces.current
     kept = part.plans.get(key)
     if kept is None:
-        if not _seen_before(part, key):
+        if not _room(traces, entries) or not _seen_before(part, key):
             return None
         kept = _keep(traces, key, entries,
                      _plan(traces, make_generator, per_example_args, strategy))
-        if kept is None:
-            return None
     plan = kept[1]
     if plan is None:
         return None
@@ -78,7 +76,7 @@ def note_worker_plan(traces, per_example_args, plan):
         return
     found = _key(traces, per_example_args)
     if found is not None and found[0] not in traces.current.plans \
-            and _seen_before(traces.current, found[0]):
+            and _room(traces, found[1]) and _seen_before(traces.current, found[0]):
         _keep(traces, found[0], found[1], plan)
 
 
@@ -107,12 +105,15 @@ def _seen_before(part, key):
     return False
 
 
+def _room(traces, entries):
+    """Whether a plan of these examples stays within the bound on kept examples."""
+    return traces.current.planned + len(entries) <= traces.max_examples
+
+
 def _keep(traces, key, entries, plan):
     """Keeps `plan` (None: the batch cannot be planned) for the batch `key`; returns
-    what is kept, or None past the bound on kept examples."""
+    what is kept."""
     part = traces.current
-    if part.planned + len(entries) > traces.max_examples:
-        return None
     kept = part.plans[key] = (entries, plan)
     part.planned += len(entries)
     return kept

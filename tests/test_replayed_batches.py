@@ -144,7 +144,7 @@ def test_a_plan_that_fails_runs_the_batch_as_usual(monkeypatch):
     assert p.replayed_batches == 0
 
 
-def test_plans_count_against_the_bound_on_kept_examples():
+def test_plans_count_against_the_bound_on_kept_examples(monkeypatch):
     class Bounded(TreeModel):
         loss = dynnet.function(TreeModel.loss.fn, reuse_traces=12)
 
@@ -155,11 +155,15 @@ def test_plans_count_against_the_bound_on_kept_examples():
         model.loss.batch(second)
     part = _traces(model).current
     assert part.planned == 12 and len(part.plans) == 2
+    planned = []
+    making = replayed_batches.plan_batch
+    monkeypatch.setattr(replayed_batches, "plan_batch",
+                        lambda *a, **k: planned.append(1) or making(*a, **k))
     for _ in range(4):
         with dynnet.profile() as p:
             model.loss.batch(first[:4])  # kept traces, a new batch: past the bound
     assert p.replayed == 4 and p.replayed_batches == 0
-    assert part.planned == 12
+    assert part.planned == 12 and not planned  # not even planned, to be dropped
 
 
 @settings(max_examples=12, deadline=None)
