@@ -14,12 +14,14 @@ import operator
 
 import torch
 
+from dynnet import tracing
 from dynnet.tracing import SLOT, Signature
 
 _OPS = {operator.add, operator.sub, operator.mul, operator.truediv, operator.pow,
         torch.add, torch.sub, torch.mul, torch.div, torch.true_divide, torch.pow}
 _DTYPES = {torch.float32, torch.float64, torch.int64}
 _joined = {}  # relaxed key -> the joined Signature
+tracing._forget_hooks.append(_joined.clear)
 
 
 class NumberColumn:

@@ -155,6 +155,8 @@ class DynFunction:
             self.traces.decode_all()
 
     def _run(self, examples, kwargs):
+        if examples:
+            tracing.note_modules(examples[0], kwargs)
         traces = self.traces
         if traces is not None:
             traces.begin(examples, kwargs)

@@ -468,6 +468,15 @@ def _segment(fn, inputs, data, trace):
 # -------------------- why a segment ran op by op (dynnet.profile) --------------------
 
 _reasons = {}  # key -> why its calls run op by op (for dynnet.profile)
+
+
+def _forget():
+    """Drops every template (with the signatures they hold; tracing.forget_signatures)."""
+    for table in (_templates, _recent, _keys_per_code, _reasons, _by_numbers):
+        table.clear()
+
+
+tracing._forget_hooks.append(_forget)
 _profiles = []  # dynnet.runtime's list of active profiles (set on import of runtime)
 
 

@@ -264,6 +264,33 @@ def rebuild(template, values):
 # -------------------- recording --------------------
 
 _signatures = {}
+_forget_hooks = []  # what else holds signatures by key: cleared with them (segments, ...)
+# module -> the dtypes and devices of its parameters and buffers at its last batch
+_module_states = weakref.WeakKeyDictionary()
+
+
+def forget_signatures():
+    """Forgets every signature and what holds them by key (segment templates): the
+    next calls infer their output shapes again."""
+    _signatures.clear()
+    for hook in _forget_hooks:
+        hook()
+
+
+def note_modules(args, kwargs):
+    """Forgets the signatures when a module among `args` or `kwargs` (one example's
+    arguments; a method's `self`) has changed the dtype or device of its parameters or
+    buffers since its last batch (`model.double()`, `model.to("cuda")`): signatures
+    hold the output dtypes and devices of its calls, and an embedding's output, for one,
+    changes without any change of its inputs."""
+    for v in (*args, *kwargs.values()):
+        if isinstance(v, torch.nn.Module):
+            state = tuple((t.dtype, t.device) for t in v.parameters())
+            state += tuple((t.dtype, t.device) for t in v.buffers())
+            old = _module_states.get(v)
+            if old is not None and old != state:
+                forget_signatures()
+            _module_states[v] = state
 
 
 def op_name(fn):

@@ -275,3 +275,18 @@ def test_profile_splits_time_into_trace_schedule_and_execute():
     assert all(p > 0 for p in parts)
     assert abs(sum(parts) - prof.total_seconds) < 1e-9
     assert "us/node" in repr(prof) and "schedule=" in repr(prof)
+
+
+def test_a_model_converted_after_its_first_batch_runs_in_its_new_dtype():
+    """`model.double()` after a batch: the signatures of its calls held float32
+    outputs (an embedding's output dtype changes with no change of its int input);
+    they are forgotten when the model's parameters change dtype."""
+    torch.manual_seed(0)
+    model = ModuleTreeLSTM()
+    trees = random_trees(6, max_depth=5, seed=3)  # words repeat: leaves shared per word
+    model.loss.batch(trees)
+    for convert in (model.double, model.float, model.double):
+        convert()
+        dtype = next(model.parameters()).dtype
+        out = assert_batch_matches_loop(model.loss, trees, params=model.parameters())
+        assert out.dtype == dtype
