@@ -126,12 +126,15 @@ class DynFunction:
             workers = config.workers
         traces = self.traces
         if workers and traces is not None and not config.eager:
-            self._prepare_traces(batches, example, kwargs)
+            forked = self._prepare_traces(batches, example, kwargs)
             if isinstance(batches, Sequence) and batches and all(
                     has_plan(traces, examples(batch)) for batch in batches):
                 workers = 0  # every batch runs from the plan kept for it here, at once
 
             def adopt(plan, batch_examples):
+                traces.begin(batch_examples, kwargs)
+                if traces.current.state != forked:  # the worker traced another state
+                    return  # (a model switched to eval() and back mid-epoch)
                 if plan.recorded:
                     traces.adopt(plan.recorded, batch_examples, plan.grad_enabled)
                 note_worker_plan(traces, batch_examples, plan)
@@ -149,10 +152,13 @@ class DynFunction:
     def _prepare_traces(self, batches, example, kwargs):
         """Before workers are forked for `batches` (a sequence): picks the cache's part
         for their models and decodes the traces earlier workers sent (once, here, so
-        that the workers share them decoded)."""
+        that the workers share them decoded). Returns the state the workers will trace
+        in (see example_traces.fingerprint), or None."""
         if isinstance(batches, Sequence):
             self.traces.begin([example(x) for batch in batches for x in batch], kwargs)
             self.traces.decode_all()
+            return self.traces.current.state
+        return None
 
     def _run(self, examples, kwargs):
         if examples:

@@ -15,15 +15,17 @@ than printing, whose text is replayed) do not happen again. It is exact when the
 example's trace depends only on the example: its arguments' contents (which must not
 change while cached) and the model as it was. The cache checks what it can see (see
 `fingerprint`): the grad mode (part of the key), the shared keyword arguments
-(numbers, strings, and lists, tuples and dicts of up to 64 of them, by value; other
-objects by identity), and, for each `nn.Module` among the arguments or the shared
+(numbers with their class, strings, and lists, tuples and dicts of up to 64 of them,
+by value; other objects by identity), and, for each `nn.Module` among the arguments or the shared
 keyword arguments (a method's `self`, `f.batch(xs, model=m)`), its submodules, their
 `training` flags and hooks, their plain attributes (`self.depth = 3`; what a keyword
-argument would be seen as, and tensors by identity), and the identity, device, dtype
-and `requires_grad` of their parameters and buffers; a change of any empties the
-traces kept for those modules. Anything else the code reads (a global setting, a
-module it reaches through a global, a longer list changed in place) is the user's to
-keep unchanged, or to announce with `f.clear_traces()`.
+argument would be seen as, and tensors by identity), and the identity, memory,
+device, dtype and `requires_grad` of their parameters and buffers; a change of any
+empties the traces kept for those modules. What it sees by identity it holds (but the
+modules), so that no new object takes a freed one's id. Anything else the code reads
+(a global setting, a module it reaches through a global, a longer list changed in
+place, random numbers drawn with Python's `random` or numpy) is the user's to keep
+unchanged, or to announce with `f.clear_traces()`.
 
 With workers (`f.batches`), a forked worker replays what the cache held when it was
 forked, and sends back with each plan the traces of the examples it traced, in a
@@ -46,6 +48,7 @@ first call of a segment records its ops one by one) is traced every time;
 `dynnet.profile().fallbacks` counts them, with why.
 """
 
+import numbers
 import weakref
 from operator import itemgetter
 
@@ -102,10 +105,11 @@ class _Partition:
     """The traces recorded with one set of modules among the arguments (a method's
     `self`), under one fingerprint of them."""
 
-    __slots__ = ("state", "entries", "plans", "planned", "seen")
+    __slots__ = ("state", "held", "entries", "plans", "planned", "seen")
 
     def __init__(self, state):
         self.state = state
+        self.held = ()  # the objects `state` sees by identity (see `fingerprint`)
         self.entries = {}  # (grad mode, ids of the arguments) -> _Recorded
         self.forget_batches()
 
@@ -147,16 +151,17 @@ class TraceCache:
             if isinstance(v, torch.nn.Module):
                 modules[id(v)] = v
         key = tuple(sorted(modules))
-        state = fingerprint(modules.values(), kwargs)
+        state, held = fingerprint(modules.values(), kwargs)
         part = self.partitions.get(key)
         if part is None:
             part = self.partitions[key] = _Partition(state)
+            part.held = held
             for module in modules.values():
                 weakref.finalize(module, self.partitions.pop, key, None)
         elif part.state != state:
             part.entries.clear()
             part.forget_batches()
-            part.state = state
+            part.state, part.held = state, held
         self.current = part
 
     def lookup(self, args, grad_enabled):
@@ -496,58 +501,75 @@ def _rebuild(template, values):
 
 
 def fingerprint(modules, kwargs):
-    """What the cache can see of the state an example's trace depends on besides the
-    example: the shared keyword arguments and the modules among the arguments."""
-    parts = [_hashable(kwargs)]
+    """`(state, held)`: what the cache can see of the state an example's trace depends
+    on besides the example (the shared keyword arguments and the modules among the
+    arguments), and the objects it sees by identity, which the cache holds while it
+    keeps that state, so that no other object takes their ids: all but the modules
+    themselves, which the cache must not hold (their traces go when they do, see
+    `TraceCache`)."""
+    held = []
+    parts = [_hashable(kwargs, held)]
     for module in modules:
         for m in module.modules():
+            if m is not module:  # a submodule swapped for another is seen
+                held.append(m)
             parts.append((id(m), m.training, len(m._forward_hooks),
                           len(m._forward_pre_hooks)))
             for name, v in m.__dict__.items():  # plain settings: `self.depth = 3`
                 if name[0] != "_":
-                    seen = _setting(v)
+                    seen = _setting(v, held)
                     if seen is not None:
                         parts.append((name, seen))
-            for t in m._parameters.values():
-                parts.append(None if t is None else (id(t), t.device, t.dtype,
+            for t in m._parameters.values():  # data_ptr: `p.data = ...` replaces a view's
+                held.append(t)  # memory (views of parameters key signatures)
+                parts.append(None if t is None else (id(t), t.data_ptr(), t.device, t.dtype,
                                                      t.requires_grad))
             for t in m._buffers.values():
-                parts.append(None if t is None else (id(t), t.device, t.dtype))
-    return tuple(parts)
+                held.append(t)
+                parts.append(None if t is None else (id(t), t.data_ptr(), t.device, t.dtype))
+    return tuple(parts), held
 
 
-def _hashable(kwargs):
-    """The shared keyword arguments as the fingerprint sees them (see `_setting`); a
-    module among them is seen by identity here, and in full as one of the modules."""
+def _hashable(kwargs, held):
+    """The shared keyword arguments as the fingerprint sees them (see `_setting`); any
+    other object by identity (a module among them is also seen in full as one of the
+    modules)."""
     items = []
     for k, v in sorted(kwargs.items()):
-        seen = _setting(v)
-        items.append((k, id(v) if seen is None else seen))
+        seen = _setting(v, held)
+        if seen is None:
+            if not isinstance(v, torch.nn.Module):  # a module is one of the modules
+                held.append(v)
+            seen = ("object", id(v))
+        items.append((k, seen))
     return tuple(items)
 
 
 _SMALL = 64  # items of a list, tuple or dict seen by value; a longer one by identity
 
 
-def _setting(value):
-    """How the fingerprint sees a setting: numbers and strings, and small lists,
-    tuples and dicts of them, by value (one changed in place is seen); a tensor or a
-    longer container by identity; None for anything else (not seen)."""
+def _setting(value, held):
+    """How the fingerprint sees a setting: numbers (with their class: 2, 2.0 and True
+    differ; numpy's too) and strings, and small lists, tuples and dicts of them, by
+    value (one changed in place is seen); a tensor or a longer container, also inside
+    those, by identity (appended to `held`); None for anything else (not seen)."""
     cls = value.__class__
-    if cls in _SCALARS:
-        return value
+    if cls in _SCALARS or isinstance(value, numbers.Number):
+        return (cls, value)
     if isinstance(value, torch.Tensor):
+        held.append(value)
         return ("tensor", id(value))
     if cls is tuple or cls is list or cls is dict:
         if len(value) > _SMALL:
+            held.append(value)
             return (cls, id(value))
         items = value.items() if cls is dict else enumerate(value)
         seen = []
         for k, v in items:
             if k.__class__ not in _SCALARS:
                 return None
-            item = _setting(v)
-            if item is None or item.__class__ is tuple and item[0] == "tensor":
+            item = _setting(v, held)
+            if item is None:
                 return None
             seen.append((k, item))
         return (cls, tuple(seen))

@@ -4,6 +4,7 @@ the code again."""
 
 import random
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -563,3 +564,125 @@ def test_a_model_given_as_a_shared_keyword_argument_is_seen_in_full():
     check()
     model.cfg = {"scale": 1.0, "layers": []}
     check()
+
+
+class _Config:
+    def __init__(self, depth):
+        self.depth = depth
+
+
+@dynnet.function(reuse_traces=True)
+def _deepened(t, *, cfg):
+    x = torch.tensor(float(t))
+    for _ in range(cfg.depth):
+        x = torch.tanh(x * 2.0)
+    return x
+
+
+def test_a_new_object_as_a_shared_keyword_argument_is_seen():
+    """Seen by identity, and held while seen, so that a new object cannot take a freed
+    one's id."""
+    xs = [1, 2, 3]
+    for depth in [1, 1, 2, 3, 4, 5, 1]:
+        out = _deepened.batch(xs, cfg=_Config(depth))  # a new object; the last one freed
+        with dynnet.run_eagerly():
+            expected = _deepened.batch(xs, cfg=_Config(depth))
+        torch.testing.assert_close(out, expected)
+
+
+class _Scaled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = 1
+
+    @dynnet.function(reuse_traces=True)
+    def f(self, tokens, scale=None):
+        return torch.tensor(tokens) * (self.scale if scale is None else scale)
+
+
+@pytest.mark.parametrize("where", ["keyword", "attribute"])
+@pytest.mark.parametrize("values", [[2, 2, 2.0, True, 2], [0.5, np.float64(1.0),
+                                                           np.float64(1.5), np.int64(2)]])
+def test_settings_are_seen_with_their_class(where, values):
+    """2, 2.0 and True are equal for Python but give other dtypes; numpy's numbers
+    (from np.linspace, say) are settings too: as shared keyword arguments and as the
+    model's attributes."""
+    model = _Scaled()
+    xs = [[1, 2, 3], [4, 5, 6]]
+    for value in values:
+        kwargs = {"scale": value} if where == "keyword" else {}
+        model.scale = value
+        for _ in range(2):
+            out = model.f.batch(xs, **kwargs)
+        with dynnet.run_eagerly():
+            expected = model.f.batch(xs, **kwargs)
+        assert out.dtype == expected.dtype and torch.equal(out, expected)
+
+
+def test_parameters_whose_memory_is_replaced_are_seen():
+    """`vector_to_parameters` sets `p.data`: the parameter is the same object, but a
+    view of it (`self.w.t()`) recorded in a trace shows the old memory."""
+    from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+    class Viewing(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Parameter(torch.randn(10, 4))
+            self.w = nn.Parameter(torch.randn(4, 4))
+
+        @dynnet.function(reuse_traces=True)
+        def f(self, seq):
+            h = self.embed[torch.tensor(seq[0])]
+            for w in seq[1:]:
+                h = torch.tanh(h @ self.w.t()) + self.embed[torch.tensor(w)]
+            return h.sum()
+
+    torch.manual_seed(0)
+    model = Viewing()
+    xs = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
+    model.f.batch(xs)
+    model.f.batch(xs)
+    vector_to_parameters(torch.randn_like(parameters_to_vector(model.parameters())),
+                         model.parameters())
+    with dynnet.run_eagerly():
+        expected = torch.stack([model.f(x) for x in xs])
+    for _ in range(4):
+        torch.testing.assert_close(model.f.batch(xs), expected)
+
+
+class _TrainOnly(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.lin = nn.Linear(4, 4)
+
+    def _loss(self, seq):
+        h = torch.zeros(4)
+        for w in seq:
+            h = torch.tanh(self.lin(h) + self.embed(torch.tensor(w)))
+        if self.training:
+            h = h * 0.5
+        return h.sum()
+
+    loss = dynnet.function(_loss, reuse_traces=True)
+
+
+def test_traces_a_worker_recorded_before_a_change_are_not_kept():
+    """The model goes to eval() and back in the middle of an epoch: the traces the
+    worker recorded in training mode come back after the change and must not be kept
+    as the traces of the state the cache saw meanwhile."""
+    torch.manual_seed(0)
+    model = _TrainOnly()
+    train = [[[1, 2, 3], [4, 5]], [[6, 7], [8, 9, 1]], [[2, 2], [3]]]
+    for i, losses in enumerate(model.loss.batches(train, workers=1)):
+        losses.sum().backward()
+        if i == 0:  # an evaluation in the middle of the epoch
+            model.eval()
+            with torch.no_grad():
+                model.loss.batch([[5, 6, 7]])
+            model.train()
+    model.eval()
+    for batch in train:
+        with dynnet.run_eagerly():
+            expected = torch.stack([model.loss(s) for s in batch])
+        torch.testing.assert_close(model.loss.batch(batch), expected)
