@@ -19,7 +19,7 @@ change while cached) and the model as it was. The cache checks what it can see (
 by value; other objects by identity), and, for each `nn.Module` among the arguments or the shared
 keyword arguments (a method's `self`, `f.batch(xs, model=m)`), its submodules, their
 `training` flags and hooks, their plain attributes (`self.depth = 3`; what a keyword
-argument would be seen as, and tensors by identity), and the identity, memory,
+argument would be seen as; tensors and functions by identity), and the identity, memory,
 device, dtype and `requires_grad` of their parameters and buffers; a change of any
 empties the traces kept for those modules. What it sees by identity it holds (but the
 modules), so that no new object takes a freed one's id. Anything else the code reads
@@ -551,8 +551,9 @@ _SMALL = 64  # items of a list, tuple or dict seen by value; a longer one by ide
 def _setting(value, held):
     """How the fingerprint sees a setting: numbers (with their class: 2, 2.0 and True
     differ; numpy's too) and strings, and small lists, tuples and dicts of them, by
-    value (one changed in place is seen); a tensor or a longer container, also inside
-    those, by identity (appended to `held`); None for anything else (not seen)."""
+    value (one changed in place is seen); a tensor, a longer container (also inside
+    those) or a function by identity (appended to `held`); None for anything else (not
+    seen)."""
     cls = value.__class__
     if cls in _SCALARS or isinstance(value, numbers.Number):
         return (cls, value)
@@ -573,4 +574,7 @@ def _setting(value, held):
                 return None
             seen.append((k, item))
         return (cls, tuple(seen))
+    if callable(value) and not isinstance(value, torch.nn.Module):  # `self.act = torch.tanh`
+        held.append(value)
+        return ("callable", id(value))
     return None

@@ -379,6 +379,10 @@ def run_batch(make_generator, per_example_args, strategy=None, traces=None):
                     elif first and trace.rounds != rounds:
                         _trace_miss("it needed a value where the code cannot pause (the "
                                     "graph ran mid-way)")
+                    elif first:
+                        _trace_miss("it made new batching signatures (the first calls of "
+                                    "its code, or ops on tensors that are new at every "
+                                    "call, such as the example's own tensors)")
                 except BaseException as e:
                     _annotate(e, ex.index)
                     raise
