@@ -36,8 +36,8 @@ IGNORE_LABEL = -100  # F.cross_entropy's ignore_index (dynnet.models.classifier)
 SYNTHETIC_SIZES = {"train": 5000, "dev": 500, "test": 1000}
 SPLITS = ("train", "dev", "test")
 BOS, EOS = "<s>", "</s>"
-DEFAULTS = {"batch_size": 32, "lr": 1e-3, "seed": 0, "model_args": {}, "binary": False,
-            "max_examples": None}
+DEFAULTS = {"epochs": 5, "batch_size": 32, "lr": 1e-3, "seed": 0, "model_args": {},
+            "binary": False, "max_examples": None}
 
 
 class CLIError(Exception):
@@ -79,9 +79,9 @@ def build_parser():
     train.add_argument("--binary", action="store_true", default=None, help=(
         "tree models: the binary sentiment task; trees with a neutral root are dropped "
         "and node labels 0,1 -> 0 and 3,4 -> 1 (neutral nodes are ignored by the loss)"))
-    train.add_argument("--epochs", type=_positive_int, default=5, metavar="N",
-                       help="total number of epochs; with --resume, training continues up "
-                            "to this total (default: 5)")
+    train.add_argument("--epochs", type=_positive_int, metavar="N",
+                       help="total number of epochs (default: 5); with --resume, training "
+                            "continues up to this new total (default: the run's)")
     train.add_argument("--batch-size", type=_positive_int, metavar="B",
                        help="examples per optimizer step, over all processes (default: 32)")
     train.add_argument("--lr", type=float, help="Adam learning rate (default: 0.001)")
@@ -385,11 +385,13 @@ def train(args):
                 raise CLIError(f"--resume: {flag} {value} differs from the run's "
                                f"{run.get(key)}; a resumed run keeps its settings")
         settings = {k: run.get(k, DEFAULTS.get(k)) for k in given}
+        epochs = run.get("epochs", DEFAULTS["epochs"]) if args.epochs is None else args.epochs
     else:
         if _run_exists(out) and not args.overwrite:
             raise CLIError(f"{out} already holds a training run; pass --resume to continue "
                            "it, --overwrite to start over, or another --out")
         settings = {k: DEFAULTS.get(k) if v is None else v for k, v in given.items()}
+        epochs = DEFAULTS["epochs"] if args.epochs is None else args.epochs
     if settings["binary"] and kind != "tree":
         raise CLIError("--binary applies to tree models only")
 
@@ -430,7 +432,7 @@ def train(args):
         out.mkdir(parents=True, exist_ok=True)
         vocab.save(out / VOCAB_FILE)
         run = {"format": 1, "model": args.model, "task": kind, "model_kwargs": kwargs,
-               **settings}
+               "epochs": epochs, **settings}
         atomic_write_text(out / RUN_FILE, json.dumps(run, indent=1) + "\n")
     _sync(world)
 
@@ -440,12 +442,17 @@ def train(args):
         + (f", {world} processes" if world > 1 else ""))
 
     trainer = Trainer(model, _task(kind), splits["train"], dev=splits.get("dev"),
-                      epochs=args.epochs, batch_size=settings["batch_size"],
+                      epochs=epochs, batch_size=settings["batch_size"],
                       lr=settings["lr"], seed=settings["seed"], out_dir=out, device=device,
                       progress=False if args.no_progress else None, log=say,
                       workers=config.workers if args.workers is None else args.workers,
                       reuse_traces=args.reuse_traces)
-    trainer.fit(resume=args.resume)
+    if args.resume:
+        trainer.resume()
+        if rank == 0 and run.get("epochs") != epochs:  # a new target, kept for next time
+            atomic_write_text(out / RUN_FILE, json.dumps({**run, "epochs": epochs}, indent=1)
+                              + "\n")
+    trainer.fit()
     if splits.get("test") and rank == 0:
         metrics = trainer.evaluate(splits["test"])
         trainer.record({"epoch": trainer.epoch, "test": metrics})

@@ -474,8 +474,11 @@ class Trainer:
                     dist.barrier()
             if self.is_main:
                 if self.out_dir is not None:
-                    self.save()
+                    # metrics line first: a crash before the checkpoint is written leaves
+                    # a line past the checkpoint's epoch, which resume() drops; the other
+                    # order would lose the line of a checkpointed epoch
                     self.record(metrics)
+                    self.save()
                 if self.log:
                     self.log(_summary(metrics, self.epochs, self.task.unit))
             history.append(metrics)

@@ -46,9 +46,10 @@ def test_help_lists_commands_models_and_flags(capsys):
 
 def test_defaults_in_help_match_the_parser():
     args = cli.build_parser().parse_args(["train", "tree-lstm"])
-    assert args.epochs == 5 and args.device == "cpu" and args.threads == 1
+    assert args.epochs is None and args.device == "cpu" and args.threads == 1  # -> 5
     assert args.batch_size is None and args.lr is None and args.seed is None  # -> DEFAULTS
     assert cli.DEFAULTS["batch_size"] == 32 and cli.DEFAULTS["lr"] == 1e-3
+    assert cli.DEFAULTS["epochs"] == 5
     args = cli.build_parser().parse_args(["eval", "runs/x"])
     assert args.split == "test" and args.batch_size == 256
 
@@ -189,6 +190,43 @@ def test_resume_refuses_changed_settings_and_missing_checkpoint(tmp_path, capsys
     assert _train(out, "--epochs", "1") == 2
     assert "already holds a training run" in capsys.readouterr().err
     assert _train(out, "--epochs", "1", "--overwrite", "--seed", "1") == 0
+
+
+def test_resume_keeps_the_runs_epochs_unless_given_a_new_total(tmp_path):
+    out = tmp_path / "run"
+    assert _train(out, "--epochs", "2", "--workers", "0") == 0
+    assert json.loads((out / "run.json").read_text())["epochs"] == 2
+    assert main(["train", "tree-lstm", "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert [r["epoch"] for r in _metrics(out)] == [1, 2, 2]  # nothing more to train
+    assert main(["train", "tree-lstm", "--out", str(out), "--resume", "--epochs", "3",
+                 "--no-progress", "--workers", "0"]) == 0
+    assert [r["epoch"] for r in _metrics(out)] == [1, 2, 3, 3]
+    assert json.loads((out / "run.json").read_text())["epochs"] == 3  # the new target
+
+
+class _Killed(BaseException):
+    """Stands for the process dying at a chosen point."""
+
+
+def test_a_crash_after_the_checkpoint_keeps_the_epochs_metrics_line(tmp_path, monkeypatch):
+    import dynnet.train as train_module
+
+    real = train_module.save_checkpoint
+
+    def save_then_die(directory, model, optimizer, state):
+        real(directory, model, optimizer, state)
+        if state["epoch"] == 2:
+            raise _Killed
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+    out = tmp_path / "run"
+    with pytest.raises(_Killed):
+        _train(out, "--epochs", "3", "--workers", "0")
+    monkeypatch.undo()
+    assert [r["epoch"] for r in _metrics(out)] == [1, 2]
+    assert main(["train", "tree-lstm", "--out", str(out), "--resume", "--no-progress",
+                 "--workers", "0"]) == 0
+    assert [r["epoch"] for r in _metrics(out)] == [1, 2, 3, 3]
 
 
 def test_clear_errors_for_bad_models_paths_and_devices(tmp_path, capsys):
