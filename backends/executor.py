@@ -118,6 +118,13 @@ def wrong_output(sig, leaves, B):
     for leaf, aval in zip(leaves, avals):
         if leaf.shape[0] != B or leaf.shape[1:] != aval.shape:
             return leaf
+        if leaf.dtype != aval.dtype or leaf.device.type != aval.device.type:
+            return (f"{sig.name} at {where(sig.origin)} produced {leaf.dtype} on {leaf.device} "
+                    f"when batched, but {aval.dtype} on {aval.device} when it was first "
+                    "called: a module changed its dtype or device after its first batch "
+                    "(model.double(), model.to(...)). dynnet notices that for the modules "
+                    "among a function's arguments (a method's self); pass the module so, "
+                    "or convert it before its first batch")
     return None
 
 

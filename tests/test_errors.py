@@ -184,3 +184,24 @@ def test_a_c_function_asking_for_a_lazy_value_gets_its_own_advice():
 
     torch.testing.assert_close(g.batch([torch.ones(3), torch.zeros(3)]),
                                torch.tensor([math.exp(2.0), 1.0]))
+
+
+def test_a_module_reached_through_a_closure_and_converted_after_its_first_batch():
+    """dynnet cannot see a module the function reaches through a closure: after
+    `double()`, its stale signatures would feed float rows to double weights; the
+    batch says what happened instead."""
+    embed, cell = torch.nn.Embedding(10, 4), torch.nn.Linear(4, 4)
+
+    @dynnet.function
+    def f(words):
+        h = embed(torch.tensor(words[0]))
+        for w in words[1:]:
+            h = torch.tanh(cell(h) + embed(torch.tensor(w)))
+        return h
+
+    batch = [[1, 2, 1], [3, 1]]
+    f.batch(batch)
+    embed.double()
+    cell.double()
+    with pytest.raises(dynnet.BatchingError, match="changed its dtype or device after"):
+        f.batch(batch)
