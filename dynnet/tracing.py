@@ -285,8 +285,9 @@ def note_modules(args, kwargs):
     changes without any change of its inputs."""
     for v in (*args, *kwargs.values()):
         if isinstance(v, torch.nn.Module):
-            state = tuple((t.dtype, t.device) for t in v.parameters())
-            state += tuple((t.dtype, t.device) for t in v.buffers())
+            state = tuple([(t.dtype, t.device) for m in v.modules()
+                           for tensors in (m._parameters, m._buffers)
+                           for t in tensors.values() if t is not None])
             old = _module_states.get(v)
             if old is not None and old != state:
                 forget_signatures()
