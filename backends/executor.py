@@ -153,6 +153,11 @@ def _locate_failure(sig, nodes, error):
                     "static, e.g. torch.where(mask, x, 0) in place of x[mask]")
             return _error_like(e, f"{sig.name} at {where(node.origin)} "
                                   f"(example {node.instance}): {e}")
+    if "must only return Tensors" in str(error):  # vmap of a module returning a number
+        return BatchingError(
+            f"{sig.name} at {where(nodes[0].origin)} returns something other than tensors "
+            "(a Python number, say); a module called on lazy values must return tensors, "
+            "or tuples, lists and dicts of them: return torch.tensor(n) instead of n")
     return BatchingError(
         f"{sig.name} at {where(nodes[0].origin)} cannot be batched: it runs on each example "
         f"alone, but not on the stack of examples {sorted({n.instance for n in nodes})[:10]} "

@@ -205,3 +205,19 @@ def test_a_module_reached_through_a_closure_and_converted_after_its_first_batch(
     cell.double()
     with pytest.raises(dynnet.BatchingError, match="changed its dtype or device after"):
         f.batch(batch)
+
+
+def test_a_module_returning_a_number_says_what_to_return():
+    class WithCount(torch.nn.Module):
+        def forward(self, x):
+            return x * 2, 3
+
+    module = WithCount()
+
+    @dynnet.function
+    def f(x):
+        return module(x)[0]
+
+    for n in (1, 3):
+        with pytest.raises(dynnet.BatchingError, match="must return tensors"):
+            f.batch([torch.randn(2) for _ in range(n)])
