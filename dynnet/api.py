@@ -76,7 +76,8 @@ class DynFunction:
     def batches(self, batches, *, workers=None, **shared_kwargs):
         """Yields `self.batch(batch, **shared_kwargs)` for each batch of `batches` (a
         sequence of batches, each a sequence of examples; any other iterable of
-        batches runs here, batch by batch) in turn.
+        batches runs here, batch by batch) in turn. Each example is the function's one
+        per-example argument (a function of several takes one tuple and unpacks it).
 
         With `workers=1`, a worker process traces the next batches while this one
         computes the current one (and while the caller trains on its outputs), and
