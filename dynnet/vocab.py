@@ -9,7 +9,8 @@ import secrets
 
 from dynnet.errors import DynnetError
 
-__all__ = ["Vocab", "VocabFormatError", "atomic_write_text"]
+__all__ = ["TextEncodingError", "Vocab", "VocabFormatError", "atomic_write_text",
+           "not_utf8_message", "read_utf8"]
 
 _FORMAT = 1
 
@@ -153,10 +154,10 @@ class Vocab:
 
         Raises:
             FileNotFoundError: no such file.
-            VocabFormatError: invalid JSON (names line and column) or wrong content.
+            VocabFormatError: not UTF-8 or invalid JSON (names line and column), or
+                wrong content.
         """
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = read_utf8(path, VocabFormatError)
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
@@ -197,3 +198,29 @@ def atomic_write_text(path, text):
         except FileNotFoundError:
             pass
         raise
+
+
+class TextEncodingError(DynnetError, ValueError):
+    """A file that should be UTF-8 text and is not; the message names file:line:column."""
+
+
+def not_utf8_message(path, data, offset):
+    """``path:line:column: not UTF-8 text (...)`` for the bad byte at ``offset`` of the
+    file's bytes ``data`` (lines end at \\n, \\r\\n or \\r; a leading BOM is no column)."""
+    prefix = data[:offset].decode("utf-8", errors="replace").removeprefix("\ufeff")
+    prefix = prefix.replace("\r\n", "\n").replace("\r", "\n")
+    line = prefix.count("\n") + 1
+    column = len(prefix) - prefix.rfind("\n")
+    return (f"{path}:{line}:{column}: not UTF-8 text (byte 0x{data[offset]:02x} at byte "
+            f"offset {offset})")
+
+
+def read_utf8(path, error=TextEncodingError):
+    """The text of a UTF-8 file; bytes that are not UTF-8 raise ``error`` with a message
+    that names the file, line and column (``not_utf8_message``)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(not_utf8_message(path, data, e.start)) from None

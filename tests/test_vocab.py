@@ -116,6 +116,14 @@ def test_load_invalid_json_names_line_and_column(tmp_path):
     assert isinstance(info.value, DynnetError)
 
 
+def test_load_non_utf8_names_line_and_column(tmp_path):
+    path = tmp_path / "vocab.json"
+    path.write_bytes(b'{"format": 1,\n "tokens": ["caf\xe9"]}\n')  # Latin-1
+    with pytest.raises(VocabFormatError) as info:
+        Vocab.load(path)
+    assert str(info.value) == (f"{path}:2:17: not UTF-8 text (byte 0xe9 at byte offset "
+                               "30)")
+
 @pytest.mark.parametrize(
     "data, message",
     [
