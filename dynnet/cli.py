@@ -357,7 +357,14 @@ def _run_exists(out):
 
 def train(args):
     from dynnet.models import MODEL_REGISTRY
-    from dynnet.train import CHECKPOINT_DIR, METRICS_FILE, Trainer, init_distributed
+    from dynnet.train import (
+        CHECKPOINT_DIR,
+        METRICS_FILE,
+        Trainer,
+        init_distributed,
+        interrupted_saves,
+        recover_checkpoint,
+    )
 
     torch.set_num_threads(args.threads)
     if args.model not in MODEL_REGISTRY:
@@ -374,7 +381,13 @@ def train(args):
              "max_examples": args.max_examples,
              "data": None if args.data is None else str(Path(args.data).absolute())}
     if args.resume:
-        if not (out / CHECKPOINT_DIR).is_dir():
+        checkpoint = out / CHECKPOINT_DIR
+        if int(os.environ.get("RANK", "0")) == 0:  # one process renames; see Trainer.resume
+            recovered = recover_checkpoint(checkpoint)
+            if recovered:
+                print(f"{checkpoint} was missing (a save was interrupted); resuming from the "
+                      f"epoch-{recovered[1]} checkpoint found at {recovered[0].name}")
+        if not checkpoint.is_dir() and not interrupted_saves(checkpoint):
             raise CLIError(f"--resume: {out} has no checkpoint to resume from")
         run = _read_run(out)
         if run["model"] != args.model:

@@ -42,16 +42,17 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from dynnet.data import BucketBatchSampler
 from dynnet.errors import DynnetError
 from dynnet.models.io import load_model, replace_directory, save_model
-from dynnet.vocab import atomic_write_text
+from dynnet.vocab import atomic_write_text, read_utf8
 
 __all__ = ["CheckpointError", "SequenceTask", "Trainer", "TreeTask", "init_distributed",
-           "load_checkpoint", "save_checkpoint"]
+           "interrupted_saves", "load_checkpoint", "recover_checkpoint", "save_checkpoint"]
 
 CHECKPOINT_DIR = "checkpoint"
 METRICS_FILE = "metrics.jsonl"
@@ -203,6 +204,8 @@ def save_checkpoint(directory, model, optimizer, state):
             for i, s in enumerate(torch.cuda.get_rng_state_all()):
                 tensors[f"rng.cuda.{i}"] = s
         save_file(tensors, str(tmp / TRAINER_TENSORS))
+        with open(tmp / TRAINER_TENSORS, "rb") as f:
+            os.fsync(f.fileno())
         data = {"format": _FORMAT, "state": state, "optimizer": optimizer_json,
                 "python_random": _jsonable(random.getstate())}
         atomic_write_text(tmp / TRAINER_JSON, json.dumps(data, indent=1) + "\n")
@@ -225,7 +228,9 @@ def load_checkpoint(directory, optimizer_factory, map_location=None):
         ``(model, optimizer, state)``.
 
     Raises:
-        CheckpointError: missing or malformed trainer files.
+        CheckpointError: missing or malformed trainer files (the message names the file
+            and what is wrong). Everything is checked before any RNG state is set, and
+            nothing on disk is changed.
         dynnet.models.ModelLoadError: the model part cannot be loaded.
     """
     directory = Path(directory)
@@ -233,23 +238,137 @@ def load_checkpoint(directory, optimizer_factory, map_location=None):
     if not json_path.is_file() or not tensor_path.is_file():
         raise CheckpointError(f"{directory} is not a training checkpoint (it needs "
                               f"{TRAINER_JSON} and {TRAINER_TENSORS})")
+    data = _read_trainer_json(json_path)
     try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{json_path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") \
-            from None
-    if not isinstance(data, dict) or data.get("format") != _FORMAT:
-        raise CheckpointError(f"{json_path}: not a dynnet trainer state (format {_FORMAT})")
+        tensors = load_file(str(tensor_path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{tensor_path}: cannot read the trainer tensors ({e}); the "
+                              "checkpoint is damaged") from None
+    rng = tensors.get("rng.torch")
+    if rng is None or rng.dtype != torch.uint8 or rng.dim() != 1:
+        raise CheckpointError(f"{tensor_path}: no valid 'rng.torch' tensor (the torch RNG "
+                              "state); the checkpoint is damaged")
+    python_random = random.Random()
+    try:
+        python_random.setstate(_python_random_state(data["python_random"]))
+    except (TypeError, ValueError, OverflowError):
+        raise CheckpointError(f"{json_path}: 'python_random' is not a state of Python's "
+                              "random module; the checkpoint is damaged") from None
     model = load_model(directory, map_location=map_location)
     optimizer = optimizer_factory(model)
-    tensors = load_file(str(tensor_path), device="cpu")
-    optimizer.load_state_dict(_optimizer_from_saved(data["optimizer"], tensors))
-    torch.set_rng_state(tensors["rng.torch"])
+    try:
+        saved = _optimizer_from_saved(data["optimizer"], tensors)
+        _check_optimizer_state(saved, optimizer)
+        optimizer.load_state_dict(saved)
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError, RuntimeError) as e:
+        raise CheckpointError(f"{json_path} and {TRAINER_TENSORS}: the optimizer state does "
+                              f"not fit the model ({type(e).__name__}: {e}); the checkpoint "
+                              "is damaged") from None
+    torch.set_rng_state(rng)
     cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
     if cuda_states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_states[:torch.cuda.device_count()])
-    random.setstate(_python_random_state(data["python_random"]))
+    random.setstate(python_random.getstate())
     return model, optimizer, data["state"]
+
+
+def _read_trainer_json(path):
+    """trainer.json, checked: format, state with a whole epoch, optimizer, python_random."""
+    text = read_utf8(path, CheckpointError)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") \
+            from None
+    if not isinstance(data, dict) or data.get("format") != _FORMAT:
+        raise CheckpointError(f"{path}: not a dynnet trainer state (format {_FORMAT})")
+    for key, kind in (("state", dict), ("optimizer", dict), ("python_random", list)):
+        if not isinstance(data.get(key), kind):
+            found = "missing" if key not in data else f"a {type(data[key]).__name__}"
+            raise CheckpointError(f"{path}: {key!r} must be a JSON "
+                                  f"{'object' if kind is dict else 'array'}, found {found}; "
+                                  "the checkpoint is damaged")
+    epoch = data["state"].get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise CheckpointError(f"{path}: 'state.epoch' must be the number of epochs done "
+                              f"(0, 1, ...), found {epoch!r}; the checkpoint is damaged")
+    optimizer = data["optimizer"]
+    if not isinstance(optimizer.get("param_groups"), list) or \
+            not isinstance(optimizer.get("state"), dict):
+        raise CheckpointError(f"{path}: 'optimizer' needs 'param_groups' (an array) and "
+                              "'state' (an object); the checkpoint is damaged")
+    return data
+
+
+def _check_optimizer_state(saved, optimizer):
+    """Raises ValueError when a per-parameter state tensor has another shape than its
+    parameter (a step would fail deep inside the optimizer)."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, entries in saved["state"].items():
+        if not 0 <= index < len(params):
+            raise ValueError(f"state for parameter {index}, the model has {len(params)}")
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and \
+                    value.shape != params[index].shape:
+                raise ValueError(f"optimizer.{index}.{name} has shape {tuple(value.shape)}, "
+                                 f"its parameter {tuple(params[index].shape)}")
+
+
+def interrupted_saves(directory):
+    """The folders an interrupted ``save_checkpoint`` of ``directory`` left next to it:
+    the previous checkpoint renamed aside (``.NAME.old-*``) and the new one not yet
+    renamed into place (``.NAME.tmp-*``)."""
+    directory = Path(directory)
+    if not directory.parent.is_dir():
+        return []
+    found = [p for pattern in (f".{directory.name}.old-*", f".{directory.name}.tmp-*")
+             for p in directory.parent.glob(pattern) if p.is_dir() and not p.is_symlink()]
+    return sorted(found)
+
+
+def _complete_epoch(path):
+    """The epoch of a complete checkpoint folder ``path``, or None."""
+    from dynnet.models.io import CONFIG_FILE, WEIGHTS_FILE
+
+    if not all((path / name).is_file()
+               for name in (CONFIG_FILE, WEIGHTS_FILE, TRAINER_JSON, TRAINER_TENSORS)):
+        return None
+    try:
+        return _read_trainer_json(path / TRAINER_JSON)["state"]["epoch"]
+    except (CheckpointError, OSError):
+        return None
+
+
+def recover_checkpoint(directory):
+    """Puts back the checkpoint that a save interrupted while swapping folders left
+    aside, when ``directory`` itself is missing.
+
+    Of the complete checkpoints among ``interrupted_saves(directory)``, the one of the
+    latest epoch is renamed to ``directory`` (the new one when both are complete).
+
+    Returns:
+        ``(path it was at, epoch)``, or None when ``directory`` exists or nothing was
+        left aside.
+
+    Raises:
+        CheckpointError: folders were left aside but none is a complete checkpoint.
+    """
+    directory = Path(directory)
+    if os.path.lexists(directory):
+        return None
+    candidates = interrupted_saves(directory)
+    if not candidates:
+        return None
+    complete = [(epoch, path) for path in candidates
+                if (epoch := _complete_epoch(path)) is not None]
+    if not complete:
+        raise CheckpointError(
+            f"{directory} is missing and the folders an interrupted save left "
+            f"({', '.join(p.name for p in candidates)}) hold no complete checkpoint")
+    # the newest epoch; between two of the same epoch, the new (tmp) one
+    epoch, best = max(complete, key=lambda c: (c[0], ".tmp-" in c[1].name))
+    os.rename(best, directory)
+    return best, epoch
 
 
 def _optimizer_to_save(state_dict):
@@ -498,16 +617,23 @@ class Trainer:
         state = {"epoch": self.epoch, "seed": self.seed, "batch_size": self.batch_size,
                  "lr": self.lr, "settings": self.settings}
         save_checkpoint(self.checkpoint_dir, self.model, self.optimizer, state)
+        for stale in interrupted_saves(self.checkpoint_dir):  # of an earlier crash
+            shutil.rmtree(stale, ignore_errors=True)
 
     def resume(self):
         """Loads the last checkpoint of ``out_dir`` into this trainer."""
         directory = self.checkpoint_dir
+        if directory is not None and self.is_main:
+            recovered = recover_checkpoint(directory)
+            if recovered and self.log:
+                self.log(f"{directory} was missing (a save was interrupted); resuming from "
+                         f"the epoch-{recovered[1]} checkpoint found at {recovered[0].name}")
         if directory is None or not directory.is_dir():
             raise CheckpointError(f"no checkpoint to resume from in {self.out_dir}")
         model, optimizer, state = load_checkpoint(directory, self._make_optimizer,
                                                   map_location=self.device)
         self._attach(model, optimizer)
-        self.epoch = int(state["epoch"])
+        self.epoch = state["epoch"]
         self._warm_up()
         if self.is_main:
             self._truncate_metrics(self.epoch)

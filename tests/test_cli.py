@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -227,6 +228,84 @@ def test_a_crash_after_the_checkpoint_keeps_the_epochs_metrics_line(tmp_path, mo
     assert main(["train", "tree-lstm", "--out", str(out), "--resume", "--no-progress",
                  "--workers", "0"]) == 0
     assert [r["epoch"] for r in _metrics(out)] == [1, 2, 3, 3]
+
+
+def test_resume_recovers_a_checkpoint_left_aside_by_an_interrupted_swap(tmp_path, capsys):
+    """A kill between renaming checkpoint/ aside and the new one into place leaves
+    .checkpoint.old-* (epoch 1) and .checkpoint.tmp-* (epoch 2): the newer is taken."""
+    out = tmp_path / "run"
+    assert _train(out, "--epochs", "1", "--workers", "0") == 0
+    shutil.copytree(out / "checkpoint", out / ".checkpoint.old-0123456789ab")
+    assert main(["train", "tree-lstm", "--out", str(out), "--resume", "--epochs", "2",
+                 "--no-progress", "--workers", "0"]) == 0
+    os.rename(out / "checkpoint", out / ".checkpoint.tmp-ba9876543210")
+    capsys.readouterr()
+    assert main(["train", "tree-lstm", "--out", str(out), "--resume", "--epochs", "3",
+                 "--no-progress", "--workers", "0"]) == 0
+    assert "epoch-2 checkpoint found at .checkpoint.tmp-ba9876543210" in capsys.readouterr().out
+    assert [r["epoch"] for r in _metrics(out)] == [1, 2, 3, 3]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # leftovers gone
+
+
+def test_recover_checkpoint_skips_an_incomplete_new_one(tmp_path):
+    from dynnet.train import CheckpointError, recover_checkpoint
+
+    out = tmp_path / "run"
+    assert _train(out, "--epochs", "1", "--workers", "0") == 0
+    shutil.copytree(out / "checkpoint", out / ".checkpoint.tmp-0123456789ab")
+    (out / ".checkpoint.tmp-0123456789ab" / "trainer.json").unlink()  # killed while writing
+    os.rename(out / "checkpoint", out / ".checkpoint.old-ba9876543210")
+    assert recover_checkpoint(out / "checkpoint") == (out / ".checkpoint.old-ba9876543210", 1)
+    assert (out / "checkpoint" / "trainer.json").is_file()
+    assert recover_checkpoint(out / "checkpoint") is None  # there is one
+    shutil.rmtree(out / "checkpoint")
+    with pytest.raises(CheckpointError, match="hold no complete checkpoint"):
+        recover_checkpoint(out / "checkpoint")
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:100])
+
+
+def _edit_trainer_json(change):
+    def edit(path):
+        data = json.loads(path.read_text())
+        change(data)
+        path.write_text(json.dumps(data))
+    return edit
+
+
+@pytest.mark.parametrize("name, damage, message", [
+    ("trainer.safetensors", _truncate, "trainer.safetensors: cannot read the trainer tensors"),
+    ("trainer.json", _edit_trainer_json(lambda d: d.pop("optimizer")),
+     "trainer.json: 'optimizer' must be a JSON object, found missing"),
+    ("trainer.json", _edit_trainer_json(lambda d: d["state"].update(epoch="x")),
+     "trainer.json: 'state.epoch' must be the number of epochs done"),
+    ("trainer.json", _edit_trainer_json(lambda d: d["state"].update(epoch=-1)),
+     "'state.epoch'"),
+    ("trainer.json", _edit_trainer_json(lambda d: d.update(python_random=[3, [1], None])),
+     "trainer.json: 'python_random' is not a state"),
+    ("trainer.json", _edit_trainer_json(lambda d: d["optimizer"].update(param_groups=[])),
+     "the optimizer state does not fit the model"),
+    ("trainer.json", lambda p: p.write_bytes(b'{"format": 1, "\xff": 0}'),
+     "trainer.json:1:16: not UTF-8 text (byte 0xff"),
+    ("weights.safetensors", _truncate, "weights.safetensors: cannot read weights"),
+])
+def test_resume_from_a_damaged_checkpoint_names_the_file_and_changes_nothing(
+        tmp_path, capsys, name, damage, message):
+    out = tmp_path / "run"
+    assert _train(out, "--epochs", "1", "--workers", "0") == 0
+    damage(out / "checkpoint" / name)
+    before = {p.name: p.read_bytes() for p in (out / "checkpoint").iterdir()}
+    metrics = (out / "metrics.jsonl").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "tree-lstm", "--out", str(out), "--resume", "--epochs", "2",
+                 "--no-progress", "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dynnet train: error: ") and err.count("\n") == 1, err
+    assert message in err and str(out / "checkpoint" / name) in err
+    assert {p.name: p.read_bytes() for p in (out / "checkpoint").iterdir()} == before
+    assert (out / "metrics.jsonl").read_bytes() == metrics
 
 
 def test_clear_errors_for_bad_models_paths_and_devices(tmp_path, capsys):
