@@ -122,9 +122,10 @@ def wrong_output(sig, leaves, B):
             return (f"{sig.name} at {where(sig.origin)} produced {leaf.dtype} on {leaf.device} "
                     f"when batched, but {aval.dtype} on {aval.device} when it was first "
                     "called: a module changed its dtype or device after its first batch "
-                    "(model.double(), model.to(...)). dynnet notices that for the modules "
-                    "among a function's arguments (a method's self); pass the module so, "
-                    "or convert it before its first batch")
+                    "(model.double(), model.to(...)), or torch.autocast was entered inside "
+                    "the function. dynnet notices a change of the modules among a "
+                    "function's arguments (a method's self) and an autocast around the "
+                    "batch; pass the module so, or convert it before its first batch")
     return None
 
 

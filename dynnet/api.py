@@ -162,6 +162,7 @@ class DynFunction:
         return None
 
     def _run(self, examples, kwargs):
+        tracing.note_autocast()
         if examples:
             tracing.note_modules(examples[0], kwargs)
         traces = self.traces

@@ -508,7 +508,7 @@ def fingerprint(modules, kwargs):
     themselves, which the cache must not hold (their traces go when they do, see
     `TraceCache`)."""
     held = []
-    parts = [_hashable(kwargs, held)]
+    parts = [_hashable(kwargs, held), tracing.autocast_state()]
     for module in modules:
         for m in module.modules():
             if m is not module:  # a submodule swapped for another is seen

@@ -277,6 +277,25 @@ def forget_signatures():
         hook()
 
 
+def autocast_state():
+    """Whether `torch.autocast` is on, and to which dtype, on the CPU and on CUDA."""
+    return (torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"),
+            torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda"))
+
+
+_autocast_seen = [None]  # autocast_state() at the last batch
+
+
+def note_autocast():
+    """Forgets the signatures when the batch runs under another `torch.autocast` state
+    than the last one: their output dtypes were inferred under that one. (An autocast
+    context entered inside the function is not seen.)"""
+    state = autocast_state()
+    if _autocast_seen[0] is not None and state != _autocast_seen[0]:
+        forget_signatures()
+    _autocast_seen[0] = state
+
+
 def note_modules(args, kwargs):
     """Forgets the signatures when a module among `args` or `kwargs` (one example's
     arguments; a method's `self`) has changed the dtype or device of its parameters or

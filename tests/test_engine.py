@@ -290,3 +290,21 @@ def test_a_model_converted_after_its_first_batch_runs_in_its_new_dtype():
         dtype = next(model.parameters()).dtype
         out = assert_batch_matches_loop(model.loss, trees, params=model.parameters())
         assert out.dtype == dtype
+
+
+def test_batches_under_autocast_and_without_it_alternate():
+    """Signatures inferred without autocast hold float32 outputs; a batch under
+    torch.autocast (and the next one without) infers them again, in the dtypes eager
+    PyTorch gives."""
+    torch.manual_seed(0)
+    model = ModuleTreeLSTM()
+    trees = random_trees(6, max_depth=5, seed=4)
+    for autocast in (False, True, True, False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = model.encode.batch(trees)
+            with dynnet.run_eagerly():
+                expected = [model.encode(t) for t in trees]
+        for got, want in zip(out, zip(*expected)):
+            want = torch.stack(want)
+            assert got.dtype == want.dtype
+            torch.testing.assert_close(got.float(), want.float(), atol=2e-2, rtol=2e-2)
