@@ -125,6 +125,10 @@ class DynFunction:
         adopt = None
         if workers is None:
             workers = config.workers
+        if isinstance(batches, Sequence) and batches and batches[0]:
+            # before workers are forked with the signatures: see `_run`
+            tracing.note_autocast()
+            tracing.note_modules(example(batches[0][0]), kwargs)
         traces = self.traces
         if workers and traces is not None and not config.eager:
             forked = self._prepare_traces(batches, example, kwargs)

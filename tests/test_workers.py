@@ -536,3 +536,24 @@ def test_an_error_names_the_batch_and_the_example(workers):
             pass
     note = "\n".join(getattr(info.value, "__notes__", []))
     assert "in batch 2 of f.batches" in note and "example 1 of the batch" in note
+
+
+def test_a_model_converted_between_epochs_is_planned_in_its_new_dtype():
+    """model.double() between two f.batches calls: the signatures are forgotten before
+    the workers are forked, so the worker plans in float64 too."""
+    from tests.test_engine import ModuleTreeLSTM
+
+    torch.manual_seed(0)
+    model = ModuleTreeLSTM()
+    trees = random_trees(24, max_depth=5, seed=3)
+    batches = [trees[i:i + 6] for i in range(0, 24, 6)]
+    for _ in range(2):
+        list(model.loss.batches(batches, workers=1))
+    model.double()
+    with dynnet.profile() as profile:
+        out = torch.cat(list(model.loss.batches(batches, workers=1)))
+    with dynnet.run_eagerly():
+        expected = torch.stack([model.loss(t) for t in trees])
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, expected)
+    assert profile.planned_batches > 0, profile.fallbacks
