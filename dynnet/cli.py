@@ -26,7 +26,7 @@ import torch
 from dynnet import config, synthetic
 from dynnet.data import binary_label, read_sentences, read_trees
 from dynnet.errors import DynnetError
-from dynnet.vocab import Vocab, atomic_write_text
+from dynnet.vocab import Vocab, atomic_write_text, read_utf8
 
 __all__ = ["main"]
 
@@ -499,7 +499,7 @@ def _describe(split, metrics, unit):
 def _read_run(out):
     path = Path(out) / RUN_FILE
     try:
-        run = json.loads(path.read_text(encoding="utf-8"))
+        run = json.loads(read_utf8(path, CLIError))
     except FileNotFoundError:
         raise CLIError(f"{out} is not a dynnet training run (no {RUN_FILE})") from None
     except json.JSONDecodeError as e:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from dynnet.errors import DynnetError
+from dynnet.vocab import TextEncodingError, not_utf8_message, utf8_position
 
 __all__ = [
     "BucketBatchSampler",
@@ -301,6 +302,8 @@ def _first_token(matched):
 def read_trees(path):
     """Reads one bracketed tree per non-empty line of a UTF-8 file.
 
+    A byte order mark at the start of the file is skipped.
+
     Args:
         path: the file.
 
@@ -308,14 +311,36 @@ def read_trees(path):
         A list of root ``Tree`` nodes, in file order.
 
     Raises:
-        TreeParseError: a malformed line; ``.path``, ``.line`` and ``.column`` say where.
+        TreeParseError: a malformed line, or bytes that are not UTF-8; ``.path``,
+            ``.line`` and ``.column`` say where.
     """
+    return [tree for _, tree in read_trees_with_lines(path)]
+
+
+def read_trees_with_lines(path):
+    """``read_trees``, as ``(line number, tree)`` pairs."""
     trees = []
-    with open(path, encoding="utf-8") as f, _gc_paused():
-        for lineno, line in enumerate(f, 1):
-            if line.strip(_ASCII_SPACE):
-                trees.append(_parse(line.rstrip("\r\n"), path, lineno))
+    try:
+        with open(path, encoding="utf-8-sig") as f, _gc_paused():
+            for lineno, line in enumerate(f, 1):
+                if line.strip(_ASCII_SPACE):
+                    trees.append((lineno, _parse(line.rstrip("\r\n"), path, lineno)))
+    except UnicodeDecodeError:
+        data, offset = _first_bad_byte(path)
+        line, column = utf8_position(data, offset)
+        raise TreeParseError("UTF-8 text", f"byte 0x{data[offset]:02x}", line, column,
+                             path) from None
     return trees
+
+
+def _first_bad_byte(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return data, e.start
+    raise AssertionError(f"{path} changed while it was read")  # pragma: no cover
 
 
 _split_tokens = re.compile(r"[^ \t\n\r\f\v]+").findall
@@ -324,10 +349,25 @@ _split_tokens = re.compile(r"[^ \t\n\r\f\v]+").findall
 def read_sentences(path):
     """Reads a whitespace-tokenised UTF-8 file: one token list per non-empty line.
 
-    Tokens are separated by ASCII whitespace (a no-break space stays inside a token).
+    Tokens are separated by ASCII whitespace (a no-break space stays inside a token). A
+    byte order mark at the start of the file is skipped.
+
+    Raises:
+        dynnet.vocab.TextEncodingError: bytes that are not UTF-8 (the message names
+            file, line and column).
     """
-    with open(path, encoding="utf-8") as f:
-        return [tokens for tokens in map(_split_tokens, f) if tokens]
+    return [tokens for _, tokens in read_sentences_with_lines(path)]
+
+
+def read_sentences_with_lines(path):
+    """``read_sentences``, as ``(line number, tokens)`` pairs."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return [(lineno, tokens) for lineno, tokens in enumerate(map(_split_tokens, f), 1)
+                    if tokens]
+    except UnicodeDecodeError:
+        data, offset = _first_bad_byte(path)
+        raise TextEncodingError(not_utf8_message(path, data, offset)) from None
 
 
 def data_root(root=None):

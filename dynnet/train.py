@@ -671,7 +671,7 @@ class Trainer:
         if not path.is_file():
             return
         kept = []
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in read_utf8(path, CheckpointError).splitlines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:

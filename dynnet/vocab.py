@@ -10,7 +10,7 @@ import secrets
 from dynnet.errors import DynnetError
 
 __all__ = ["TextEncodingError", "Vocab", "VocabFormatError", "atomic_write_text",
-           "not_utf8_message", "read_utf8"]
+           "not_utf8_message", "read_utf8", "utf8_position"]
 
 _FORMAT = 1
 
@@ -204,13 +204,19 @@ class TextEncodingError(DynnetError, ValueError):
     """A file that should be UTF-8 text and is not; the message names file:line:column."""
 
 
-def not_utf8_message(path, data, offset):
-    """``path:line:column: not UTF-8 text (...)`` for the bad byte at ``offset`` of the
-    file's bytes ``data`` (lines end at \\n, \\r\\n or \\r; a leading BOM is no column)."""
+def utf8_position(data, offset):
+    """``(line, column)``, 1-based, of byte ``offset`` of the bytes ``data`` of a file
+    (lines end at \\n, \\r\\n or \\r; columns count characters; a leading BOM is no
+    column)."""
     prefix = data[:offset].decode("utf-8", errors="replace").removeprefix("\ufeff")
     prefix = prefix.replace("\r\n", "\n").replace("\r", "\n")
-    line = prefix.count("\n") + 1
-    column = len(prefix) - prefix.rfind("\n")
+    return prefix.count("\n") + 1, len(prefix) - prefix.rfind("\n")
+
+
+def not_utf8_message(path, data, offset):
+    """``path:line:column: not UTF-8 text (...)`` for the bad byte at ``offset`` of the
+    file's bytes ``data``."""
+    line, column = utf8_position(data, offset)
     return (f"{path}:{line}:{column}: not UTF-8 text (byte 0x{data[offset]:02x} at byte "
             f"offset {offset})")
 

@@ -27,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from dynnet.errors import DynnetError
+from dynnet.vocab import read_utf8
 
 __all__ = [
     "CONFIG_FILE",
@@ -290,7 +291,7 @@ def _missing_directory_message(directory):
 
 def _read_config(path):
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_utf8(path, ModelLoadError)
     except FileNotFoundError:
         raise ModelLoadError(f"checkpoint {path.parent} has no {CONFIG_FILE}") from None
     try:

@@ -344,6 +344,33 @@ def test_malformed_tree_file_names_line_and_column(tmp_path, capsys):
     assert f"{bad}:2:" in capsys.readouterr().err
 
 
+def test_files_that_are_not_utf8_name_file_line_and_column(tmp_path, capsys):
+    trees = tmp_path / "trees.txt"
+    trees.write_bytes(b"(3 (2 a) (3 b))\n(3 (2 caf\xe9) (3 b))\n")
+    assert main(["train", "tree-lstm", "--data", str(trees), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == (f"dynnet train: error: {trees}:2:10: expected UTF-8 "
+                                       "text, found byte 0xe9\n")
+    text = tmp_path / "sentences.txt"
+    text.write_bytes(b"a b\nc \xff\n")
+    assert main(["train", "lm", "--data", str(text), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == (f"dynnet train: error: {text}:2:3: not UTF-8 text "
+                                       "(byte 0xff at byte offset 6)\n")
+    assert not (tmp_path / "o").exists()
+
+    out = tmp_path / "run"
+    assert _train(out, "--epochs", "1", "--workers", "0") == 0
+    metrics = out / "metrics.jsonl"
+    good = metrics.read_bytes()
+    metrics.write_bytes(good + b'{"epoch": 2, "x": "\xff"}\n')
+    capsys.readouterr()
+    assert main(["train", "tree-lstm", "--out", str(out), "--resume", "--epochs", "2",
+                 "--no-progress"]) == 2
+    assert f"error: {metrics}:3:20: not UTF-8 text" in capsys.readouterr().err
+    run = out / "run.json"
+    run.write_bytes(run.read_bytes().replace(b"tree-lstm", b"tr\xe9e-lstm"))
+    assert main(["eval", str(out)]) == 2
+    assert f"dynnet eval: error: {run}:3:14: not UTF-8 text" in capsys.readouterr().err
+
 # -------------------- data sources --------------------
 
 SST_TREES = [

@@ -181,6 +181,22 @@ def test_read_trees_one_per_nonempty_line(tmp_path):
     assert [t.to_string() for t in trees] == [lines[0], "(2 x)", lines[4]]
 
 
+def test_read_trees_not_utf8_names_path_line_column(tmp_path):
+    path = tmp_path / "trees.txt"
+    path.write_bytes(b"(1 (2 a) (3 b))\n\n(2 (2 caf\xe9) (2 x))\n")  # Latin-1
+    with pytest.raises(TreeParseError) as info:
+        read_trees(path)
+    assert (info.value.path, info.value.line, info.value.column) == (str(path), 3, 10)
+    assert str(info.value) == f"{path}:3:10: expected UTF-8 text, found byte 0xe9"
+
+
+def test_readers_skip_a_byte_order_mark(tmp_path):
+    path = tmp_path / "trees.txt"
+    path.write_bytes(b"\xef\xbb\xbf(1 (2 a) (3 b))\n")
+    assert [t.label for t in read_trees(path)] == [1]
+    path.write_bytes(b"\xef\xbb\xbfthe cat\n")
+    assert read_sentences(path) == [["the", "cat"]]
+
 def test_read_trees_rejects_tree_split_over_lines(tmp_path):
     path = tmp_path / "trees.txt"
     path.write_text("(1 (2 a)\n(3 b))\n", encoding="utf-8")
@@ -240,6 +256,14 @@ def test_read_sentences(tmp_path):
     path.write_text(" the cat <unk> \n\n  \na\xa0b  c\n", encoding="utf-8")
     assert read_sentences(path) == [["the", "cat", "<unk>"], ["a\xa0b", "c"]]
 
+
+def test_read_sentences_not_utf8_names_path_line_column(tmp_path):
+    path = tmp_path / "s.txt"
+    path.write_bytes(b"the cat\r\nno \xff here\n")
+    with pytest.raises(DynnetError) as info:
+        read_sentences(path)
+    assert isinstance(info.value, ValueError)
+    assert str(info.value) == f"{path}:2:4: not UTF-8 text (byte 0xff at byte offset 12)"
 
 def test_binary_and_fine_labels():
     assert [binary_label(x) for x in range(5)] == [0, 0, None, 1, 1]

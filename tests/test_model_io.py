@@ -228,6 +228,13 @@ def test_load_invalid_json_names_line_and_column(ckpt):
     assert isinstance(info.value, DynnetError)
 
 
+def test_load_config_not_utf8_names_line_and_column(ckpt):
+    (ckpt / CONFIG_FILE).write_bytes(b'{\n  "model": "t\xe9st"}')
+    with pytest.raises(ModelLoadError) as info:
+        load_model(ckpt)
+    assert str(info.value) == (f"{ckpt / CONFIG_FILE}:2:14: not UTF-8 text (byte 0xe9 at "
+                               "byte offset 15)")
+
 def test_load_unknown_model_lists_known(ckpt):
     _rewrite_config(ckpt, model="nope")
     with pytest.raises(ModelLoadError, match=r"unknown model 'nope'.*test-tiny"):
