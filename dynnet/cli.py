@@ -24,7 +24,12 @@ from pathlib import Path
 import torch
 
 from dynnet import config, synthetic
-from dynnet.data import binary_label, read_sentences, read_trees
+from dynnet.data import (
+    binary_label,
+    node_position,
+    read_sentences_with_lines,
+    read_trees_with_lines,
+)
 from dynnet.errors import DynnetError
 from dynnet.vocab import Vocab, atomic_write_text, read_utf8
 
@@ -221,11 +226,13 @@ def task_kind(model_cls):
                    "what data it needs")
 
 
-def load_splits(kind, data, names, binary=False, max_examples=None):
+def load_splits(kind, data, names, binary=False, max_examples=None, origins=None):
     """Reads the splits ``names`` of ``data`` (None: the synthetic set).
 
     Returns ``(splits, source)``: split name -> examples (trees, or token lists), for
-    the splits that exist; and a one-line description of the source.
+    the splits that exist; and a one-line description of the source. ``origins``, when
+    a dict, gets split name -> the ``(file, line)`` of each example (None for each
+    generated one), for error messages.
     """
     if data is None:
         sizes = {n: SYNTHETIC_SIZES[n] for n in names}
@@ -236,14 +243,15 @@ def load_splits(kind, data, names, binary=False, max_examples=None):
         splits = {n: generated[n] for n in names}
         if kind == "sequence":
             splits = {n: [t.leaves() for t in trees] for n, trees in splits.items()}
+        where = {n: [None] * len(x) for n, x in splits.items()}
         source = "synthetic sentiment treebank (negation flips its subtree)"
     else:
         path = Path(data)
         if not path.exists():
             raise CLIError(f"--data {data}: no such file or directory")
-        read = read_trees if kind == "tree" else read_sentences
+        read = read_trees_with_lines if kind == "tree" else read_sentences_with_lines
         if path.is_file():
-            splits = {n: read(path) for n in names[:1]}
+            files = {n: path for n in names[:1]}
             source = str(path)
         else:
             files = _split_files(kind, path)
@@ -251,13 +259,30 @@ def load_splits(kind, data, names, binary=False, max_examples=None):
                 expected = ("train.txt, dev.txt, test.txt" if kind == "tree"
                             else "train.txt or valid.txt, and test.txt")
                 raise CLIError(f"--data {data}: no data files found (expected {expected})")
-            splits = {n: read(files[n]) for n in names if n in files}
-            source = ", ".join(f"{n}={files[n]}" for n in names if n in files)
-        if max_examples:
-            splits = {n: _sample(x, max_examples) for n, x in splits.items()}
+            files = {n: files[n] for n in names if n in files}
+            source = ", ".join(f"{n}={f}" for n, f in files.items())
+        splits, where = {}, {}
+        for n, file in files.items():
+            pairs = read(file)
+            if max_examples:
+                pairs = _sample(pairs, max_examples)
+            splits[n] = [example for _, example in pairs]
+            where[n] = [(file, line) for line, _ in pairs]
     if kind == "tree":
-        splits = {n: _tree_view(trees, binary, n) for n, trees in splits.items()}
+        for n in list(splits):
+            splits[n], where[n] = _tree_view(splits[n], binary, n, where[n])
+    if origins is not None:
+        origins.update(where)
     return splits, source
+
+
+def _where(split, index, origin, node=None):
+    """Where example ``index`` of ``split`` (its node ``node``, in ``Tree.nodes()``
+    order) comes from: ``file:line:column``, or "split tree N" for generated data."""
+    if origin is None:
+        return f"{split} tree {index + 1}"
+    return node_position(origin[0], origin[1], node) if node is not None else \
+        f"{origin[0]}:{origin[1]}"
 
 
 def _sample(examples, n):
@@ -286,14 +311,15 @@ def _split_files(kind, directory):
     return files
 
 
-def _tree_view(trees, binary, split):
-    """Checks the labels; for ``binary``, drops neutral roots and maps node labels."""
-    out = []
-    for index, tree in enumerate(trees):
-        for node in tree.nodes():
+def _tree_view(trees, binary, split, origins):
+    """Checks the labels; for ``binary``, drops neutral roots and maps node labels.
+    Returns the trees and their origins."""
+    out, kept = [], []
+    for index, (tree, origin) in enumerate(zip(trees, origins)):
+        for k, node in enumerate(tree.nodes()):
             if not isinstance(node.label, int) or not 0 <= node.label <= 4:
-                raise CLIError(f"{split} tree {index + 1}: label {node.label!r} is not a "
-                               "sentiment class 0-4")
+                raise CLIError(f"{_where(split, index, origin, k)}: label {node.label!r} is "
+                               "not a sentiment class 0-4")
         if binary:
             if binary_label(tree.label) is None:
                 continue
@@ -301,7 +327,24 @@ def _tree_view(trees, binary, split):
                 label = binary_label(node.label)
                 node.label = IGNORE_LABEL if label is None else label
         out.append(tree)
-    return out
+        kept.append(origin)
+    return out, kept
+
+
+def _check_arity(model, name, splits, origins, hint=""):
+    """A tree node with more children than the model's ``arity`` (N-ary models): an
+    error naming the place, before the model meets it deep inside a batch."""
+    arity = getattr(model, "arity", None)
+    if not isinstance(arity, int):
+        return
+    for split, trees in splits.items():
+        where = origins.get(split) or [None] * len(trees)
+        for index, (tree, origin) in enumerate(zip(trees, where)):
+            for k, node in enumerate(tree.nodes()):
+                if len(node.children) > arity:
+                    raise CLIError(f"{_where(split, index, origin, k)}: a node with "
+                                   f"{len(node.children)} children, but this {name} takes "
+                                   f"at most {arity} (its arity){hint}")
 
 
 def build_vocab(kind, train, data):
@@ -422,8 +465,9 @@ def train(args):
 
     started = time.perf_counter()
     names = ("train", "dev", "test")
+    origins = {}
     splits, source = load_splits(kind, settings["data"], names, settings["binary"],
-                                 settings["max_examples"])
+                                 settings["max_examples"], origins)
     if not splits.get("train"):
         raise CLIError(f"no training examples in {source}")
     vocab = Vocab.load(out / VOCAB_FILE) if args.resume else \
@@ -436,6 +480,9 @@ def train(args):
         model = cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise CLIError(f"cannot build {args.model} from {kwargs}: {e}") from None
+    _check_arity(model, args.model, splits, origins,
+                 '; pass --model-args \'{"arity": N}\' for a larger one, or train '
+                 'child-sum-tree-lstm, which takes any number')
 
     if rank == 0 and not args.resume:
         if args.overwrite:
@@ -532,10 +579,12 @@ def evaluate(args):
     vocab = Vocab.load(out / VOCAB_FILE)
     kind = run["task"]
     data = run.get("data") if args.data is None else args.data
+    origins = {}
     splits, source = load_splits(kind, data, (args.split,), run.get("binary", False),
-                                 args.max_examples)
+                                 args.max_examples, origins)
     if args.split not in splits:
         raise CLIError(f"{source or data} has no {args.split} split")
+    _check_arity(model, run["model"], splits, origins)
     examples = encode_splits(kind, splits, vocab)[args.split]
     if not examples:
         raise CLIError(f"the {args.split} split of {source} is empty")

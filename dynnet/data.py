@@ -29,9 +29,13 @@ __all__ = [
     "collate_list",
     "data_root",
     "fine_label",
+    "node_columns",
+    "node_position",
     "ptb_split",
     "read_sentences",
+    "read_sentences_with_lines",
     "read_trees",
+    "read_trees_with_lines",
     "sst_split",
 ]
 
@@ -331,6 +335,37 @@ def read_trees_with_lines(path):
         raise TreeParseError("UTF-8 text", f"byte 0x{data[offset]:02x}", line, column,
                              path) from None
     return trees
+
+
+def node_columns(text):
+    """The 1-based column of each node's label (of its '(' when it has none) in the
+    bracket text of one tree, in the order of ``Tree.nodes()`` (post-order)."""
+    columns, stack = [], []
+    for match in _TOKEN.finditer(text):
+        _, leaf_word, opening, label, closing, _ = match.groups()
+        if leaf_word:
+            columns.append(match.start(1) + 1)
+        elif opening:
+            stack.append(match.start(4 if label else 3) + 1)
+        elif closing and stack:
+            columns.append(stack.pop())
+    return columns
+
+
+def node_position(path, line, index):
+    """``path:line:column`` of the ``index``-th node (in ``Tree.nodes()`` order) of the
+    tree on line ``line`` of the tree file ``path`` (``path:line`` if it cannot say)."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            for lineno, text in enumerate(f, 1):
+                if lineno == line:
+                    columns = node_columns(text)
+                    if 0 <= index < len(columns):
+                        return f"{path}:{line}:{columns[index]}"
+                    break
+    except (OSError, UnicodeDecodeError):
+        pass
+    return f"{path}:{line}"
 
 
 def _first_bad_byte(path):

@@ -344,6 +344,39 @@ def test_malformed_tree_file_names_line_and_column(tmp_path, capsys):
     assert f"{bad}:2:" in capsys.readouterr().err
 
 
+def test_bad_label_names_file_line_and_column_despite_blank_lines_and_sampling(tmp_path,
+                                                                            capsys):
+    trees = tmp_path / "trees.txt"
+    lines = ["(3 (2 a) (3 b))"] * 6 + ["", "(3 (2 a) (3 (9 b) (2 c)))", "(2 (2 a) (2 b))"]
+    trees.write_text("\n\n" + "\n".join(lines) + "\n")
+    for extra in ([], ["--max-examples", "7"]):
+        assert main(["train", "tree-lstm", "--data", str(trees), "--out",
+                     str(tmp_path / "o"), *extra]) == 2
+        assert capsys.readouterr().err == (f"dynnet train: error: {trees}:10:14: label 9 is "
+                                           "not a sentiment class 0-4\n")
+    assert not (tmp_path / "o").exists()
+
+
+def test_more_children_than_the_models_arity_names_file_line_and_column(tmp_path, capsys):
+    trees = tmp_path / "trees.txt"
+    trees.write_text("(3 (2 a) (3 b))\n\n(3 (2 a) (3 (2 a) (3 b) (2 c)))\n")
+    out = tmp_path / "o"
+    assert main(["train", "tree-lstm", "--data", str(trees), "--out", str(out), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"dynnet train: error: {trees}:3:11: a node with 3 children, but "
+                          "this tree-lstm takes at most 2 (its arity); pass --model-args")
+    assert not out.exists()
+    assert main(["train", "tree-lstm", "--data", str(trees), "--out", str(out), "--epochs",
+                 "1", "--model-args", '{"embed_dim": 8, "hidden_dim": 8, "arity": 3}',
+                 "--no-progress", "--workers", "0"]) == 0
+    capsys.readouterr()
+    binary = tmp_path / "binary.txt"
+    binary.write_text("(3 (2 a) (3 b))\n(3 (2 a) (3 (2 a) (3 b) (2 c) (2 d)))\n")
+    assert main(["eval", str(out), "--data", str(binary)]) == 2
+    assert capsys.readouterr().err == (f"dynnet eval: error: {binary}:2:11: a node with 4 "
+                                       "children, but this tree-lstm takes at most 3 (its "
+                                       "arity)\n")
+
 def test_files_that_are_not_utf8_name_file_line_and_column(tmp_path, capsys):
     trees = tmp_path / "trees.txt"
     trees.write_bytes(b"(3 (2 a) (3 b))\n(3 (2 caf\xe9) (3 b))\n")
