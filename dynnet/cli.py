@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import math
 import os
 import random
 import shutil
@@ -89,9 +90,11 @@ def build_parser():
                             "continues up to this new total (default: the run's)")
     train.add_argument("--batch-size", type=_positive_int, metavar="B",
                        help="examples per optimizer step, over all processes (default: 32)")
-    train.add_argument("--lr", type=float, help="Adam learning rate (default: 0.001)")
-    train.add_argument("--seed", type=int,
-                       help="seed of the initial weights and the batch order (default: 0)")
+    train.add_argument("--lr", type=_positive_float,
+                       help="Adam learning rate (default: 0.001)")
+    train.add_argument("--seed", type=_seed,
+                       help="seed of the initial weights and the batch order, 0 to 2**32-1 "
+                            "(default: 0)")
     train.add_argument("--device", default="cpu",
                        help="cpu or cuda (cuda:LOCAL_RANK under torchrun) (default: cpu)")
     train.add_argument("--threads", type=_positive_int, default=1, metavar="T",
@@ -167,6 +170,25 @@ def _int_at_least(minimum):
 
 _positive_int = _int_at_least(1)
 _count = _int_at_least(0)
+SEED_LIMIT = 2 ** 32  # seeds are 0 .. 2**32 - 1 (the batch order seeds a torch generator
+#                       with seed * 1_000_003 + epoch, which must fit in 64 bits)
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _seed(text):
+    value = _count(text)
+    if value >= SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be below 2**32 = {SEED_LIMIT}, got {value}")
+    return value
 
 
 def _json_object(text):
@@ -393,9 +415,37 @@ def _device(name):
 
 
 def _run_exists(out):
-    from dynnet.train import CHECKPOINT_DIR
+    """True when ``out`` holds a run that got somewhere: a checkpoint (or one an
+    interrupted save left aside) or metrics. run.json and vocab.json alone are what a
+    run that failed before its first epoch leaves; they may be written over."""
+    from dynnet.train import CHECKPOINT_DIR, METRICS_FILE, interrupted_saves
 
-    return (out / RUN_FILE).exists() or (out / CHECKPOINT_DIR).exists()
+    return (os.path.lexists(out / CHECKPOINT_DIR) or (out / METRICS_FILE).exists()
+            or bool(interrupted_saves(out / CHECKPOINT_DIR)))
+
+
+def _check_out(out):
+    """--out must be a directory or a path where one can be made."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "" if path == out else f" ({path} is a file)"
+                raise CLIError(f"--out {out}: {'it exists and ' if path == out else ''}"
+                               f"is not a directory{what}")
+            return
+
+
+DERIVED = {"tree": ("vocab_size", "num_classes"),
+           "sequence": ("vocab_size", "eos_id", "bos_id")}
+
+
+def _check_model_args(kind, model_args):
+    taken = [k for k in DERIVED[kind] if k in (model_args or {})]
+    if taken:
+        raise CLIError(f"--model-args: {', '.join(taken)} {'is' if len(taken) == 1 else 'are'} "
+                       "set from the data (vocabulary size, number of classes, sentence "
+                       "markers); leave "
+                       f"{'it' if len(taken) == 1 else 'them'} out")
 
 
 def train(args):
@@ -417,6 +467,8 @@ def train(args):
     kind = task_kind(cls)
     device = _device(args.device)
     out = Path(args.out or Path("runs") / args.model)
+    _check_out(out)
+    _check_model_args(kind, args.model_args)
 
     # settings: a resumed run keeps the ones it was started with
     given = {"batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
@@ -431,7 +483,9 @@ def train(args):
                 print(f"{checkpoint} was missing (a save was interrupted); resuming from the "
                       f"epoch-{recovered[1]} checkpoint found at {recovered[0].name}")
         if not checkpoint.is_dir() and not interrupted_saves(checkpoint):
-            raise CLIError(f"--resume: {out} has no checkpoint to resume from")
+            raise CLIError(f"--resume: {out} has no checkpoint to resume from" + (
+                " (its run stopped before its first checkpoint); start it over with "
+                "--overwrite" if (out / RUN_FILE).exists() else ""))
         run = _read_run(out)
         if run["model"] != args.model:
             raise CLIError(f"--resume: {out} holds a {run['model']} run, not {args.model}")
@@ -484,34 +538,45 @@ def train(args):
                  '; pass --model-args \'{"arity": N}\' for a larger one, or train '
                  'child-sum-tree-lstm, which takes any number')
 
-    if rank == 0 and not args.resume:
+    counts = ", ".join(f"{len(x)} {n}" for n, x in splits.items())
+    say(f"{args.model}: {sum(p.numel() for p in model.parameters())} parameters; "
+        f"data: {source} ({counts}); device {device}"
+        + (f", {world} processes" if world > 1 else ""))
+    try:  # before anything is written: the optimizer checks its settings here
+        trainer = Trainer(model, _task(kind), splits["train"], dev=splits.get("dev"),
+                          epochs=epochs, batch_size=settings["batch_size"],
+                          lr=settings["lr"], seed=settings["seed"], out_dir=out,
+                          device=device, progress=False if args.no_progress else None,
+                          log=say, workers=config.workers if args.workers is None
+                          else args.workers, reuse_traces=args.reuse_traces)
+    except ValueError as e:
+        raise CLIError(f"cannot train {args.model} with these settings: {e}") from None
+
+    if args.resume:
+        from dynnet.models.io import CONFIG_FILE, read_config
+
+        _, saved = read_config(out / CHECKPOINT_DIR / CONFIG_FILE)
+        _check_vocab(vocab, saved, out / VOCAB_FILE, out / CHECKPOINT_DIR)
+        trainer.resume()
+        if rank == 0 and run.get("epochs") != epochs:  # a new target, kept for next time
+            atomic_write_text(out / RUN_FILE, json.dumps({**run, "epochs": epochs}, indent=1)
+                              + "\n")
+    elif rank == 0:
         if args.overwrite:
             for name in (RUN_FILE, VOCAB_FILE, METRICS_FILE):
                 (out / name).unlink(missing_ok=True)
             shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
-        out.mkdir(parents=True, exist_ok=True)
+            for aside in interrupted_saves(out / CHECKPOINT_DIR):
+                shutil.rmtree(aside, ignore_errors=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CLIError(f"--out {out}: cannot create it ({e.strerror})") from None
         vocab.save(out / VOCAB_FILE)
         run = {"format": 1, "model": args.model, "task": kind, "model_kwargs": kwargs,
                "epochs": epochs, **settings}
         atomic_write_text(out / RUN_FILE, json.dumps(run, indent=1) + "\n")
     _sync(world)
-
-    counts = ", ".join(f"{len(x)} {n}" for n, x in splits.items())
-    say(f"{args.model}: {sum(p.numel() for p in model.parameters())} parameters; "
-        f"data: {source} ({counts}); device {device}"
-        + (f", {world} processes" if world > 1 else ""))
-
-    trainer = Trainer(model, _task(kind), splits["train"], dev=splits.get("dev"),
-                      epochs=epochs, batch_size=settings["batch_size"],
-                      lr=settings["lr"], seed=settings["seed"], out_dir=out, device=device,
-                      progress=False if args.no_progress else None, log=say,
-                      workers=config.workers if args.workers is None else args.workers,
-                      reuse_traces=args.reuse_traces)
-    if args.resume:
-        trainer.resume()
-        if rank == 0 and run.get("epochs") != epochs:  # a new target, kept for next time
-            atomic_write_text(out / RUN_FILE, json.dumps({**run, "epochs": epochs}, indent=1)
-                              + "\n")
     trainer.fit()
     if splits.get("test") and rank == 0:
         metrics = trainer.evaluate(splits["test"])
@@ -520,6 +585,19 @@ def train(args):
     _sync(world)
     say(f"done in {time.perf_counter() - started:.1f} s; model and metrics in {out} "
         f"(dynnet eval {out})")
+
+
+def _check_vocab(vocab, model_config, vocab_path, checkpoint):
+    """The vocabulary must be the one the model was built with (its size, and the ids of
+    a language model's sentence markers)."""
+    size = model_config.get("vocab_size")
+    if isinstance(size, int) and size != len(vocab):
+        raise CLIError(f"{vocab_path} has {len(vocab)} tokens but the model in {checkpoint} "
+                       f"was built for {size}; the vocabulary is not this model's")
+    for key, token in (("eos_id", EOS), ("bos_id", BOS)):
+        if key in model_config and (token not in vocab or vocab[token] != model_config[key]):
+            raise CLIError(f"{vocab_path}: {token} is not token {model_config[key]} as in the "
+                           f"model in {checkpoint}; the vocabulary is not this model's")
 
 
 def _sync(world):
@@ -553,7 +631,34 @@ def _read_run(out):
         raise CLIError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
     if not isinstance(run, dict) or run.get("format") != 1:
         raise CLIError(f"{path}: not a dynnet run description")
+    for key, ok, expected in _RUN_FIELDS:
+        if key in run or key in ("model", "task"):
+            if key not in run:
+                raise CLIError(f"{path}: no {key!r} field")
+            if not ok(run[key]):
+                raise CLIError(f"{path}: {key!r} must be {expected}, found {run[key]!r}")
     return run
+
+
+def _is_int(value, low=None, high=None):
+    return isinstance(value, int) and not isinstance(value, bool) and \
+        (low is None or value >= low) and (high is None or value < high)
+
+
+_RUN_FIELDS = [
+    ("model", lambda v: isinstance(v, str), "a model name"),
+    ("task", lambda v: v in ("tree", "sequence"), '"tree" or "sequence"'),
+    ("data", lambda v: v is None or isinstance(v, str), "a path or null"),
+    ("binary", lambda v: isinstance(v, bool), "true or false"),
+    ("model_kwargs", lambda v: isinstance(v, dict), "an object"),
+    ("model_args", lambda v: isinstance(v, dict), "an object"),
+    ("epochs", lambda v: _is_int(v, 1), "a positive integer"),
+    ("batch_size", lambda v: _is_int(v, 1), "a positive integer"),
+    ("lr", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+     and math.isfinite(v) and v > 0, "a positive number"),
+    ("seed", lambda v: _is_int(v, 0, SEED_LIMIT), "an integer from 0 to 2**32-1"),
+    ("max_examples", lambda v: v is None or _is_int(v, 1), "a positive integer or null"),
+]
 
 
 # -------------------- eval --------------------
@@ -576,8 +681,13 @@ def evaluate(args):
                        "pass the --out directory of `dynnet train`")
     run = _read_run(out)
     model = load_model(checkpoint, map_location=device)
-    vocab = Vocab.load(out / VOCAB_FILE)
     kind = run["task"]
+    if task_kind(type(model)) != kind:
+        raise CLIError(f"{out / RUN_FILE}: task {kind!r} does not fit the checkpoint's "
+                       f"{type(model).__qualname__}")
+    vocab = Vocab.load(out / VOCAB_FILE)
+    if callable(getattr(model, "config", None)):
+        _check_vocab(vocab, model.config(), out / VOCAB_FILE, checkpoint)
     data = run.get("data") if args.data is None else args.data
     origins = {}
     splits, source = load_splits(kind, data, (args.split,), run.get("binary", False),

@@ -38,6 +38,7 @@ __all__ = [
     "SaveLoadMixin",
     "WEIGHTS_FILE",
     "load_model",
+    "read_config",
     "register_model",
     "save_model",
 ]
@@ -252,7 +253,7 @@ def load_model(directory, map_location=None):
     if not directory.is_dir():
         raise ModelLoadError(_missing_directory_message(directory))
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    name, config = _read_config(config_path)
+    name, config = read_config(config_path)
     if not weights_path.is_file():
         raise ModelLoadError(f"checkpoint {directory} has no {WEIGHTS_FILE}")
     cls = MODEL_REGISTRY.get(name)
@@ -289,7 +290,8 @@ def _missing_directory_message(directory):
     return message
 
 
-def _read_config(path):
+def read_config(path):
+    """``(model name, constructor kwargs)`` from a checkpoint's config.json, checked."""
     try:
         text = read_utf8(path, ModelLoadError)
     except FileNotFoundError:

@@ -308,6 +308,112 @@ def test_resume_from_a_damaged_checkpoint_names_the_file_and_changes_nothing(
     assert (out / "metrics.jsonl").read_bytes() == metrics
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--lr", "-0.1"], "--lr: must be a positive number, got -0.1"),
+    (["--lr", "nan"], "--lr: must be a positive number, got nan"),
+    (["--lr", "inf"], "--lr: must be a positive number"),
+    (["--seed", "99999999999999999999"], "--seed: must be below 2**32"),
+    (["--seed", "-1"], "--seed: must be at least 0"),
+])
+def test_bad_numbers_are_usage_errors(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "tree-lstm", "--out", str(tmp_path / "o"), *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_failed_start_writes_nothing_and_a_run_without_checkpoint_is_no_trap(
+        tmp_path, capsys, monkeypatch):
+    import dynnet.train as train_module
+
+    def refuse(self, model):
+        raise ValueError("Invalid learning rate")
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(train_module.Trainer, "_make_optimizer", refuse)
+    assert _train(out, "--epochs", "1") == 2
+    assert "cannot train tree-lstm with these settings: Invalid learning rate" in \
+        capsys.readouterr().err
+    assert not out.exists()
+    monkeypatch.undo()
+    # what a run that died before its first checkpoint leaves: run.json and vocab.json
+    assert _train(out, "--epochs", "1", "--workers", "0") == 0
+    shutil.rmtree(out / "checkpoint")
+    (out / "metrics.jsonl").unlink()
+    capsys.readouterr()
+    assert main(["train", "tree-lstm", "--out", str(out), "--resume"]) == 2
+    assert "has no checkpoint to resume from (its run stopped before its first " \
+           "checkpoint); start it over with --overwrite" in capsys.readouterr().err
+    assert _train(out, "--epochs", "1", "--workers", "0") == 0  # no --overwrite needed
+
+
+def test_overwrite_removes_what_an_interrupted_save_left(tmp_path):
+    out = tmp_path / "run"
+    assert _train(out, "--epochs", "1", "--workers", "0") == 0
+    shutil.copytree(out / "checkpoint", out / ".checkpoint.old-0123456789ab")
+    assert _train(out, "--epochs", "1", "--workers", "0", "--overwrite") == 0
+    assert not (out / ".checkpoint.old-0123456789ab").exists()
+
+
+def test_out_that_is_a_file_is_a_clear_error(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert _train(afile) == 2
+    assert capsys.readouterr().err == (f"dynnet train: error: --out {afile}: it exists and "
+                                       "is not a directory\n")
+    assert _train(afile / "run") == 2
+    assert capsys.readouterr().err == (f"dynnet train: error: --out {afile / 'run'}: is not "
+                                       f"a directory ({afile} is a file)\n")
+
+
+@pytest.mark.parametrize("model, key", [("tree-lstm", "vocab_size"),
+                                        ("tree-lstm", "num_classes"), ("lm", "eos_id")])
+def test_model_args_cannot_override_what_the_data_sets(tmp_path, capsys, model, key):
+    assert main(["train", model, "--out", str(tmp_path / "o"), "--model-args",
+                 json.dumps({key: 3})]) == 2
+    assert f"--model-args: {key} is set from the data" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r.pop("task"), "run.json: no 'task' field"),
+    (lambda r: r.update(task="sequence"), "run.json: task 'sequence' does not fit the "
+                                          "checkpoint's NaryTreeLSTM"),
+    (lambda r: r.update(data=5), "run.json: 'data' must be a path or null, found 5"),
+    (lambda r: r.update(binary="yes"), "run.json: 'binary' must be true or false"),
+    (lambda r: r.update(epochs=0), "run.json: 'epochs' must be a positive integer"),
+])
+def test_eval_checks_the_fields_of_run_json(tmp_path, capsys, change, message):
+    out = tmp_path / "run"
+    assert _train(out, "--epochs", "1", "--workers", "0") == 0
+    run = json.loads((out / "run.json").read_text())
+    change(run)
+    (out / "run.json").write_text(json.dumps(run))
+    capsys.readouterr()
+    assert main(["eval", str(out), "--max-examples", "8"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dynnet eval: error: ") and message in err and err.count("\n") == 1
+
+
+def test_a_vocabulary_of_another_run_is_refused_on_eval_and_resume(tmp_path, capsys):
+    trees = tmp_path / "trees.txt"
+    trees.write_text("(3 (2 a) (3 b))\n(1 (2 c) (1 d))\n")
+    out, other = tmp_path / "run", tmp_path / "other"
+    assert _train(out, "--epochs", "1", "--workers", "0") == 0
+    assert main(["train", "tree-lstm", "--data", str(trees), "--out", str(other), "--epochs",
+                 "1", *TINY, "--workers", "0"]) == 0
+    shutil.copy(other / "vocab.json", out / "vocab.json")
+    capsys.readouterr()
+    assert main(["eval", str(out), "--max-examples", "8"]) == 2
+    assert f"{out / 'vocab.json'} has 5 tokens but the model in {out / 'checkpoint'} was " \
+           "built for" in capsys.readouterr().err
+    before = (out / "metrics.jsonl").read_bytes()
+    assert main(["train", "tree-lstm", "--out", str(out), "--resume", "--epochs", "2",
+                 "--no-progress"]) == 2
+    assert "the vocabulary is not this model's" in capsys.readouterr().err
+    assert (out / "metrics.jsonl").read_bytes() == before
+
 def test_clear_errors_for_bad_models_paths_and_devices(tmp_path, capsys):
     assert main(["train", "no-such-model", "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
