@@ -6,8 +6,9 @@ A checkpoint is a directory::
     weights.safetensors  the state_dict
 
 ``load_model`` rebuilds the model as ``MODEL_REGISTRY[name](**config)`` and loads the
-weights strictly. Models are registered with ``@register_model(name)``; the usual way
-to get ``save``/``load`` methods is ``SaveLoadMixin``.
+weights strictly, each floating-point tensor in the dtype it was saved with. Models are
+registered with ``@register_model(name)``; the usual way to get ``save``/``load``
+methods is ``SaveLoadMixin``.
 
 ``save_model`` writes the new checkpoint into a temporary directory next to the
 target and renames it into place, so an interrupted save leaves either the old
@@ -271,10 +272,34 @@ def load_model(directory, map_location=None):
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelLoadError(f"{weights_path}: cannot read weights: {e}") from e
     _check_state(model.state_dict(), state, weights_path)
+    _adopt_saved_dtypes(model, state)
     model.load_state_dict(state, strict=True)
     if map_location is not None:
         model.to(map_location)
     return model
+
+
+def _adopt_saved_dtypes(model, state):
+    """Gives each floating-point parameter and buffer the dtype it was saved with
+    (``load_state_dict`` would cast a float64 model's weights to the constructor's
+    float32). Tied parameters are one object, so they stay tied."""
+    def saved_dtype(name, tensor):
+        saved = state.get(name)
+        if saved is None or saved.dtype == tensor.dtype or not saved.is_floating_point() \
+                or not tensor.is_floating_point():
+            return None
+        return saved.dtype
+
+    for name, param in model.named_parameters(remove_duplicate=False):
+        dtype = saved_dtype(name, param)
+        if dtype is not None:
+            param.data = param.data.to(dtype)
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        for key, buffer in list(module._buffers.items()):
+            if buffer is not None:
+                dtype = saved_dtype(f"{prefix}.{key}" if prefix else key, buffer)
+                if dtype is not None:
+                    module._buffers[key] = buffer.to(dtype)
 
 
 def _missing_directory_message(directory):

@@ -75,6 +75,21 @@ def test_tied_weights_roundtrip(tmp_path):
     assert _same_weights(model, loaded)
 
 
+def test_load_keeps_the_saved_dtypes(tmp_path):
+    torch.manual_seed(0)
+    model = Tiny(7, 4, tie=True).double()
+    model.out.bias.data = model.out.bias.data.to(torch.bfloat16)
+    model.save(tmp_path / "ckpt")
+    loaded = load_model(tmp_path / "ckpt")
+    assert loaded.embed.weight.dtype == torch.float64 and loaded.out.bias.dtype == torch.bfloat16
+    assert loaded.steps.dtype == torch.long
+    assert loaded.out.weight is loaded.embed.weight  # still tied
+    assert _same_weights(model, loaded)
+    model.out.bias.data = model.out.bias.data.double()
+    loaded.out.bias.data = loaded.out.bias.data.double()
+    ids = torch.tensor([1, 2, 3])
+    assert torch.equal(model(ids), loaded(ids))
+
 def test_weights_file_is_plain_safetensors(tmp_path):
     model = Tiny(4, 2)
     model.save(tmp_path / "c")
