@@ -221,6 +221,10 @@ def main(argv=None):
     except (CLIError, DynnetError, FileNotFoundError) as error:
         print(f"dynnet {args.command}: error: {error}", file=sys.stderr)
         status = 2
+    except KeyboardInterrupt:
+        print(f"dynnet {args.command}: interrupted" + (_kept(args) if args.command == "train"
+                                                       else ""), file=sys.stderr)
+        status = 130
     except BaseException:
         _leave_distributed()
         raise
@@ -232,6 +236,21 @@ def main(argv=None):
         sys.stderr.flush()
         os._exit(status)
     return status
+
+
+def _kept(args):
+    """What an interrupted `dynnet train` leaves, and how to go on."""
+    from dynnet.train import CHECKPOINT_DIR, TRAINER_JSON
+
+    out = Path(args.out or Path("runs") / args.model)
+    try:
+        epoch = json.loads((out / CHECKPOINT_DIR / TRAINER_JSON).read_text("utf-8"))
+        epoch = epoch["state"]["epoch"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return "; no checkpoint was written yet"
+    return (f"; the checkpoint of the last finished epoch ({epoch}) is kept in "
+            f"{out / CHECKPOINT_DIR}; continue with: dynnet train {args.model} --resume "
+            f"--out {out}")
 
 
 # -------------------- data --------------------
@@ -542,13 +561,13 @@ def train(args):
     say(f"{args.model}: {sum(p.numel() for p in model.parameters())} parameters; "
         f"data: {source} ({counts}); device {device}"
         + (f", {world} processes" if world > 1 else ""))
+    workers = config.workers if args.workers is None else args.workers
     try:  # before anything is written: the optimizer checks its settings here
         trainer = Trainer(model, _task(kind), splits["train"], dev=splits.get("dev"),
                           epochs=epochs, batch_size=settings["batch_size"],
                           lr=settings["lr"], seed=settings["seed"], out_dir=out,
                           device=device, progress=False if args.no_progress else None,
-                          log=say, workers=config.workers if args.workers is None
-                          else args.workers, reuse_traces=args.reuse_traces)
+                          log=say, workers=workers, reuse_traces=args.reuse_traces)
     except ValueError as e:
         raise CLIError(f"cannot train {args.model} with these settings: {e}") from None
 

@@ -8,6 +8,8 @@ DYNNET_WORKERS    how many worker processes `f.batches` and `dynnet train` use u
 
 import os
 
+from dynnet.errors import DynnetError
+
 schedule = os.environ.get("DYNNET_SCHEDULE", "depth")
 eager = os.environ.get("DYNNET_EAGER", "0") == "1"
 
@@ -19,11 +21,22 @@ def _count(name, default):
     except ValueError:
         value = -1
     if value < 0:
-        raise ValueError(f"{name}={text!r}: expected a count (0, 1, 2, ...)")
+        raise ConfigError(f"{name}={text!r}: expected a count (0, 1, 2, ...)")
     return value
 
 
-workers = _count("DYNNET_WORKERS", "1")
+class ConfigError(DynnetError, ValueError):
+    """An environment variable with a value dynnet cannot use."""
+
+
+def __getattr__(name):
+    # DYNNET_WORKERS is read when first used, so that a bad value is an error of the
+    # command that needs it, not of every `import dynnet`
+    if name == "workers":
+        value = _count("DYNNET_WORKERS", "1")
+        globals()["workers"] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def set(**settings):

@@ -414,6 +414,39 @@ def test_a_vocabulary_of_another_run_is_refused_on_eval_and_resume(tmp_path, cap
     assert "the vocabulary is not this model's" in capsys.readouterr().err
     assert (out / "metrics.jsonl").read_bytes() == before
 
+def test_ctrl_c_says_in_one_line_what_is_kept_and_how_to_resume(tmp_path, capsys,
+                                                                monkeypatch):
+    import dynnet.train as train_module
+
+    real = train_module.Trainer.train_epoch
+
+    def interrupted_in_epoch_2(self):
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(train_module.Trainer, "train_epoch", interrupted_in_epoch_2)
+    out = tmp_path / "run"
+    assert _train(out, "--epochs", "3", "--workers", "0") == 130
+    assert capsys.readouterr().err == (
+        f"dynnet train: interrupted; the checkpoint of the last finished epoch (1) is kept "
+        f"in {out / 'checkpoint'}; continue with: dynnet train tree-lstm --resume --out "
+        f"{out}\n")
+
+
+def test_a_bad_dynnet_workers_is_one_error_line_of_the_command_that_uses_it(tmp_path):
+    env = {**os.environ, "DYNNET_WORKERS": "two"}
+    command = [sys.executable, "-m", "dynnet", "train", "tree-lstm", "--out",
+               str(tmp_path / "o"), "--max-examples", "4", "--epochs", "1", *TINY]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr == ("dynnet train: error: DYNNET_WORKERS='two': expected a count "
+                             "(0, 1, 2, ...)\n")
+    assert not (tmp_path / "o").exists()
+    result = subprocess.run(command + ["--workers", "0"], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
 def test_clear_errors_for_bad_models_paths_and_devices(tmp_path, capsys):
     assert main(["train", "no-such-model", "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
