@@ -468,6 +468,9 @@ class _Box:
     def __init__(self, scale):
         self.scale = scale
 
+    def get(self):
+        return self.scale
+
 
 def test_profile_names_segments_that_ran_op_by_op_and_why():
     """`dynnet.profile().fallbacks`: file:line of each segment whose calls ran op by op,
@@ -476,7 +479,7 @@ def test_profile_names_segments_that_ran_op_by_op_and_why():
 
     @dynnet.function
     def f(x, box, w):
-        a = torch.tanh(lin(x)) * box.scale + x  # a per-example object
+        a = torch.tanh(lin(x)) * box.get() + x  # a per-example object
         if a.sum() > -1e9:
             b = torch.sigmoid(a) * w + a * 2  # a number per example
         if b.sum() > -1e9:
@@ -722,3 +725,40 @@ def test_inputs_that_share_a_word_node_keep_their_positions():
     for batch in ([[1, 2, 1], [3, 4, 5]], [[3, 4, 5]], [[1, 2, 3], [6, 6, 7]],
                   [[2, 2, 2], [7, 8, 7], [0, 1, 2]]):
         assert_batch_matches_loop(encode, batch, params)
+
+
+class _Settings:
+    temperature = 1.0
+
+
+def test_settings_read_from_other_objects_are_part_of_the_key():
+    """`model.temperature` of an argument and `cfg.SCALE` of a module of the user's,
+    read inside straight-line code and a while loop, are inputs of the segment: a
+    change is never replayed stale."""
+    import types
+
+    torch.manual_seed(0)
+    net = nn.Linear(D, D)
+    net.temperature = 1.0
+    cfg = types.ModuleType("cfg")
+    cfg.SCALE = 1.0
+
+    @dynnet.function
+    def score(model, x, settings):
+        y = model(x)
+        return torch.tanh(y / model.temperature) + y * settings.temperature
+
+    def shrink(x):
+        while x.norm() > cfg.SCALE:
+            x = x * 0.5
+        return x
+
+    shrink.__globals__["cfg"] = cfg
+    shrink = dynnet.function(shrink)
+    xs = [torch.randn(D) for _ in range(3)]
+    box = _Settings()
+    for temperature, scale in [(1.0, 1.0), (1.0, 1.0), (10.0, 0.01), (0.5, 3.0)]:
+        net.temperature = box.temperature = temperature
+        cfg.SCALE = scale
+        assert_batch_matches_loop(score, [(net, x, box) for x in xs], list(net.parameters()))
+        assert_batch_matches_loop(shrink, [x * 10 for x in xs])

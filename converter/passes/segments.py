@@ -83,6 +83,14 @@ def _names(node, ctx_type):
             isinstance(n.ctx, ctx_type)]
 
 
+# attributes of a tensor that its per-example shape, dtype and device fix, or views of it
+_TENSOR_FACTS = {"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad", "layout",
+                 "T", "mT", "H", "mH", "real", "imag", "data"}
+# modules whose attributes are the library's, not settings of the user's
+_LIBRARIES = {"torch", "numpy", "math", "operator", "functools", "itertools",
+              "collections", "builtins", "dynnet", "random", "typing"}
+
+
 class SegmentTransformer(Base):
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -272,7 +280,7 @@ class SegmentTransformer(Base):
             return None
         test_body = [gast.Return(value=_clone(node.test))]
         body = [_clone(s) for s in node.body]
-        attr_names, attr_exprs = self._hoist_self_attributes(test_body + body)
+        attr_names, attr_exprs = self._hoist_self_attributes(test_body + body, set(written))
         reads = []
         for stmt in test_body + body:
             for name in _names(stmt, gast.Load):
@@ -378,7 +386,7 @@ class SegmentTransformer(Base):
         if any(n in written for _, e in callees for n in _names(e, gast.Load)):
             return run  # the callee's index is computed in the run itself
         callees += _hoist_lengths(body, self.ctx.namer, set(written))
-        attr_names, attr_exprs = self._hoist_self_attributes(body)
+        attr_names, attr_exprs = self._hoist_self_attributes(body, set(written))
         attr_names += [n for n, _ in callees]
         attr_exprs += [e for _, e in callees]
         still_read = {n for stmt in body for n in _free_loads(stmt)}
@@ -423,11 +431,14 @@ class SegmentTransformer(Base):
             gast.copy_location(stmt, run[0])
         return [fn] + call
 
-    def _hoist_self_attributes(self, body):
+    def _hoist_self_attributes(self, body, written=()):
         """`self.a.b` read in the run becomes an input (its value enters the key), so
-        a replaced module or a changed `self.scale` is never replayed stale."""
-        if self.self_name is None:
-            return [], []
+        a replaced module or a changed `self.scale` is never replayed stale. So do the
+        settings read from other objects (`model.temperature` of a parameter `model`,
+        `cfg.SCALE` of a global module of the user's), but not what the call does
+        with them: not a chain that is called (`model.cell(x)`: the object is an input
+        already, or a module function), not a tensor's static facts or views
+        (`x.shape`, `x.T`), not names the run assigns (`written`)."""
         chains = {}
         parents = {id(c): p for stmt in body for p in gast.walk(stmt)
                    for c in gast.iter_child_nodes(p)}
@@ -441,7 +452,10 @@ class SegmentTransformer(Base):
                 root = node
                 while isinstance(root, gast.Attribute):
                     root = root.value
-                if not (isinstance(root, gast.Name) and root.id == self.self_name):
+                if not isinstance(root, gast.Name):
+                    continue
+                if root.id != self.self_name and not self._setting_chain(
+                        node, root.id, parent, written):
                     continue
                 text = templates.unparse_expression(node) if hasattr(
                     templates, "unparse_expression") else _unparse(node)
@@ -456,6 +470,19 @@ class SegmentTransformer(Base):
                     elif isinstance(value, list):
                         setattr(parent, field, [replacement if v is node else v for v in value])
         return [n for n, _ in chains.values()], [e for _, e in chains.values()]
+
+    def _setting_chain(self, chain, root, parent, written):
+        """Whether `chain` (an attribute chain on the name `root`, inside `parent`)
+        reads a setting of an object other than `self`: see `_hoist_self_attributes`."""
+        if isinstance(parent, gast.Call) and parent.func is chain:
+            return False
+        if chain.attr in _TENSOR_FACTS or root in written:
+            return False
+        if root in self.params:
+            return True
+        obj = self.namespace.get(root)  # a module of the user's settings (`import cfg`)
+        return isinstance(obj, types.ModuleType) and \
+            obj.__name__.split(".")[0] not in _LIBRARIES
 
     def _is_global(self, name):
         """Names the segment reads directly: torch-like modules, builtins."""
