@@ -202,6 +202,10 @@ class SegmentTemplate:
             elif _input_kinds[v.__class__] is _VALUE:
                 tests.append(f"type({expr}) is KC{p} and {expr} == K{p}")
                 names[f"K{p}"], names[f"KC{p}"] = v, v.__class__
+                if v.__class__ is float and v == 0.0:  # and its sign (see `_key_input`)
+                    tests.append(f"signed_zero({expr}) is KS{p}")
+                    names["signed_zero"], names[f"KS{p}"] = tracing.signed_zero, \
+                        tracing.signed_zero(v)
             else:  # a tuple or list: its class, length and items
                 tests.append(f"type({expr}) is {v.__class__.__name__} and "
                              f"len({expr}) == {len(v)}")
@@ -403,6 +407,8 @@ def _key_input(v, key, lazies, seen, numbers=None):
         if numbers is not None and (cls is int or cls is float):
             numbers.append(len(key))
         key.append(v)
+        if cls is float and v == 0.0:  # -0.0 == 0.0 for Python, not for copysign or 1 / x
+            key.append(tracing.signed_zero(v))
     elif cls is tuple or cls is list:
         key.append(cls)
         key.append(len(v))

@@ -11,6 +11,7 @@ values; afterwards recording costs a dict lookup.
 Nodes with the same `Signature` object are batched together by the scheduler.
 """
 
+import math
 import os
 import sys
 import sysconfig
@@ -203,6 +204,16 @@ def _key_and_slots(obj, key, slots):
             key.append(obj)
         except TypeError:
             key.append(id(obj))
+        if cls is float and obj == 0.0:  # -0.0 == 0.0 for Python, not for copysign or 1 / x
+            key.append(signed_zero(obj))
+
+
+_POSITIVE_ZERO, _NEGATIVE_ZERO = object(), object()
+
+
+def signed_zero(value):
+    """For a float equal to 0.0: which of 0.0 and -0.0 it is, as a marker for keys."""
+    return _NEGATIVE_ZERO if math.copysign(1.0, value) < 0 else _POSITIVE_ZERO
 
 
 # In a signature key: the next entry describes a view of a tensor that is not lazy, by

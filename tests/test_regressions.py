@@ -94,3 +94,28 @@ def test_lists_of_python_values_are_kept_per_example():
     out = ids.batch([torch.ones(2)] * 3, [1, 2, 3])
     assert out[0] == [[1, 2], [2, 3], [3, 4]]
     assert out[1].shape == (3, 2)
+
+
+def test_minus_zero_is_not_zero():
+    """-0.0 == 0.0 for Python, so an op called with 0.0 once shared its signature (and
+    a segment its template) with calls on -0.0: copysign and 1 / x gave the wrong sign."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 4)
+
+    @dynnet.function
+    def signed(x, s):
+        return torch.copysign(lin(x), s)
+
+    @dynnet.function
+    def divided(x, s):
+        y = lin(x)
+        return torch.tanh(y) / s + y * 0  # a segment of several ops
+
+    x = torch.randn(4)
+    for f in (signed, divided):
+        for signs in ([0.0], [-0.0], [0.0, -0.0, -0.0, 0.0]):
+            out = f.batch([x] * len(signs), signs)
+            with dynnet.run_eagerly():
+                expected = torch.stack([f(x, s) for s in signs])
+            assert torch.equal(torch.signbit(out), torch.signbit(expected)), (f, signs)
+            torch.testing.assert_close(out, expected)
