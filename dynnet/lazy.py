@@ -132,12 +132,44 @@ class LazyTensor:
     def __hash__(self):
         return id(self)
 
+    @property
+    def layout(self):
+        return torch.strided
+
+    @property
+    def itemsize(self):
+        return self.dtype.itemsize
+
+    @property
+    def nbytes(self):
+        return self.numel() * self.dtype.itemsize
+
+    @property
+    def data(self):
+        return tracing.record_method("detach", self, (), {})
+
+    def element_size(self):
+        return self.dtype.itemsize
+
+    def get_device(self):
+        return self.device.index if self.device.type == "cuda" else -1
+
     # -------------------- recording --------------------
     def __getattr__(self, name):
         if name.startswith("__"):
             raise AttributeError(name)
         if not hasattr(torch.Tensor, name):
             raise AttributeError(f"'Tensor' object has no attribute '{name}'")
+        if not callable(getattr(torch.Tensor, name)):  # a property: `requires_grad`, `grad`
+            facts = _STATIC_FALSE.get(name)
+            if facts is not None:
+                return False
+            raise ConcretizationError(
+                f"Tensor.{name} of a lazy tensor (created at {where(self.node.origin)}, "
+                f"example {self.node.instance}) is not known while the batch is traced: "
+                "it belongs to the batched value that autograd sees, not to one example's. "
+                "Decide on something the example or the model knows (torch.is_grad_enabled(), "
+                "self.training) instead")
         return LazyMethod(self, name)
 
     @classmethod
@@ -191,6 +223,12 @@ class LazyTensor:
 
 # converter/operators/call.py, whose helpers call what converted code calls (set there)
 _CALLS_FILE = [None]
+
+
+# properties that are False for any per-example lazy value (a dense, plain tensor)
+_STATIC_FALSE = dict.fromkeys(("is_sparse", "is_sparse_csr", "is_quantized", "is_meta",
+                               "is_mkldnn", "is_nested", "is_mps", "is_xpu", "is_ipu",
+                               "is_xla", "is_vulkan", "is_maia", "is_mtia"), False)
 
 
 class LazyMethod:

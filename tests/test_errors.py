@@ -221,3 +221,31 @@ def test_a_module_returning_a_number_says_what_to_return():
     for n in (1, 3):
         with pytest.raises(dynnet.BatchingError, match="must return tensors"):
             f.batch([torch.randn(2) for _ in range(n)])
+
+
+def test_tensor_properties_of_lazy_values():
+    """Static facts answer as for the example's tensor; what only the batched value
+    has (requires_grad, grad, is_leaf) is a clear error, not a truthy stand-in that
+    sends `if y.requires_grad:` down the wrong branch."""
+    lin = torch.nn.Linear(4, 4)
+
+    @dynnet.function
+    def facts(x):
+        y = lin(x)
+        assert not y.is_sparse and y.layout == torch.strided and y.get_device() == -1
+        return y.data * 2 + y, y.itemsize, y.nbytes, y.element_size()
+
+    xs = [torch.randn(4), torch.randn(4)]
+    out, itemsize, nbytes, element_size = facts.batch(xs)
+    torch.testing.assert_close(out, torch.stack([lin(x) * 3 for x in xs]))
+    assert itemsize == [4, 4] and nbytes == [16, 16] and element_size == [4, 4]
+
+    @dynnet.function
+    def branches(x):
+        y = lin(x)
+        if y.requires_grad:
+            y = y * 2
+        return y
+
+    with pytest.raises(dynnet.ConcretizationError, match="Tensor.requires_grad of a lazy"):
+        branches.batch(xs)
