@@ -1,11 +1,14 @@
 """Turning per-example results into what users get back.
 
-`materialize(obj)` replaces every (executed) lazy leaf by its torch tensor.
+`materialize(obj)` replaces every (executed) lazy leaf by its torch tensor, in tuples,
+lists, dicts (and their subclasses, such as OrderedDict), namedtuples and dataclasses.
 `stack_outputs(results)` returns the output structure of one example with every
 tensor leaf stacked on a new leading dim, or the list of materialized per-example
 results when structures or leaf shapes differ. Non-tensor leaves (including lists
 and tuples that hold no tensor) become the list of the examples' values.
 """
+
+import dataclasses
 
 import torch
 
@@ -19,10 +22,18 @@ def _has_tensor(obj):
         return True
     if isinstance(obj, (tuple, list)):
         return any(_has_tensor(x) for x in obj)
-    if cls is dict:
+    if isinstance(obj, dict):
         return any(_has_tensor(x) for x in obj.values())
+    if _is_dataclass(obj):
+        return any(_has_tensor(getattr(obj, f.name)) for f in dataclasses.fields(obj))
     return False
 
+
+def _is_dataclass(obj):
+    return dataclasses.is_dataclass(obj) and not isinstance(obj, type)
+
+
+_DICT, _DATACLASS = object(), object()  # kinds of structure with their class
 
 def _flatten(obj, leaves):
     """A hashable description of `obj`'s structure; appends its leaves.
@@ -40,6 +51,12 @@ def _flatten(obj, leaves):
         return (dict, tuple(obj), tuple(_flatten(v, leaves) for v in obj.values()))
     if isinstance(obj, tuple) and hasattr(cls, "_fields"):  # namedtuple
         return (cls, tuple(_flatten(x, leaves) for x in obj))
+    if isinstance(obj, dict) and _has_tensor(obj):  # OrderedDict, ...
+        return (_DICT, cls, tuple(obj), tuple(_flatten(v, leaves) for v in obj.values()))
+    if _is_dataclass(obj) and _has_tensor(obj):  # its fields that __init__ takes
+        names = tuple(f.name for f in dataclasses.fields(obj) if f.init)
+        return (_DATACLASS, cls, names,
+                tuple(_flatten(getattr(obj, n), leaves) for n in names))
     leaves.append(obj)
     return None
 
@@ -50,6 +67,13 @@ def _unflatten(structure, leaves):
     cls = structure[0]
     if cls is dict:
         return {k: _unflatten(s, leaves) for k, s in zip(structure[1], structure[2])}
+    if cls is _DICT:
+        out = structure[1]()
+        out.update((k, _unflatten(s, leaves)) for k, s in zip(structure[2], structure[3]))
+        return out
+    if cls is _DATACLASS:
+        return structure[1](**{n: _unflatten(s, leaves)
+                               for n, s in zip(structure[2], structure[3])})
     items = [_unflatten(s, leaves) for s in structure[1]]
     if cls is tuple or cls is list:
         return cls(items)

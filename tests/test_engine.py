@@ -1,5 +1,7 @@
 """The central oracle: batched results equal running the function example by example."""
 
+import collections
+import dataclasses
 import sys
 
 import pytest
@@ -308,3 +310,36 @@ def test_batches_under_autocast_and_without_it_alternate():
             want = torch.stack(want)
             assert got.dtype == want.dtype
             torch.testing.assert_close(got.float(), want.float(), atol=2e-2, rtol=2e-2)
+
+
+@dataclasses.dataclass
+class _Encoded:
+    h: torch.Tensor
+    size: int = 0
+
+
+def test_outputs_in_ordered_dicts_and_dataclasses():
+    """Dict subclasses and dataclasses come back with computed tensors, stacked (their
+    non-tensor fields as the list of the examples' values), not with lazy values."""
+    torch.manual_seed(0)
+    lin = nn.Linear(4, 4)
+
+    @dynnet.function
+    def ordered(x):
+        return collections.OrderedDict(h=torch.tanh(lin(x)), c=x * 2)
+
+    @dynnet.function
+    def encoded(x):
+        return _Encoded(torch.tanh(lin(x)), x.shape[0])
+
+    xs = [torch.randn(4, requires_grad=True) for _ in range(3)]
+    out = ordered.batch(xs)
+    assert type(out) is collections.OrderedDict and list(out) == ["h", "c"]
+    torch.testing.assert_close(out["h"], torch.stack([torch.tanh(lin(x)) for x in xs]))
+    out["h"].sum().backward()
+    enc = encoded.batch(xs)
+    assert type(enc) is _Encoded and enc.size == [4, 4, 4]
+    torch.testing.assert_close(enc.h, out["h"])
+    single = encoded(xs[0])
+    assert type(single.h) is torch.Tensor and single.size == 4
+    assert_batch_matches_loop(ordered, xs, params=list(lin.parameters()))
