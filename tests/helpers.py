@@ -21,10 +21,13 @@ def _scalar_loss(outputs):
     """A loss touching every floating leaf with distinct weights (so grads differ)."""
     total = 0.0
     k = 1
+    # k is the leaf's position among the floating leaves, whether it requires grad or not
+    # (an example may return a zero state as it is where the others return a computed one)
     for leaf in _leaves(outputs):
-        if isinstance(leaf, torch.Tensor) and leaf.dtype.is_floating_point and leaf.requires_grad:
-            w = torch.linspace(0.5, 1.5, leaf.numel(), device=leaf.device).reshape(leaf.shape)
-            total = total + k * (leaf * w).sum()
+        if isinstance(leaf, torch.Tensor) and leaf.dtype.is_floating_point:
+            if leaf.requires_grad:
+                w = torch.linspace(0.5, 1.5, leaf.numel(), device=leaf.device)
+                total = total + k * (leaf * w.reshape(leaf.shape)).sum()
             k += 1
     return total
 
