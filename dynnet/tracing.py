@@ -385,6 +385,8 @@ def record(fn, args, kwargs):
             f"{op_name(fn)} was applied to a lazy tensor outside of a batched call "
             f"(the lazy value was created at {where(slots[0].node.origin)}); lazy values "
             "are only valid while their batch runs")
+    if fn is torch.tensor:
+        return _tensor_of_lazies(args, kwargs)
     trace = _active[-1]
     key = tuple(key)
     sig = _signatures.get(key)
@@ -417,6 +419,31 @@ def record(fn, args, kwargs):
         return tuple([LazyTensor(node, i, a) for i, a in enumerate(sig.out_avals)])
     outs = iter([LazyTensor(node, i, a) for i, a in enumerate(sig.out_avals)])
     return rebuild(sig.out_template, outs)
+
+
+def _tensor_of_lazies(args, kwargs):
+    """`torch.tensor(data)` where `data` (lists of) holds lazy values: as PyTorch does,
+    a copy of their values without their gradient, made as `torch.stack(...).detach()`
+    in the dtype and on the device asked for."""
+    if len(args) != 1 or set(kwargs) - {"dtype", "device"}:
+        raise BatchingError(
+            f"torch.tensor at {where(user_origin(3))} of lazy values takes the data and "
+            "dtype= or device= only; use torch.stack to keep their gradient")
+    out = _stacked(args[0]).detach()
+    if kwargs:
+        out = out.to(**kwargs)
+    return out
+
+
+def _stacked(data):
+    if data.__class__ is LazyTensor:
+        return data
+    if (data.__class__ is list or data.__class__ is tuple) and data:
+        return torch.stack([_stacked(x) for x in data])
+    raise BatchingError(
+        f"torch.tensor at {where(user_origin(4))} mixes lazy values with "
+        f"{type(data).__name__} values: make every item a tensor (torch.tensor(1.0) for a "
+        "number) and use torch.stack")
 
 
 # per-example data that may key a shared node (not floats: -0.0 == 0.0 for Python, not

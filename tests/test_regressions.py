@@ -119,3 +119,31 @@ def test_minus_zero_is_not_zero():
                 expected = torch.stack([f(x, s) for s in signs])
             assert torch.equal(torch.signbit(out), torch.signbit(expected)), (f, signs)
             torch.testing.assert_close(out, expected)
+
+
+def test_torch_tensor_of_lazy_values_copies_them_as_pytorch_does():
+    """torch.tensor([y[0], y[1]]): their values, without their gradient, in the dtype
+    asked for (it used to fail under vmap, which cannot call .item())."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 4)
+
+    @dynnet.function
+    def f(x):
+        y = lin(x)
+        copied = torch.tensor([[y[0], y[1]], [y[2], y[3]]], dtype=torch.float64)
+        return copied * 2 + y[:2].sum()
+
+    out = assert_batch_matches_loop(f, [torch.randn(4) for _ in range(3)],
+                                    params=list(lin.parameters()))
+    assert out.dtype == torch.float64 and out.shape == (3, 2, 2)
+
+    @dynnet.function
+    def mixed(x):
+        return torch.tensor([lin(x)[0], 1.0])
+
+    try:
+        mixed.batch([torch.randn(4)])
+    except dynnet.BatchingError as e:
+        assert "torch.stack" in str(e) and "float" in str(e)
+    else:
+        raise AssertionError("mixing lazy values and numbers in torch.tensor must fail")
