@@ -80,14 +80,35 @@ def register_model(name):
 
 
 def _registered_name(model):
+    """The registry name of `model`'s class, or of the registered class it subclasses
+    only to run the same functions otherwise (`loss = dynnet.function(Base.loss,
+    reuse_traces=True)`): what is saved is the base's, and it loads as the base."""
     cls = type(model)
-    for name, registered in MODEL_REGISTRY.items():
-        if registered is cls:
-            return name
+    names = {registered: name for name, registered in MODEL_REGISTRY.items()}
+    for klass in cls.__mro__:
+        if klass in names:
+            return names[klass]
+        if not _only_rewraps(klass):
+            break
     raise ModelSaveError(
         f"{cls.__module__}.{cls.__qualname__} is not a registered model; decorate it with "
         "@register_model(name) so that load_model can rebuild it"
     )
+
+
+def _only_rewraps(klass):
+    """Whether `klass` defines nothing but dynnet functions made again from its bases'
+    (the same Python function with other options)."""
+    from dynnet.api import DynFunction
+
+    for name, value in vars(klass).items():
+        if name.startswith("__") and name.endswith("__"):
+            continue  # __module__, __qualname__, __doc__, ...
+        base = getattr(super(klass, klass), name, None)
+        if not (isinstance(value, DynFunction) and isinstance(base, DynFunction)
+                and value.fn is base.fn):
+            return False
+    return True
 
 
 class SaveLoadMixin:

@@ -41,7 +41,8 @@ class Tiny(SaveLoadMixin, torch.nn.Module):
 
 
 class Unregistered(Tiny):
-    pass
+    def forward(self, ids):  # computes something else: cannot load as a Tiny
+        return super().forward(ids) * 2
 
 
 def _same_weights(a, b):
@@ -315,3 +316,28 @@ def test_map_location_cuda(ckpt):
     assert model.embed.weight.is_cuda
     model.save(ckpt)
     assert load_model(ckpt).embed.weight.device.type == "cpu"
+
+
+def test_a_subclass_that_only_reuses_traces_saves_as_its_registered_base(tmp_path):
+    """`loss = dynnet.function(Base.loss, reuse_traces=True)` changes how the function
+    runs, not what the model is: it saves under the base's name and loads as the base;
+    an empty subclass too. One that defines anything else is refused."""
+    import dynnet
+    from dynnet.models import NaryTreeLSTM
+
+    class Replaying(NaryTreeLSTM):
+        loss = dynnet.function(NaryTreeLSTM.loss, reuse_traces=True)
+
+    class Empty(NaryTreeLSTM):
+        pass
+
+    class Other(NaryTreeLSTM):
+        loss = dynnet.function(NaryTreeLSTM.predict)
+
+    for cls in (Replaying, Empty):
+        model = cls(20, embed_dim=4, hidden_dim=4)
+        model.save(tmp_path / cls.__name__)
+        loaded = load_model(tmp_path / cls.__name__)
+        assert type(loaded) is NaryTreeLSTM and _same_weights(model, loaded)
+    with pytest.raises(ModelSaveError, match="not a registered model"):
+        Other(20, embed_dim=4, hidden_dim=4).save(tmp_path / "other")
