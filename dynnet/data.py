@@ -492,7 +492,9 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         batch_size: examples per batch.
         shuffle: shuffle examples before bucketing and batches after.
         seed: seed of the shuffles.
-        drop_last: drop the one batch that is shorter than ``batch_size``.
+        drop_last: drop the examples that do not fill a batch (``len(lengths) %
+            batch_size`` of them, at the end of the shuffled order: other ones each
+            epoch), so that every batch has ``batch_size`` examples.
         bucket_batches: batches per sorted chunk; larger means more uniform lengths
             within a batch, and less randomness.
     """
@@ -525,6 +527,9 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         self.epoch += 1
         order = torch.randperm(n, generator=generator).tolist() if self.shuffle else range(n)
         order = list(order)
+        if self.drop_last:  # the examples that do not fill a batch: other ones each epoch
+            order = order[:n - n % self.batch_size]
+            n = len(order)
         chunk = self.batch_size * self.bucket_batches
         lengths = self.lengths
         batches = []
@@ -532,8 +537,6 @@ class BucketBatchSampler(torch.utils.data.Sampler):
             part = sorted(order[start:start + chunk], key=lengths.__getitem__)
             batches.extend(part[i:i + self.batch_size]
                            for i in range(0, len(part), self.batch_size))
-        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
-            batches.pop()
         if self.shuffle:
             perm = torch.randperm(len(batches), generator=generator).tolist()
             batches = [batches[i] for i in perm]

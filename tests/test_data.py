@@ -342,6 +342,18 @@ def test_bucket_sampler_covers_every_index_once(shuffle, drop_last):
         assert sorted(len(b) for b in batches)[0] == 1003 % 16
 
 
+def test_bucket_sampler_drops_other_examples_each_shuffled_epoch():
+    """With drop_last, the examples left out are not always the same (the longest of
+    the last chunk, as they once were): over epochs, every example is seen."""
+    sampler = BucketBatchSampler(list(range(100)), 8, shuffle=True, seed=0, drop_last=True)
+    seen = set()
+    for _ in range(50):
+        batches = list(sampler)
+        assert all(len(b) == 8 for b in batches) and len(batches) == 12
+        seen.update(i for b in batches for i in b)
+    assert seen == set(range(100))
+
+
 def test_bucket_sampler_groups_similar_lengths():
     lengths = _lengths(640)
     sampler = BucketBatchSampler(lengths, 32, shuffle=True, seed=3, bucket_batches=100)
