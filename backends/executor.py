@@ -152,7 +152,7 @@ def _locate_failure(sig, nodes, error):
                     "output shape depends on the values (indexing with a boolean mask, "
                     "nonzero, unique, ...), which cannot be batched; keep the shape "
                     "static, e.g. torch.where(mask, x, 0) in place of x[mask]")
-            return _error_like(e, f"{sig.name} at {where(node.origin)} "
+            return _error_like(e, f"{sig.name} {_site(sig, node)} "
                                   f"(example {node.instance}): {e}")
     if "must only return Tensors" in str(error):  # vmap of a module returning a number
         return BatchingError(
@@ -163,6 +163,15 @@ def _locate_failure(sig, nodes, error):
         f"{sig.name} at {where(nodes[0].origin)} cannot be batched: it runs on each example "
         f"alone, but not on the stack of examples {sorted({n.instance for n in nodes})[:10]} "
         f"({type(error).__name__}: {error})")
+
+
+def _site(sig, node):
+    """Where the node was recorded, as far as the signature knows: a segment's code is
+    one place; an op's signature is shared by every call with the same arguments'
+    shapes, and keeps the place of the first."""
+    if sig.kind == "op":
+        return f"(first called with these argument shapes at {where(node.origin)})"
+    return f"at {where(node.origin)}"
 
 
 def _error_like(e, msg):

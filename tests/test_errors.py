@@ -249,3 +249,26 @@ def test_tensor_properties_of_lazy_values():
 
     with pytest.raises(dynnet.ConcretizationError, match="Tensor.requires_grad of a lazy"):
         branches.batch(xs)
+
+
+def test_an_op_error_says_its_place_is_the_first_call_with_those_shapes():
+    """A module called at two places with the same argument shapes shares one
+    signature, which keeps the first place: the error says so rather than naming it as
+    the failing call."""
+    embed = torch.nn.Embedding(10, 3)
+
+    @dynnet.function
+    def first(i):
+        return embed(torch.tensor(i))
+
+    @dynnet.function
+    def second(i):
+        return embed(torch.tensor(i))
+
+    first.batch([1, 2])
+    with pytest.raises(IndexError) as info:
+        second.batch([1, 99])
+    message = str(info.value)
+    place = f"{HERE}:{_line_of(first.fn, 'return embed')}"
+    assert f"first called with these argument shapes at {place}" in message
+    assert "(example 1)" in message
