@@ -197,7 +197,9 @@ class SequencePredictor(nn.Module, SaveLoadMixin):
             if greedy:
                 token = int(torch.argmax(logits))
             else:
-                token = int(torch.multinomial(torch.softmax(logits / temperature, -1), 1))
+                # minus the largest logit first: a tiny temperature gives one-hot, not nan
+                scaled = (logits - logits.max()) / temperature
+                token = int(torch.multinomial(torch.softmax(scaled, -1), 1))
             out.append(token)
             if token == self.eos_id:
                 break

@@ -126,8 +126,11 @@ def test_generate_same_length_outputs_stay_per_example():
 def test_sampling_at_low_temperature_matches_greedy():
     model = counting_model()
     prefixes = [[3], [V - 5], [12]]
-    sampled = model.generate.batch(prefixes, max_len=6, greedy=False, temperature=0.05)
-    assert sampled == model.generate.batch(prefixes, max_len=6)
+    greedy = model.generate.batch(prefixes, max_len=6)
+    for temperature in (0.05, 1e-40):  # 1e-40: logits / T overflow, unless shifted first
+        sampled = model.generate.batch(prefixes, max_len=6, greedy=False,
+                                       temperature=temperature)
+        assert sampled == greedy
     with pytest.raises(ValueError, match="temperature"):
         model.generate.batch(prefixes, greedy=False, temperature=0.0)
 
