@@ -178,7 +178,9 @@ class SequencePredictor(nn.Module, SaveLoadMixin):
 
         Greedy decoding takes the most likely token; otherwise tokens are sampled from
         ``softmax(logits / temperature)``. Returns the new ids (a ``TokenIds`` list),
-        ending with ``eos_id`` when decoding stopped there.
+        ending with ``eos_id`` when decoding stopped there. Batched, the samples of all
+        examples are drawn together: a seed gives the same samples for the same batch,
+        not those of calls one example at a time.
         """
         if not greedy and not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature!r}")

@@ -52,7 +52,7 @@ class LeafLSTM(nn.Module):
 class NaryTreeLSTMCell(nn.Module):
     """The N-ary tree-LSTM update of an inner node from its (at most N) ordered children.
 
-    ``i, f_1..f_N, o, u = U [h_1; ...; h_N] + b`` (one forget gate per child position),
+    ``i, o, u, f_1..f_N = U [h_1; ...; h_N] + b`` (one forget gate per child position),
     ``c = σ(i)·tanh(u) + Σ_k σ(f_k)·c_k``, ``h = σ(o)·tanh(c)``. Missing children (a
     node with fewer than N) are zero states. ``cell((h_1, c_1), ...)`` -> ``(h, c)``.
     """
