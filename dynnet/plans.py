@@ -116,28 +116,27 @@ def _plan(make_generator, per_example_args, known, strategy, traces, in_worker):
     try:
         examples, replays = [], {}
         for i, args in enumerate(per_example_args):
-            trace.instance = i
             entry = traces.lookup(args, grad_enabled) if traces is not None else None
             if entry is not None and not (in_worker and entry.on_device):
                 replays[i] = entry  # replayed in its turn, as tracing it would
-                examples.append(_Example(i, None))
-                continue
-            start = len(trace.pending)
-            lifted = lift_inputs(args)
-            for j, node in enumerate(trace.pending[start:]):
-                inputs[id(node)] = (i, j)
-            examples.append(_Example(i, make_generator(lifted)))
+            examples.append(_Example(i, None))
         recorded = []  # (example index, portable trace) of the examples traced here
         if traces is not None:
             trace.hits = []
-        for ex in examples:
-            trace.instance = ex.index
-            entry = replays.get(ex.index)
+        for ex in examples:  # in order, each started in its turn (see runtime.run_batch)
+            trace.instance = i = ex.index
+            entry = replays.get(i)
             if entry is not None:
-                ex.result = traces.replay(trace, entry, ex.index)
+                ex.result = traces.replay(trace, entry, i)
                 continue
+            start = len(trace.pending)
+            lifted = lift_inputs(per_example_args[i])
+            for j, node in enumerate(trace.pending[start:]):
+                inputs[id(node)] = (i, j)
             begin = len(trace.pending)
             hits = len(trace.hits) if traces is not None else 0
+            torch._C._set_grad_enabled(grad_enabled)
+            ex.stack[0] = make_generator(lifted)  # a function that never pauses runs here
             if _step(ex):
                 raise PlanMiss("an example paused for a value (a test on a tensor)")
             if traces is not None:

@@ -335,35 +335,32 @@ def run_batch(make_generator, per_example_args, strategy=None, traces=None):
     try:
         replays = {}  # example index -> its recorded trace, replayed in its turn
         for i, args in enumerate(per_example_args):
-            trace.instance = i
             entry = traces.lookup(args, grad_enabled) if traces is not None else None
             if entry is not None:
                 replays[i] = entry
-                examples.append(_Example(i, None))
-            else:
-                try:  # a function that never pauses runs here, to its end
-                    gen = make_generator(lift_inputs(args))
-                except BaseException as e:
-                    _annotate(e, i)
-                    raise
-                examples.append(_Example(i, gen))
+            examples.append(_Example(i, None))
         runnable = examples
         first = traces is not None
         if first:
             trace.hits = []
+        starting = True  # the first round: examples start in order, as tracing them would
         while True:  # at least once: replayed examples have pending nodes too
             paused = []
             for ex in runnable:
                 trace.instance = ex.index
-                if replays:  # the first round: examples in order, as tracing them would
+                if starting:
                     entry = replays.pop(ex.index, None)
                     if entry is not None:
                         ex.result = traces.replay(trace, entry, ex.index)
                         trace.replayed += 1
                         continue
+                    lifted = lift_inputs(per_example_args[ex.index])
                 begin, rounds, made = len(trace.pending), trace.rounds, tracing._serials[0]
                 hits = len(trace.hits) if first else 0
                 try:
+                    if starting:  # a function that never pauses runs here, to its end
+                        torch._C._set_grad_enabled(grad_enabled)
+                        ex.stack[0] = make_generator(lifted)
                     if _step(ex):
                         paused.append(ex)
                         if first:
@@ -386,7 +383,7 @@ def run_batch(make_generator, per_example_args, strategy=None, traces=None):
                 except BaseException as e:
                     _annotate(e, ex.index)
                     raise
-            first = False
+            first = starting = False
             trace.hits = None
             torch._C._set_grad_enabled(grad_enabled)
             trace.flush()

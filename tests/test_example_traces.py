@@ -686,3 +686,34 @@ def test_traces_a_worker_recorded_before_a_change_are_not_kept():
         with dynnet.run_eagerly():
             expected = torch.stack([model.loss(s) for s in batch])
         torch.testing.assert_close(model.loss.batch(batch), expected)
+
+
+class _BagOfWords(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.out = nn.Linear(4, 2)
+
+    @dynnet.function(reuse_traces=True)
+    def loss(self, pair):  # straight-line code: converted without a generator
+        ids, label = pair
+        h = self.embed(torch.tensor(ids)).sum(0)
+        return F.cross_entropy(self.out(h), torch.tensor(label))
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_straight_line_functions_are_kept_and_replayed_too(workers):
+    """A function with no pause point runs to its end when its example starts; its
+    nodes are still the example's (it used to be never kept, 'returning something
+    other than tensors')."""
+    torch.manual_seed(0)
+    model = _BagOfWords()
+    pairs = [([1, 2, 3], 0), ([4, 5, 6], 1), ([7, 8, 9], 0), ([1, 5, 9], 1)]
+    batches = [pairs[:2], pairs[2:]]
+    with dynnet.run_eagerly():
+        expected = torch.stack([model.loss(pair) for pair in pairs])
+    for _ in range(4):
+        with dynnet.profile() as p:
+            out = torch.cat(list(model.loss.batches(batches, workers=workers)))
+        torch.testing.assert_close(out, expected)
+    assert p.replayed == 4 and not [f for f in p.fallbacks if "reuse_traces" in f]
