@@ -279,7 +279,7 @@ def _zip_examples(per_example_args):
     return list(zip(*per_example_args))
 
 
-def function(fn=None, *, schedule=None, reuse_traces=False):
+def function(fn=None, *, schedule=None, reuse_traces=None):
     """Decorates a per-example function (or method) so that it can run batched.
 
     `f(*args)` runs one example and returns its outputs as torch tensors.
@@ -291,8 +291,9 @@ def function(fn=None, *, schedule=None, reuse_traces=False):
     values. Results equal running `fn` on each example, forward and backward.
     `f.batches(batches)` yields `f.batch(batch)` for each batch of a list of batches
     (each a list of examples), tracing the next ones in a worker process.
-    `function(f, ...)` of a dynnet function `f` gives `f` with other options (a
-    subclass can say `loss = dynnet.function(Base.loss, reuse_traces=True)`).
+    `function(f, ...)` of a dynnet function `f` gives `f` with the options given
+    changed and the others kept (a subclass can say `loss = dynnet.function(Base.loss,
+    reuse_traces=True)`).
 
     Args:
       schedule: "depth" or "agenda" (default: `dynnet.config.schedule`).
@@ -309,9 +310,11 @@ def function(fn=None, *, schedule=None, reuse_traces=False):
     if fn is None:
         return lambda f: function(f, schedule=schedule, reuse_traces=reuse_traces)
     if isinstance(fn, BoundDynFunction) or (isinstance(fn, DynFunction) and schedule is None
-                                            and reuse_traces is False):
+                                            and reuse_traces is None):
         return fn
     if isinstance(fn, DynFunction):  # the same function with other options
+        if reuse_traces is None:  # kept: the bound on kept examples it had, or none
+            reuse_traces = fn.traces.max_examples if fn.traces is not None else False
         return DynFunction(fn.fn, schedule=schedule or fn.schedule, reuse_traces=reuse_traces)
     return DynFunction(fn, schedule=schedule, reuse_traces=reuse_traces)
 

@@ -45,7 +45,7 @@ read a lazy value made before it ran (its own input tensors), made a tensor whil
 tracing from random numbers (`torch.randn(3)`; random ops on lazy values, such as
 dropout, draw anew when the batch runs, replayed or not) or made a new signature (the
 first call of a segment records its ops one by one) is traced every time;
-`dynnet.profile().fallbacks` counts them, with why.
+the profile's `fallbacks` (`with dynnet.profile() as p:`) counts them, with why.
 """
 
 import numbers

@@ -717,3 +717,13 @@ def test_straight_line_functions_are_kept_and_replayed_too(workers):
             out = torch.cat(list(model.loss.batches(batches, workers=workers)))
         torch.testing.assert_close(out, expected)
     assert p.replayed == 4 and not [f for f in p.fallbacks if "reuse_traces" in f]
+
+
+def test_another_option_keeps_reuse_traces():
+    """function(f, schedule=...) of a function that reuses traces keeps reusing them
+    (with its bound); reuse_traces=False turns it off."""
+    bounded = dynnet.function(TreeModel.loss.fn, reuse_traces=7)
+    agenda = dynnet.function(bounded, schedule="agenda")
+    assert agenda.schedule == "agenda" and agenda.traces.max_examples == 7
+    assert dynnet.function(agenda, reuse_traces=False).traces is None
+    assert dynnet.function(TreeModel.loss.fn, schedule="agenda").traces is None

@@ -67,7 +67,7 @@ def main(small=False):
     model = TreeEncoder(len(vocab), dim=8)
 
     print("1. one example:", tuple(model.encode(trees[0]).shape))
-    h = model.encode.batch(trees)  # 4 trees of 4, 4, 1 and 7 words
+    h = model.encode.batch(trees)  # 4 trees of 3, 3, 1 and 4 words
     print("2. a batch of differently-shaped trees:", tuple(h.shape))
 
     one_by_one = torch.stack([model.encode(t) for t in trees])

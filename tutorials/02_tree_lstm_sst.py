@@ -6,7 +6,8 @@ Reads SST from the shared data folder (``dynnet.data.sst_split``; set DYNNET_DAT
 the folder holding ``sst/``). Without it (or with ``--synthetic``), uses dynnet's
 generated treebank instead, where negations flip the sentiment of their subtree.
 
-The loop below is what ``dynnet train tree-lstm --data DIR --binary`` runs (with
+The loop below is what ``dynnet train tree-lstm --data DIR --binary --batch-size 25
+--lr 0.002 --model-args '{"node_loss": true, "dropout": 0.3}'`` runs (with
 checkpoints, metrics and resume added), written out so you can change it:
 
 - the binary task: roots labelled neutral are dropped; node labels 0,1 -> 0 and

@@ -19,8 +19,9 @@ and the model: the cache sees the grad mode, the model's ``train()``/``eval()`` 
 its settings and parameters, and records again when they change. It cannot see an
 example you change in place: call ``f.clear_traces()`` then.
 
-A batch that comes back whole (an evaluation set in fixed batches) goes further: from
-its third pass on it runs from a plan kept for it, with no Python per node
+A batch that comes back whole (an evaluation set in fixed batches) goes further: the
+second time it comes with every example replayed (usually its third pass), it is
+planned once, and from then on it runs from that plan, with no Python per node
 (dynnet/replayed_batches.py).
 """
 
