@@ -147,3 +147,43 @@ def test_torch_tensor_of_lazy_values_copies_them_as_pytorch_does():
         assert "torch.stack" in str(e) and "float" in str(e)
     else:
         raise AssertionError("mixing lazy values and numbers in torch.tensor must fail")
+
+
+@dynnet.function
+def _late_binding(x):
+    k = 1
+    g = (x * k for _ in range(2))  # Python reads k when sum() reads g
+    if x.sum() > 100:  # a pause between
+        k = 3
+    k = 5
+    return sum(g)
+
+
+@dynnet.function
+def _short_circuit(x):
+    d = {"a": 1}
+    return x * any(d[k] > 0 for k in ["a", "b"])  # stops at "a"
+
+
+@dynnet.function
+def _first(x):
+    g = (r * 2 for r in [x, -x])
+    return next(g)
+
+
+@dynnet.function
+def _walrus(x):
+    rows = [x, -x, x * 2]
+    found = any((m := r).sum() > 0 for r in rows)  # m: the row where any stopped
+    kept = [last := r for r in rows if r.sum() < 0]
+    return m * found + last * len(kept)
+
+
+def test_generator_expressions_stay_generators_unless_read_whole_at_once():
+    """A generator expression made a list at once read variables too early, lost
+    any()'s early stop and next(); `:=` in a comprehension bound in its local
+    function."""
+    xs = [torch.ones(2, requires_grad=True), -torch.ones(2, requires_grad=True),
+          torch.tensor([3.0, -1.0], requires_grad=True)]
+    for f in (_late_binding, _short_circuit, _first, _walrus):
+        assert_batch_matches_loop(f, xs)

@@ -173,12 +173,26 @@ def _truth_test(builtin):
     def overload(args, kwargs):
         if len(args) != 1 or kwargs:
             return builtin(*args, **kwargs)
+        if not isinstance(args[0], (list, tuple)):  # a generator: read as Python reads it
+            return Suspend(gen=_stepwise_truth_test(builtin is any, iter(args[0])))
         items = list(args[0])
         if not _has_lazy(items):
             return builtin(items)
         return Suspend(gen=_lazy_truth_test(builtin, items))
 
     return overload
+
+
+def _stepwise_truth_test(wanted, items):
+    """`any` (`wanted` True) or `all` of an iterator, item by item: it stops where
+    Python stops, so the items after the deciding one are never made (a generator's
+    side effects, its `:=`); a lazy item pauses for its value."""
+    for x in items:
+        if x.__class__ is LazyTensor:
+            x = (yield Suspend(lazies=(x,), post=_values))[0]
+        if bool(x) is wanted:
+            return wanted
+    return not wanted
 
 
 def _lazy_truth_test(builtin, items):

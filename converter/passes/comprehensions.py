@@ -12,9 +12,12 @@ becomes
         return dn__out_1
     ... dn__comp_1(xs) ...
 
-Only the first iterable is evaluated outside, as in Python. Generator expressions
-become lists (their elements are computed eagerly). Comprehensions in lambdas and
-class bodies stay as they are.
+Only the first iterable is evaluated outside, as in Python. A generator expression
+that is the one argument of a builtin reading it whole (`sum`, `max`, `min`, `sorted`,
+`list`, ...) becomes a list; any other stays a Python generator, converted as code
+that cannot pause (its elements are computed when read, as in Python). A comprehension
+holding `:=` is inlined or stays Python's (the name binds in the enclosing function).
+Comprehensions in lambdas and class bodies stay as they are.
 
 A list, set or dict comprehension in an assignment, `return` or expression
 statement, with no call evaluated before it in that statement, is inlined instead:
@@ -27,6 +30,8 @@ function or generator is made per evaluation:
                                    xs = dn__out_1
 """
 
+import builtins
+
 import gast
 
 from dynnet.converter import templates
@@ -36,6 +41,8 @@ _INLINE_IN = (gast.Assign, gast.AugAssign, gast.AnnAssign, gast.Return, gast.Exp
 
 _INIT = {gast.ListComp: "[]", gast.GeneratorExp: "[]", gast.SetComp: "set()",
          gast.DictComp: "{}"}
+# builtins that read a generator whole before they return (see `_consumed_at_once`)
+_CONSUMERS = {"sum", "max", "min", "sorted", "list", "tuple", "set", "frozenset", "dict"}
 
 
 class ComprehensionTransformer(Base):
@@ -60,6 +67,20 @@ class ComprehensionTransformer(Base):
                 out.extend(new if isinstance(new, list) else [new])
         return out
 
+    def _consumed_at_once(self, node):
+        """Whether generator expression `node` is the one argument of a builtin that
+        reads it whole at once (`sum(f(x) for x in xs)`), so that a list of its
+        elements, made when it is passed, gives the same result. Elsewhere (assigned,
+        given to `any`, `next` or a function of the user's) it stays a generator: its
+        elements are computed when they are read."""
+        call = self.parents.get(id(node))
+        if not (isinstance(call, gast.Call) and call.args == [node] and not call.keywords
+                and isinstance(call.func, gast.Name) and call.func.id in _CONSUMERS):
+            return False
+        name = call.func.id  # the builtin, not a name of the module's
+        namespace = getattr(self.ctx, "namespace", None) or {}
+        return namespace.get(name, getattr(builtins, name)) is getattr(builtins, name)
+
     def _inlinable(self, node):
         """No call of the statement runs before `node` (its enclosing calls aside)."""
         if self.statement is None or isinstance(node, gast.GeneratorExp):
@@ -79,8 +100,12 @@ class ComprehensionTransformer(Base):
     def _visit_comprehension(self, node):
         if not self.can_yield[-1] or any(g.is_async for g in node.generators):
             return self.scoped(node, False)
+        if isinstance(node, gast.GeneratorExp) and not self._consumed_at_once(node):
+            return self.scoped(node, False)  # a generator: lazy, as Python's
         if self._inlinable(node):
             return self._inline(node)
+        if any(isinstance(n, gast.NamedExpr) for n in gast.walk(node)):
+            return self.scoped(node, False)  # `:=` binds in the enclosing function
         # the first iterable is evaluated outside; everything else inside the function,
         # so comprehensions nested there are hoisted into the function's body
         first = node.generators[0]
