@@ -187,3 +187,16 @@ def test_generator_expressions_stay_generators_unless_read_whole_at_once():
           torch.tensor([3.0, -1.0], requires_grad=True)]
     for f in (_late_binding, _short_circuit, _first, _walrus):
         assert_batch_matches_loop(f, xs)
+
+
+def test_not_of_a_lazy_value_in_tensor_code():
+    """`not` needs the value: a statement holding it is not outlined into a segment,
+    where it failed with a ConcretizationError."""
+
+    @dynnet.function
+    def f(x):
+        y = x * (not x.sum() > 0)
+        return y * 2
+
+    assert_batch_matches_loop(f, [torch.ones(2, requires_grad=True),
+                                  -torch.ones(2, requires_grad=True)])
