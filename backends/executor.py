@@ -114,7 +114,11 @@ def wrong_output(sig, leaves, B):
     avals = sig.out_avals
     if len(leaves) != len(avals):
         return (f"{sig.name} at {where(sig.origin)}: batched call returned "
-                f"{len(leaves)} tensors, expected {len(avals)}")
+                f"{len(leaves)} tensors, expected {len(avals)}"
+                + (": a Python number it returns became a tensor when batched (a number "
+                   "that a loop or a branch on tensors changes holds one value per row); "
+                   "return it as a tensor, torch.tensor(n)" if len(leaves) > len(avals)
+                   else ""))
     for leaf, aval in zip(leaves, avals):
         if leaf.shape[0] != B or leaf.shape[1:] != aval.shape:
             return leaf

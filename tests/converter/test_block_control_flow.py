@@ -302,3 +302,24 @@ def test_augmented_assignments_change_only_the_rows_that_run_them():
     batch_matches(apply(m), xs, params=[])
     assert "augmented_assign" in block_source(AugmentedSteps.forward)
     assert m.log and set(m.log) == {1}  # the list grew in place
+
+
+class _CountingGrow(nn.Module):
+    def forward(self, y):
+        k = 0
+        while y.norm() < 5 and k < 4:
+            y = y * 1.5
+            k += 1
+        return y, k
+
+
+def test_a_python_number_a_masked_loop_changes_and_the_forward_returns():
+    """It holds one value per row once batched: the error says to return a tensor."""
+    m = _CountingGrow()
+
+    @dynnet.function
+    def f(x):
+        return m(x)
+
+    with pytest.raises(dynnet.BatchingError, match=r"return it as a tensor"):
+        f.batch([torch.ones(2), torch.full((2,), 3.0)])
