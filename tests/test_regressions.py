@@ -200,3 +200,23 @@ def test_not_of_a_lazy_value_in_tensor_code():
 
     assert_batch_matches_loop(f, [torch.ones(2, requires_grad=True),
                                   -torch.ones(2, requires_grad=True)])
+
+
+def test_generator_expressions_that_test_values_can_still_pause():
+    """A generator expression with a filter or a conditional on tensor values is made a
+    list where it stands (a Python generator could not wait for the values), in a for
+    loop, in enumerate, assigned, or given to any()."""
+
+    @dynnet.function
+    def f(x):
+        rows = [x, -x, x * 2]
+        total = x * 0
+        for r in (r for r in rows if r.sum() > 0):
+            total = total + r
+        kept = (r if r.sum() > 0 else -r for r in rows)
+        for i, r in enumerate(kept):
+            total = total + r * i
+        return total * any(r.sum() > 1 for r in rows if r.sum() > 0)
+
+    assert_batch_matches_loop(f, [torch.ones(2, requires_grad=True),
+                                  -torch.ones(2, requires_grad=True)])

@@ -13,10 +13,12 @@ becomes
     ... dn__comp_1(xs) ...
 
 Only the first iterable is evaluated outside, as in Python. A generator expression
-that is the one argument of a builtin reading it whole (`sum`, `max`, `min`, `sorted`,
-`list`, ...) becomes a list; any other stays a Python generator, converted as code
-that cannot pause (its elements are computed when read, as in Python). A comprehension
-holding `:=` is inlined or stays Python's (the name binds in the enclosing function).
+becomes a list, except where that would read differently: assigned to a name, given
+to `next`, `iter`, `any` or `all` (which stop early), or holding `:=`; there it stays a
+Python generator, computed when read, unless it tests values itself (a filter, a
+conditional expression, `and`/`or`: a generator could not wait for them). A
+comprehension holding `:=` is inlined or stays Python's (the name binds in the
+enclosing function).
 Comprehensions in lambdas and class bodies stay as they are.
 
 A list, set or dict comprehension in an assignment, `return` or expression
@@ -41,8 +43,8 @@ _INLINE_IN = (gast.Assign, gast.AugAssign, gast.AnnAssign, gast.Return, gast.Exp
 
 _INIT = {gast.ListComp: "[]", gast.GeneratorExp: "[]", gast.SetComp: "set()",
          gast.DictComp: "{}"}
-# builtins that read a generator whole before they return (see `_consumed_at_once`)
-_CONSUMERS = {"sum", "max", "min", "sorted", "list", "tuple", "set", "frozenset", "dict"}
+# builtins that read a generator item by item, or not at all (see `_stays_generator`)
+_LAZY_READERS = {"next", "iter", "any", "all"}
 
 
 class ComprehensionTransformer(Base):
@@ -67,17 +69,24 @@ class ComprehensionTransformer(Base):
                 out.extend(new if isinstance(new, list) else [new])
         return out
 
-    def _consumed_at_once(self, node):
-        """Whether generator expression `node` is the one argument of a builtin that
-        reads it whole at once (`sum(f(x) for x in xs)`), so that a list of its
-        elements, made when it is passed, gives the same result. Elsewhere (assigned,
-        given to `any`, `next` or a function of the user's) it stays a generator: its
-        elements are computed when they are read."""
-        call = self.parents.get(id(node))
-        if not (isinstance(call, gast.Call) and call.args == [node] and not call.keywords
-                and isinstance(call.func, gast.Name) and call.func.id in _CONSUMERS):
+    def _stays_generator(self, node):
+        """Whether generator expression `node` stays a Python generator (see the module
+        docstring): where a list made at once would read differently (assigned to a
+        name, given to `next`, `iter`, `any` or `all`, or holding `:=`), unless it tests
+        values itself (a filter, a conditional expression, `and`/`or`), which a
+        generator, run as Python runs it, could not wait for."""
+        if any(isinstance(n, gast.NamedExpr) for n in gast.walk(node)):
+            return True
+        if any(g.ifs for g in node.generators) or any(
+                isinstance(n, (gast.IfExp, gast.BoolOp)) for n in gast.walk(node)):
             return False
-        name = call.func.id  # the builtin, not a name of the module's
+        parent = self.parents.get(id(node))
+        if isinstance(parent, (gast.Assign, gast.AnnAssign)) and parent.value is node:
+            return True
+        if not (isinstance(parent, gast.Call) and parent.args == [node]
+                and isinstance(parent.func, gast.Name) and parent.func.id in _LAZY_READERS):
+            return False
+        name = parent.func.id  # the builtin, not a name of the module's
         namespace = getattr(self.ctx, "namespace", None) or {}
         return namespace.get(name, getattr(builtins, name)) is getattr(builtins, name)
 
@@ -100,7 +109,7 @@ class ComprehensionTransformer(Base):
     def _visit_comprehension(self, node):
         if not self.can_yield[-1] or any(g.is_async for g in node.generators):
             return self.scoped(node, False)
-        if isinstance(node, gast.GeneratorExp) and not self._consumed_at_once(node):
+        if isinstance(node, gast.GeneratorExp) and self._stays_generator(node):
             return self.scoped(node, False)  # a generator: lazy, as Python's
         if self._inlinable(node):
             return self._inline(node)
