@@ -193,7 +193,14 @@ class LazyTensor:
     def _concretize(self, what):
         at = f"{what} of a lazy tensor at {where(tracing.user_origin(3))} (example " \
              f"{self.node.instance}) needs its value while the batch is being traced."
-        if sys._getframe(2).f_code.co_filename == _CALLS_FILE[0]:
+        caller = sys._getframe(2).f_code
+        if caller.co_flags & 0x20 and not tracing.is_library_file(caller.co_filename):
+            raise ConcretizationError(  # 0x20: CO_GENERATOR, a generator of the user's
+                f"{at} It is tested in the generator function {caller.co_name}, which "
+                "dynnet runs as it is (a generator cannot be converted, so it cannot wait "
+                "for a value): test the value in the converted function, or compute with "
+                "tensor ops (torch.where) inside the generator.")
+        if caller.co_filename == _CALLS_FILE[0]:
             raise ConcretizationError(  # converted code called a C function: math.exp(x)
                 f"{at} A function dynnet does not convert (such as math.exp or a numpy "
                 "function) asked for it, and it cannot wait for the value. Take the value "

@@ -272,3 +272,18 @@ def test_an_op_error_says_its_place_is_the_first_call_with_those_shapes():
     place = f"{HERE}:{_line_of(first.fn, 'return embed')}"
     assert f"first called with these argument shapes at {place}" in message
     assert "(example 1)" in message
+
+
+def _positives(rows):
+    for r in rows:
+        if r.sum() > 0:
+            yield r
+
+
+def test_a_test_inside_a_generator_function_of_the_users_says_so():
+    @dynnet.function
+    def f(x):
+        return sum(_positives([x, -x, x * 2]))
+
+    with pytest.raises(dynnet.ConcretizationError, match="generator function _positives"):
+        f.batch([torch.ones(2), -torch.ones(2)])
