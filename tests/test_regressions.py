@@ -220,3 +220,14 @@ def test_generator_expressions_that_test_values_can_still_pause():
 
     assert_batch_matches_loop(f, [torch.ones(2, requires_grad=True),
                                   -torch.ones(2, requires_grad=True)])
+
+
+def test_a_comprehension_in_a_conditional_operand_runs_only_when_chosen():
+    @dynnet.function
+    def f(x, cached):
+        ys = [c * 2 for c in cached] if cached is not None else []
+        zs = cached or [x * k for k in range(3)]
+        return x * len(ys) + sum(zs)
+
+    assert_batch_matches_loop(f, [(torch.ones(2, requires_grad=True), None),
+                                  (torch.ones(2, requires_grad=True), [torch.ones(2)])])

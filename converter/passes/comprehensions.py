@@ -99,9 +99,9 @@ class ComprehensionTransformer(Base):
             ancestors.add(id(parent))
             parent = self.parents.get(id(parent))
         if any(isinstance(p, (gast.Lambda, gast.ListComp, gast.SetComp, gast.DictComp,
-                              gast.GeneratorExp)) for p in gast.walk(self.statement)
-               if id(p) in ancestors):
-            return False
+                              gast.GeneratorExp, gast.IfExp, gast.BoolOp))
+               for p in gast.walk(self.statement) if id(p) in ancestors):
+            return False  # (inside `a if c else b` or `a or b` it may not run at all)
         here = (node.lineno, node.col_offset)
         return not any(isinstance(n, gast.Call) and id(n) not in ancestors
                        and (n.lineno, n.col_offset) < here for n in gast.walk(self.statement))
