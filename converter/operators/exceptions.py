@@ -27,7 +27,10 @@ def _fail(msg, where_text=None):
     else:
         text = msg()
         args = (text,) if where_text is None else (f"{text} ({where_text})",)
-    raise AssertionError(*args)
+    error = AssertionError(*args)
+    if where_text is not None:  # the message says where: no note to repeat it
+        error._dynnet_noted = True
+    raise error
 
 
 def assert_test(cond, msg=None):

@@ -84,3 +84,22 @@ def test_lazy_multi_element_condition_raises_torchs_error():
 
 def test_assert_stays_an_assert_statement():
     assert "assert " in dynnet.to_code(positive)
+
+
+def test_a_failed_assert_on_a_lazy_value_says_where_once():
+    import torch
+
+    import dynnet
+
+    @dynnet.function
+    def f(x):
+        assert x.sum() < 1, "too big"
+        return x
+
+    try:
+        f.batch([torch.zeros(2), torch.ones(2)])
+    except AssertionError as e:
+        assert "too big (example 1 of the batch, at " in str(e)
+        assert not getattr(e, "__notes__", None)  # not again in a note
+    else:
+        raise AssertionError("the assert must fail for example 1")
