@@ -231,3 +231,27 @@ def test_a_comprehension_in_a_conditional_operand_runs_only_when_chosen():
 
     assert_batch_matches_loop(f, [(torch.ones(2, requires_grad=True), None),
                                   (torch.ones(2, requires_grad=True), [torch.ones(2)])])
+
+
+@dynnet.function
+def _matched(x):
+    match x.sum():
+        case 2:
+            return x * 2
+        case s if s > 0:
+            return x * s
+        case _:
+            pass
+    match (x, x.sum()):
+        case (t, total) if total < -1:
+            return t * 3
+        case _:
+            return -x
+
+
+def test_match_on_lazy_values_waits_for_them():
+    """A lazy subject waits for its value; guards are truth tests that pause."""
+    assert_batch_matches_loop(_matched, [torch.ones(2, requires_grad=True),
+                                         torch.full((2,), 3.0, requires_grad=True),
+                                         -torch.ones(2, requires_grad=True),
+                                         torch.tensor([0.5, -0.5], requires_grad=True)])

@@ -2,6 +2,8 @@
 
     if x.sum() > 0:        ->   if <pause point>(dn__.test(x.sum() > 0)):
     while x.norm() > 1:    ->   while <pause point>(dn__.test(x.norm() > 1)):
+    match x.sum(): ...     ->   match <pause point>(dn__.value_of(x.sum())): ...
+                                (and each `case ... if guard` gets a truth test)
 
 The statements stay Python statements: `elif`, `else`, `break`, `continue` and
 `return` keep their meaning, and only the branch an example takes runs. `for`
@@ -54,6 +56,19 @@ class ControlFlowTransformer(Base):
         return node
 
     visit_While = visit_If
+
+    def visit_Match(self, node):
+        """`match`: a lazy subject waits for its value (value patterns compare it with
+        `==`, which Python then tests), and each guard is a truth test."""
+        self.generic_visit(node)
+        if self.can_yield[-1]:
+            node.subject = pause_point(runtime_call("value_of", [node.subject]))
+        else:
+            node.subject = runtime_call("value_of_now", [node.subject])
+        for case in node.cases:
+            if case.guard is not None:
+                case.guard = truth_test(case.guard, self.can_yield[-1])
+        return node
 
 
 def transform(node, ctx):
