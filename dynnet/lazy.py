@@ -161,8 +161,7 @@ class LazyTensor:
         if not hasattr(torch.Tensor, name):
             raise AttributeError(f"'Tensor' object has no attribute '{name}'")
         if not callable(getattr(torch.Tensor, name)):  # a property: `requires_grad`, `grad`
-            facts = _STATIC_FALSE.get(name)
-            if facts is not None:
+            if name in _STATIC_FALSE:
                 return False
             raise ConcretizationError(
                 f"Tensor.{name} of a lazy tensor (created at {where(self.node.origin)}, "
@@ -233,9 +232,9 @@ _CALLS_FILE = [None]
 
 
 # properties that are False for any per-example lazy value (a dense, plain tensor)
-_STATIC_FALSE = dict.fromkeys(("is_sparse", "is_sparse_csr", "is_quantized", "is_meta",
-                               "is_mkldnn", "is_nested", "is_mps", "is_xpu", "is_ipu",
-                               "is_xla", "is_vulkan", "is_maia", "is_mtia"), False)
+_STATIC_FALSE = frozenset(("is_sparse", "is_sparse_csr", "is_quantized", "is_meta",
+                           "is_mkldnn", "is_nested", "is_mps", "is_xpu", "is_ipu", "is_xla",
+                           "is_vulkan", "is_maia", "is_mtia"))
 
 
 class LazyMethod:
