@@ -14,6 +14,21 @@ import torch
 from dynnet.backends.arena import select
 
 
+def to_device(host, device, dtype=None):
+    """`host` (a CPU tensor) on `device`, in `dtype` if given, without waiting for the
+    device.
+
+    A plain `.to("cuda")` of host memory waits until the card has run everything
+    queued before it (PyTorch synchronizes the stream after the copy); with
+    `non_blocking=True` the copy from ordinary (pageable) memory is staged by the
+    driver before the call returns, so `host` may be freed at once, and the card
+    keeps working while this process traces and schedules the next ops.
+    """
+    if torch.device(device).type == "cpu":
+        return host if dtype is None else host.to(dtype)
+    return host.to(device=device, dtype=dtype, non_blocking=True)
+
+
 def index_tensor(rows, device):
     """`rows` (a list of ints) as an int64 tensor on `device`.
 
@@ -22,15 +37,14 @@ def index_tensor(rows, device):
     """
     if not rows:
         return torch.empty(0, dtype=torch.int64, device=device)
-    out = torch.frombuffer(array("q", rows), dtype=torch.int64)
-    return out if device.type == "cpu" else out.to(device)
+    return to_device(torch.frombuffer(array("q", rows), dtype=torch.int64), device)
 
 
 def data_tensor(values, aval):
     """Per-example Python scalars as one tensor of `aval`'s dtype and device."""
     if aval.dtype is torch.int64 and all(v.__class__ is int for v in values):
         return index_tensor(values, aval.device)
-    return torch.tensor(values, dtype=aval.dtype, device=aval.device)
+    return to_device(torch.tensor(values, dtype=aval.dtype), aval.device)
 
 
 def gather(lazies):

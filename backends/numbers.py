@@ -15,6 +15,7 @@ import operator
 import torch
 
 from dynnet import tracing
+from dynnet.backends.gather import to_device
 from dynnet.tracing import SLOT, Signature
 
 _OPS = {operator.add, operator.sub, operator.mul, operator.truediv, operator.pow,
@@ -39,7 +40,7 @@ class NumberColumn:
         """`slots[0]` stacked; `numbers[i]` is row i's number."""
         x = slots[0]
         dtype = torch.result_type(torch.empty((), dtype=x.dtype), numbers[0])
-        column = torch.tensor(numbers, dtype=dtype, device=x.device)
+        column = to_device(torch.tensor(numbers, dtype=dtype), x.device)
         column = column.reshape(size, *([1] * (x.dim() - 1)))
         return self.fn(column, x) if self.position == 0 else self.fn(x, column)
 

@@ -3,6 +3,7 @@
     python -m benchmarks.run [--quick] [--device cpu|cuda] [--batch-sizes 64 256]
                              [--trees N] [--sentences N] [--vectors N] [--repeats K]
                              [--threads T] [--only tree seq cls while] [--out FILE]
+                             [--skip VARIANT ...]
 
 Every variant of a benchmark starts from the same weights and sees the same batches.
 After a warm-up step (whose loss, from the starting weights, is the ``loss@0`` column:
@@ -284,6 +285,9 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--only", nargs="+", choices=("tree", "seq", "cls", "while"),
                         default=("tree", "seq", "cls", "while"), help="benchmarks to run")
+    parser.add_argument("--skip", nargs="+", choices=ORDER, default=(),
+                        help="variants to leave out (naive per-example runs take most of "
+                             "a GPU run's time)")
     parser.add_argument("--data", default=str(common.DATA_DIR),
                         help="folder holding sst/ and ptb/ (default %(default)s)")
     parser.add_argument("--out", help="also write the table as markdown to this file")
@@ -327,6 +331,8 @@ def main(argv=None):
     if "while" in args.only:
         benches.append(while_loop.benchmark(args.vectors, args.device))
 
+    benches = [b._replace(variants={k: v for k, v in b.variants.items() if k not in args.skip})
+               for b in benches]
     rows, notes = [], []
     for bench in benches:
         for batch_size in bench.batch_sizes:

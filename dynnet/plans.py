@@ -26,7 +26,7 @@ import torch
 from dynnet import tracing
 from dynnet.backends import arena, numbers
 from dynnet.backends.executor import GroupResult, call_batched, wrong_output
-from dynnet.backends.gather import data_tensor
+from dynnet.backends.gather import data_tensor, to_device
 from dynnet.example_traces import portable
 from dynnet.lazy import LazyTensor, Node
 from dynnet.recurrences import fuse_recurrences
@@ -393,7 +393,7 @@ def execute_plan(plan, signatures, examples, kept=False):
             if kind == "const":
                 leaves = [data_tensor(payloads, sig.out_avals[0])]
             elif kind == "stack":  # made on the CPU for another device by the worker
-                leaves = [payloads.to(sig.out_avals[0].device)
+                leaves = [to_device(payloads, sig.out_avals[0].device)
                           if payloads.__class__ is torch.Tensor else
                           torch.stack([_input(examples, inputs, p) for p in payloads])]
             else:
@@ -454,7 +454,7 @@ class _Indices:
         key = str(device)
         tensor = self.on.get(key)
         if tensor is None:
-            tensor = self.on[key] = self.on["cpu"].to(device)
+            tensor = self.on[key] = to_device(self.on["cpu"], device)
         return tensor[span[0]:span[1]]
 
 

@@ -38,6 +38,7 @@ import warnings
 import torch
 from torch import nn
 
+from dynnet.backends.gather import index_tensor
 from dynnet.tracing import SLOT, Signature
 
 _CELLS = {  # cell class -> how it was called, its states, the fused call
@@ -89,7 +90,7 @@ class RecurrentTemplate:
             batch_sizes.append(len(active))
             packed += [data[i][t] for i in active]
         x = self.inputs.run_batched([], len(packed), packed)[0]
-        rows = torch.tensor(order, device=x.device)
+        rows = index_tensor(order, x.device)
         cell = self.cell
         state = [s.index_select(0, rows) for s in inputs]
         if self.term is not None:
@@ -114,7 +115,7 @@ class RecurrentTemplate:
                 terms.append(self.term.run_batched([h], n, packed[start:start + n])[0])
                 start += n
             terms = torch.cat(terms)
-            owner = torch.tensor([k for n in batch_sizes for k in range(n)], device=x.device)
+            owner = index_tensor([k for n in batch_sizes for k in range(n)], x.device)
             final.append(total.index_add(0, owner, terms))
         back = torch.empty_like(rows)
         back[rows] = torch.arange(size, device=rows.device)

@@ -22,6 +22,7 @@ import torch
 
 from dynnet import config, segments, tracing
 from dynnet.backends import arena, execute_group
+from dynnet.backends.gather import index_tensor
 from dynnet.errors import where
 from dynnet.recurrences import fuse_recurrences
 from dynnet.scheduler import get_strategy
@@ -286,7 +287,7 @@ def _resolve(examples):
                 continue
         ex.value = need.post([t.value for t in need.lazies])
     for buf, items in by_buffer.values():
-        rows = torch.tensor([row for _, row in items], device=buf.device)
+        rows = index_tensor([row for _, row in items], buf.device)
         values = buf.detach().index_select(0, rows).reshape(len(items)).tolist()
         for (ex, _), v in zip(items, values):
             ex.value = ex.need.scalar(v)

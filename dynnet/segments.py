@@ -17,7 +17,7 @@ completing at once.
 import torch
 
 from dynnet import tracing
-from dynnet.backends.gather import data_tensor
+from dynnet.backends.gather import data_tensor, to_device
 from dynnet.backends.rules import deterministic
 from dynnet.lazy import LazyTensor, Node
 from dynnet.tracing import SHAREABLE_DATA, SLOT, Signature, flatten_outputs
@@ -76,10 +76,10 @@ class DataColumns:
         """Data input k of every row as one tensor of `aval`'s dtype and device."""
         values = self.columns[k]
         if values.__class__ is list:
-            return torch.tensor(values, dtype=aval.dtype, device=aval.device)
+            return to_device(torch.tensor(values, dtype=aval.dtype), aval.device)
         dtype = torch.int64 if values.typecode == "q" else torch.float64
         out = torch.frombuffer(values, dtype=dtype) if len(values) else torch.empty(0, dtype=dtype)
-        return out.to(device=aval.device, dtype=aval.dtype)
+        return to_device(out, aval.device, aval.dtype)
 
 
 class SegmentTemplate:
