@@ -31,6 +31,7 @@ That is decided by reference counts (CPython's `sys.getrefcount`): a state that 
 the next step's node refers to cannot be read by anything else.
 """
 
+import contextlib
 import operator
 import sys
 import warnings
@@ -104,7 +105,8 @@ class RecurrentTemplate:
                 params += [cell.bias_ih, cell.bias_hh]
             fused = _CELLS[type(cell)][2](cell)
             state = [s.unsqueeze(0) for s in state]
-            with warnings.catch_warnings():  # cuDNN: the cell's weights are not one buffer
+            with warnings.catch_warnings(), _cell_precision():
+                # cuDNN: the cell's weights are not one buffer
                 warnings.filterwarnings("ignore", "RNN module weights are not part of")
                 hs, *final = fused(x, torch.tensor(batch_sizes), state[0] if len(state) == 1
                                    else tuple(state), params, cell.bias, 1, 0.0, grad, False)
@@ -267,6 +269,33 @@ def fuse_recurrences(pending):
         tail.depth = first.depth
         gone.update(chain[:-1])
     return [node for node in pending if node not in gone] if gone else pending
+
+
+@contextlib.contextmanager
+def _cell_precision():
+    """The fused call's float32 products in the precision of the cell's own.
+
+    The user's steps run the cell's matrix products through cuBLAS, in full float32
+    unless TF32 was allowed for them (`torch.backends.cuda.matmul`); cuDNN's RNNs run
+    in TF32 by default (`torch.backends.cudnn.rnn`), which on an H100 put the fused
+    values 1e-4 away from the steps'. The fused call follows the matmul setting.
+    """
+    matmul = torch.backends.cuda.matmul
+    rnn = getattr(torch.backends.cudnn, "rnn", None)
+    if rnn is None or not hasattr(matmul, "fp32_precision"):  # PyTorch before 2.9
+        old = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = matmul.allow_tf32
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32 = old
+        return
+    old = rnn.fp32_precision
+    rnn.fp32_precision = "tf32" if matmul.fp32_precision == "tf32" else "ieee"
+    try:
+        yield
+    finally:
+        rnn.fp32_precision = old
 
 
 def _cell_loop(x, batch_sizes, state, cell, keep_h=False):

@@ -46,7 +46,8 @@ class ModuleTreeLSTM(nn.Module):
     @dynnet.function
     def encode(self, tree):
         if tree.is_leaf:
-            i, o, u = self.leaf(self.embed(torch.tensor(tree.word_id))).chunk(3)
+            word = torch.tensor(tree.word_id, device=self.embed.weight.device)
+            i, o, u = self.leaf(self.embed(word)).chunk(3)
             c = torch.sigmoid(i) * torch.tanh(u)
             return torch.sigmoid(o) * torch.tanh(c), c
         (hl, cl), (hr, cr) = [self.encode(child) for child in tree.children]

@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import dynnet
+from dynnet import recurrences
 from dynnet.recurrences import RecurrentTemplate
 from tests.helpers import assert_batch_matches_loop
 
@@ -193,6 +194,22 @@ def test_worker_plans_carry_fused_calls():
     if dynnet.workers.can_fork():
         assert prof.planned_batches == len(batches) - 1, prof.worker_misses
         assert _fused_rows(prof)
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_the_fused_call_runs_in_the_precision_of_the_cells_products(tf32):
+    """cuDNN's RNNs default to TF32 where the cell's matmuls are full float32 (on an
+    H100 the fused values were 1e-4 from the steps'): the fused call follows the
+    matmul setting, and leaves the cuDNN setting as it found it."""
+    rnn = torch.backends.cudnn.rnn
+    before_rnn, before_matmul = rnn.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+    torch.backends.cuda.matmul.fp32_precision = "tf32" if tf32 else "ieee"
+    try:
+        with recurrences._cell_precision():
+            assert rnn.fp32_precision == ("tf32" if tf32 else "ieee")
+        assert rnn.fp32_precision == before_rnn
+    finally:
+        torch.backends.cuda.matmul.fp32_precision = before_matmul
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
