@@ -25,7 +25,10 @@ the backward pass (hand-batched code pays that). Gradients go through the round'
 - a group that stores outputs needing gradients extends a chain of scalar tokens
   (`ArenaAppend`), and every gather takes the latest token as an input. A group's
   `ArenaAppend` therefore runs in the backward pass after every gather that could
-  read its rows, and hands the group its rows of the finished buffers.
+  read its rows, and hands the group its rows of the finished buffers. The tokens
+  only order the backward pass: their values are never written and their gradients
+  are None (autograd still runs every node of the chain), so they launch no kernel
+  on a card.
 """
 
 import torch
@@ -186,7 +189,7 @@ class ArenaGather(torch.autograd.Function):
     def backward(ctx, grad):
         (index,) = ctx.saved_tensors
         ctx.gradients.add(ctx.number, index, grad)
-        return None, None, None, None, grad.new_zeros(())
+        return None, None, None, None, None  # the token orders; its gradient is none
 
 
 class ArenaAppend(torch.autograd.Function):
@@ -199,7 +202,10 @@ class ArenaAppend(torch.autograd.Function):
         ctx.gradients = gradients
         ctx.places = places  # per output: (arena number, base row, rows)
         ctx.first = token is None
-        return outputs[0].new_zeros(())
+        ctx.set_materialize_grads(False)  # the token's gradient stays None: no zeros
+        # a token's value is never read: no kernel; on the outputs' device, so that
+        # autograd runs the chain on that device's thread
+        return outputs[0].new_empty(())
 
     @staticmethod
     def backward(ctx, token_grad):
@@ -212,4 +218,4 @@ class ArenaAppend(torch.autograd.Function):
             grads.append(None if buffer is None else buffer[base:base + rows])
         if ctx.first:
             gradients.buffers.pop(task, None)
-        return (None, None, None if ctx.first else token_grad, *grads)
+        return (None, None, None, *grads)

@@ -68,13 +68,14 @@ def test_segments_record_one_node_per_tree_node():
     assert prof.groups <= max(_height(t) for t in trees)
 
 
+@pytest.mark.parametrize("n", [30, 300])  # 300: dozens of roots of each height
 @pytest.mark.parametrize("grad", [False, True])
-def test_head_on_roots_of_different_heights_runs_once(grad):
+def test_head_on_roots_of_different_heights_runs_once(grad, n):
     """The output layer and the loss read the root of trees of many heights: the depth
     schedule runs them as late as possible, in one group each, and values still
     equal the example-by-example ones."""
     model = ModuleTreeLSTM()
-    trees = random_trees(30, max_depth=7, seed=11)
+    trees = random_trees(n, max_depth=7, seed=11)
     assert len({_height(t) for t in trees}) > 2
     with torch.set_grad_enabled(grad):
         model.loss.batch(trees[:2])  # capture
