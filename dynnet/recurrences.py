@@ -22,8 +22,12 @@ Without gradients (inference, `torch.no_grad()`) that is one `torch.lstm` (`torc
 `torch.rnn_tanh`, `torch.rnn_relu`) call. With gradients, `torch.lstm`'s backward on
 the CPU took longer than the steps' (307 against 216 ms per 512 SST sentences at batch
 256), so a group on the CPU runs `_cell_loop` (torch ops per step, the input products
-of all steps in one call: 194 ms), and on a GPU `torch.lstm` (cuDNN; not measured
-yet).
+of all steps in one call: 194 ms). On a GPU, cuDNN's RNNs compute in the precision
+that `torch.backends.cudnn.rnn` sets (TF32 by default) where the user's cell steps use
+that of `torch.backends.cuda.matmul` (full float32 by default); the forward call is
+made in the matmul's precision (`_cell_precision`), but the backward runs after the
+call, so with gradients a GPU group runs `torch.lstm` only when TF32 is allowed for
+matrix products, and `_cell_loop` otherwise.
 
 A chain stays as it is when anything else holds a state it makes (a list of every
 step's `h`, an output of the example): nothing could compute those values then.
@@ -97,7 +101,7 @@ class RecurrentTemplate:
         if self.term is not None:
             total = state.pop()
         grad = torch.is_grad_enabled()
-        if grad and x.device.type == "cpu":
+        if grad and (x.device.type == "cpu" or not _tf32_products()):
             hs, final = _cell_loop(x, batch_sizes, state, cell, self.term is not None)
         else:
             params = [cell.weight_ih, cell.weight_hh]
@@ -271,6 +275,14 @@ def fuse_recurrences(pending):
     return [node for node in pending if node not in gone] if gone else pending
 
 
+def _tf32_products():
+    """Whether float32 matrix products on CUDA may use TF32 (the user's setting)."""
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):
+        return matmul.fp32_precision == "tf32"
+    return matmul.allow_tf32
+
+
 @contextlib.contextmanager
 def _cell_precision():
     """The fused call's float32 products in the precision of the cell's own.
@@ -291,7 +303,7 @@ def _cell_precision():
             torch.backends.cudnn.allow_tf32 = old
         return
     old = rnn.fp32_precision
-    rnn.fp32_precision = "tf32" if matmul.fp32_precision == "tf32" else "ieee"
+    rnn.fp32_precision = "tf32" if _tf32_products() else "ieee"
     try:
         yield
     finally:

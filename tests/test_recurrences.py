@@ -230,7 +230,8 @@ def test_fused_call_on_cuda_matches_the_cpu_steps():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_training_a_fused_loop_on_cuda_gives_the_cpu_gradients(cell):
-    """On a GPU the fused group is torch.lstm / torch.gru (cuDNN) with gradients."""
+    """On a GPU with gradients and TF32 products not allowed (the default) the fused
+    group runs the steps' own ops (cuDNN's backward would run in TF32)."""
     torch.manual_seed(10)
     if cell == "lstm":
         model, fn = Encoder(), Encoder.logits
