@@ -108,7 +108,7 @@ def measure(bench, dynnet_functions, batch_size, repeats, device, workers=(1,)):
         infer(batches[:1])
         runs[name] = (train, infer)
     times = {n: ([], []) for n in names}
-    planned, per_node = {}, {}
+    planned, per_node, waits = {}, {}, {}
     rng = random.Random(0)
     for r in range(repeats):
         shuffled = list(bench.examples)
@@ -122,11 +122,12 @@ def measure(bench, dynnet_functions, batch_size, repeats, device, workers=(1,)):
             if _workers(name) is not None:
                 planned[name] = (profile.planned_batches, profile.batches,
                                  dict(profile.worker_misses))
+                waits[name] = (profile.fork_seconds, profile.wait_seconds)
             if name.startswith("dynnet") or _workers(name) is not None:
                 per_node[name] = _python_per_node(profile)
     n = len(bench.examples)
     rates = {name: tuple(n / common.median(t) for t in times[name]) for name in names}
-    return rates, planned, per_node
+    return rates, planned, per_node, waits
 
 
 def _python_per_node(profile):
@@ -180,12 +181,15 @@ def main(argv=None):
     notes = []
     for bench, functions in benches:
         for size in args.batch_sizes:
-            rates, planned, per_node = measure(bench, functions, size, args.repeats, device,
-                                               args.workers)
+            rates, planned, per_node, waits = measure(bench, functions, size, args.repeats,
+                                                      device, args.workers)
             notes.extend(f"{bench.name} batch {size}, {_label(bench, name)}: this process spent "
                          f"{trace:.2f} us per node tracing and scheduling, {execute:.2f} us "
                          "executing (kernels included)"
                          for name, (trace, execute) in per_node.items())
+            notes.extend(f"{bench.name} batch {size}, {_label(bench, name)}: in the last "
+                         f"repeat's two epochs, {fork:.3f} s starting workers, {wait:.3f} s "
+                         "waiting for their plans" for name, (fork, wait) in waits.items())
             for name, rate in rates.items():
                 vs_manual = _ratio(rate, rates["manual"]) if "manual" in rates else "-"
                 plans = "-"

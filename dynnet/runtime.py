@@ -70,6 +70,8 @@ class Profile:
         self.trace_misses = {}  # why examples of a reuse_traces function were not kept
         self.recorded = 0  # examples whose traces were kept (example_traces.py)
         self.worker_misses = {}  # why a batch the worker could not plan -> how many
+        self.fork_seconds = 0.0  # starting worker processes (dynnet/workers.py)
+        self.wait_seconds = 0.0  # waiting for a worker's plan
 
     def groups_of(self, fn):
         """Sizes of the groups that ran op or module `fn` (also inside segments and

@@ -44,6 +44,7 @@ import os
 import pickle
 import signal
 import sys
+import time
 from collections import deque
 
 import torch
@@ -110,7 +111,9 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False, adopt=No
                 yield _run_here(run_here, batches[i], i)
                 continue
             requested = pool.request_until(requested, pool.ahead(i), batches)
+            waited = time.perf_counter()
             got, new_signature = pool.receive(i)
+            _note_seconds("wait_seconds", time.perf_counter() - waited)
             if got.__class__ is Plan:
                 if got.fingerprint != fingerprint(batches[i]):
                     got = "the batch changed after the worker was forked"
@@ -145,6 +148,14 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False, adopt=No
 def _start(plan, batches, workers):
     """A new `_Pool` of up to `workers` processes, or None (noted in the profile) when
     no process can be forked."""
+    begun = time.perf_counter()
+    try:
+        return _fork(plan, batches, workers)
+    finally:
+        _note_seconds("fork_seconds", time.perf_counter() - begun)
+
+
+def _fork(plan, batches, workers):
     started = []
     for _ in range(workers):
         try:
@@ -207,6 +218,11 @@ def _run_here(run_here, batch, index):
     except BaseException as e:
         e.add_note(f"dynnet: in batch {index} of f.batches")
         raise
+
+
+def _note_seconds(name, seconds):
+    for p in _profiles:
+        setattr(p, name, getattr(p, name) + seconds)
 
 
 def _note_miss(reason):

@@ -252,12 +252,14 @@ def test_pipelined_measures_worker_variants_with_their_plans():
     bench = Benchmark("tree-lstm", "trees", trees, [6], TreeLSTMParams(20), variants,
                       tree_lstm.make_optimizer, tree_lstm.LABELS)
     functions = (lambda m: m.root_loss, lambda m: m.root_logits)
-    rates, planned, per_node = pipelined.measure(bench, functions, 6, 1, "cpu", (1, 2))
+    rates, planned, per_node, waits = pipelined.measure(bench, functions, 6, 1, "cpu", (1, 2))
     assert list(rates) == ["batched", "manual", "dynnet", "workers1", "workers2"]
     assert all(train > 0 and infer > 0 for train, infer in rates.values())
     for name in ("workers1", "workers2"):
         done, total, misses = planned[name]
         assert (done, total, misses) == (6, 8, {}), planned  # 4 batches, 2 epochs
+        fork, wait = waits[name]  # the profile's time starting workers and waiting
+        assert fork > 0 and wait >= 0
     assert pipelined._label(bench, "workers2") == "dynnet f.batches (2 workers)"
     assert pipelined._label(bench, "batched") == "hand-batched autograd"
     lm = Benchmark("sequence-lm", "sentences", [], [6], None, {}, None, sequence_lm.LABELS)
