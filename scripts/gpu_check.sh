@@ -7,8 +7,8 @@
 # DATA_DIR holds sst/train.txt and ptb/valid.txt (as ../shared/data does); OUT_DIR
 # (default $OUT, else gpu-out) receives card.txt, steps.txt (each step's exit status and
 # seconds) and one STEP.txt per step. STEPs (default: tests tree256 tree64 seq):
-#   tests      every test with CUDA in its name or parameters (tests/test_devices.py
-#              runs the shipped models on the card)
+#   tests      the whole suite, CUDA tests included (tests/test_devices.py runs the
+#              shipped models on the card), in 8 processes where pytest-xdist is there
 #   tree256    SST tree-LSTM at batch 256, 1024 trees (issue target 2)
 #   tree64     the same at batch 64, 512 trees
 #   seq        LSTM language model and the data-dependent loop at batch 256
@@ -60,8 +60,8 @@ run_step() {  # run_step NAME SECONDS COMMAND...: output to NAME.txt, status to 
 }
 for step in "${steps[@]}"; do
     case $step in
-        tests) run_step tests 120 python3 -m pytest -q -p no:warnings -p no:cacheprovider \
-                   -k cuda tests ;;
+        tests) run_step tests 150 python3 -m pytest -q -p no:warnings -p no:cacheprovider \
+                   $(python3 -c "import xdist" 2>/dev/null && echo "-n 8") tests ;;
         tree256) run_step tree256 160 "${bench[@]}" --only tree --trees 1024 --batch-sizes 256 ;;
         tree64) run_step tree64 120 "${bench[@]}" --only tree --trees 512 --batch-sizes 64 ;;
         seq) run_step seq 90 "${bench[@]}" --only seq while --sentences 256 --vectors 1024 \
