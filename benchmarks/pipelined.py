@@ -40,7 +40,6 @@ import torch
 
 from benchmarks import common, sequence_lm, tree_lstm
 
-
 # untimed epochs of the variants that reuse traces, so that the timed ones are those of
 # a long training run: the first traces every example (the workers send the traces
 # here), the second decodes them here before the workers are forked (one-time costs:

@@ -86,7 +86,7 @@ class DynFunction:
         them, which plan the batches in turn (for machines with cores to spare, where
         one worker cannot trace as fast as this process computes, as on a GPU).
         `workers=0` runs each batch here, as `.batch` does. The default, None, is
-        `dynnet.config.workers` (1 unless the environment sets `DYNNET_WORKERS`). For a
+        `dynnet.config.workers` (`DYNNET_WORKERS`, else one per four cores, 1 to 3). For a
         function with `reuse_traces=True`, the workers replay the examples of their
         copy of the cache and send back the traces of the others, which are kept here;
         batches that come back (an evaluation set) keep their plans here, and once

@@ -103,7 +103,8 @@ def build_parser():
     train.add_argument("--workers", type=_count, default=None, metavar="W",
                        help="W worker processes trace the next batches while this one "
                             "trains (one process, Linux; same results; see tutorials/06); "
-                            "0: trace them here (default: 1, or DYNNET_WORKERS)")
+                            "0: trace them here (default: DYNNET_WORKERS, else one per "
+                            "four cores, 1 to 3)")
     train.add_argument("--reuse-traces", action="store_true",
                        help="from the second epoch on, replay each training example's "
                             "recorded trace instead of running the model's code again "

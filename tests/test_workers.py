@@ -7,6 +7,7 @@ and that the worker actually planned the batches it should have (the profile's
 
 import copy
 import multiprocessing
+import os
 import random
 import time
 
@@ -413,14 +414,21 @@ def test_empty_batches_give_what_batch_gives():
     assert list(scaled_sum.batches([[], []], workers=0)) == [[], []]
 
 
+@pytest.mark.parametrize("cores, expected", [(1, 1), (2, 1), (4, 1), (8, 2), (16, 3), (64, 3)])
+def test_the_default_worker_count_follows_the_cores(monkeypatch, cores, expected):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    assert dynnet.config.default_workers() == expected
+
+
 def test_dynnet_config_workers_turns_workers_off(monkeypatch):
     import os
     import subprocess
     import sys
 
     read = "import dynnet; print(dynnet.config.workers)"
-    for value, expected in (("0", "0"), ("1", "1"), ("3", "3"), (None, "1"), ("", "1"),
-                            ("x", None)):
+    default = str(dynnet.config.default_workers())
+    for value, expected in (("0", "0"), ("1", "1"), ("3", "3"), (None, default),
+                            ("", default), ("x", None)):
         env = {k: v for k, v in os.environ.items() if k != "DYNNET_WORKERS"}
         if value is not None:
             env["DYNNET_WORKERS"] = value
