@@ -164,6 +164,8 @@ def _classify(fn):
         overload = _OVERLOADS.get(fn)
         if overload is not None:
             return lambda fn, args, kwargs: overload(args, kwargs)
+        if fn.__name__ == "sort" and getattr(fn, "__self__", None).__class__ is list:
+            return lambda fn, args, kwargs: list_sort(fn.__self__, args, kwargs)
         if (fn.__module__ or "").startswith("torch"):
             return _record
         return _direct
@@ -301,4 +303,5 @@ def _numpy(tensor, args, kwargs):
 _METHOD_NEEDS = {"item": _item, "tolist": _tolist, "numpy": _numpy}
 
 from dynnet.converter.operators.py_builtins import OVERLOADS as _OVERLOADS  # noqa: E402
+from dynnet.converter.operators.py_builtins import list_sort  # noqa: E402
 

@@ -7,10 +7,10 @@ print, buffered per example and emitted in example order when the batch ends;
 `str`, `repr` and `format` of a lazy value wait for it; `isinstance(x,
 torch.Tensor)` is true for lazy tensors and `type(x)` is `torch.Tensor`.
 
-Builtins that compare or test their items (`max`, `min`, `sorted`, `any`,
-`all`) wait once for every lazy item (or key) they were given, then let the
-builtin decide on the values, and return the original items (so gradients flow
-through the chosen ones). Overloads that need values run as small generators
+Builtins that compare or test their items (`max`, `min`, `sorted`, `filter`,
+`any`, `all`, and a list's `sort`) wait once for every lazy item (or key) they were
+given, then let the builtin decide on the values, and return the original items (so
+gradients flow through the chosen ones). Overloads that need values run as small generators
 (`Suspend(gen=...)`), so that any error they raise passes through the user's
 frame and points at the user's line. `len`, `abs`, `sum`, `enumerate`, `zip`,
 `list` and `reversed` need no value: a lazy tensor has a static length and
@@ -167,6 +167,38 @@ def _lazy_sorted(items, key, reverse):
     return [items[i] for i in order]
 
 
+def list_sort(items, args, kwargs):
+    """`items.sort(key=..., reverse=...)`: sorted in place by the keys' values."""
+    if args or set(kwargs) - {"key", "reverse"}:
+        return items.sort(*args, **kwargs)
+    key = kwargs.get("key")
+    if key is None and not _holds_lazy(items):
+        return items.sort(**kwargs)
+    return Suspend(gen=_lazy_sort_in_place(items, key, kwargs.get("reverse", False)))
+
+
+def _lazy_sort_in_place(items, key, reverse):
+    items[:] = yield from _lazy_sorted(list(items), key, reverse)
+
+
+def filter_(args, kwargs):
+    """`filter(pred, items)` tests every item first (pausing once for the lazy
+    answers), then iterates over the kept ones: the items are read, and `pred` runs,
+    before the first item is taken, not as the result is consumed."""
+    if len(args) != 2 or kwargs:
+        return filter(*args, **kwargs)
+    pred, items = args
+    items = list(items)
+    if pred is None and not _has_lazy(items):
+        return filter(None, items)
+    return Suspend(gen=_lazy_filter(items, pred))
+
+
+def _lazy_filter(items, pred):
+    keys = yield from _concrete((yield from _keys(items, pred)))
+    return iter([x for x, keep in zip(items, keys) if keep])
+
+
 def _truth_test(builtin):
     """`any` or `all`: Python's answer on the items' values (one pause for all)."""
 
@@ -268,6 +300,7 @@ OVERLOADS = {
     builtins.max: _extremum(max),
     builtins.min: _extremum(min),
     builtins.sorted: sorted_,
+    builtins.filter: filter_,
     builtins.any: _truth_test(any),
     builtins.all: _truth_test(all),
     builtins.str: _text(str),

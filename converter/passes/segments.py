@@ -118,6 +118,8 @@ class SegmentTransformer(Base):
         if func.attr in _MUTATORS:
             return False
         base = func.value
+        if isinstance(base, gast.Constant) and isinstance(base.value, str):
+            return False  # "{:.3f}".format(x): formatting reads values
         if isinstance(base, gast.Name):
             if base.id == self.self_name and func.attr in self.methods:
                 return False
@@ -182,6 +184,9 @@ class SegmentTransformer(Base):
                 return False  # `not x` needs x's value: a test that pauses, outside
             if isinstance(node, gast.Call) and not self._call_ok(node):
                 return False
+            if isinstance(node, gast.BinOp) and isinstance(node.op, gast.Mod) and \
+                    isinstance(node.left, gast.Constant) and isinstance(node.left.value, str):
+                return False  # "%.3f" % x: formatting reads values
             if isinstance(node, gast.Name) and node.id.startswith(RUNTIME):
                 return False
             if isinstance(node, gast.comprehension) and (node.ifs or node.is_async):

@@ -12,6 +12,9 @@ def chatty(x):
     print(f"total={total:.3f} first={x[0]} x={x}")
     if total > 0:
         print(f"positive: {[x.max(), 1]}", str(total), repr(x.min()), format(total, ".2f"))
+    print("%.4f and %s" % (total, x[0]), "{:.2f}|{last}".format(total, last=x[-1]))
+    text = "%5.1f" % total  # a statement of its own (a segment would not wait)
+    print(text, "{}".format(x.max()))
     return total
 
 

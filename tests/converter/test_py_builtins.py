@@ -13,7 +13,15 @@ def python_uses(xs):
             sorted(xs, key=abs, reverse=True), any(v > 2 for v in xs), all(xs),
             sum(xs), abs(xs[0]), len(xs), list(enumerate(xs)), list(zip(xs, xs[1:])),
             list(reversed(xs)), round(2.567, 1), str(xs), repr(xs), format(3.14159, ".2f"),
-            type(xs).__name__, max([], default=None))
+            type(xs).__name__, max([], default=None), list(filter(lambda v: v > 0, xs)),
+            list(filter(None, xs)), _sorted_in_place(xs))
+
+
+def _sorted_in_place(xs):
+    ys = list(xs)
+    ys.sort(key=lambda v: -v)
+    ys.sort()
+    return ys
 
 
 @pytest.mark.parametrize("xs", [[3, -1, 2], [0.5, 0.5, -7.0, 4]])
@@ -54,6 +62,24 @@ def test_builtins_on_ragged_lazy_rows():
         total = sum(r.sum() for r in x)
         pairs = [a * b for a, b in zip(x, reversed(x))]
         return best, total, torch.stack(pairs).sum(0), len(x)
+
+    batch_matches(f, xs)
+
+
+def test_filter_and_list_sort_on_lazy_rows():
+    """filter() and list.sort(key=) test values Python's C code asks for: they wait
+    once for every lazy answer, then decide as Python does, on the original rows."""
+    torch.manual_seed(0)
+    xs = [torch.randn(n, 3, requires_grad=True) for n in (2, 4, 5)]
+
+    @dynnet.function
+    def f(x):
+        rows = list(x)
+        kept = list(filter(lambda r: r.sum() > 0, rows)) or rows[:1]
+        nonzero = list(filter(None, [r.max() > 0.5 for r in rows]))
+        rows.sort(key=lambda r: r.sum())
+        rows.sort(key=lambda r: r[0], reverse=True)
+        return torch.stack(kept).sum(0), torch.stack(rows), len(nonzero)
 
     batch_matches(f, xs)
 
