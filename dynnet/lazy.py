@@ -205,6 +205,14 @@ class LazyTensor:
                 "function) asked for it, and it cannot wait for the value. Take the value "
                 "first where dynnet can wait (v = float(x) or x.tolist(), then "
                 "math.exp(v)), or use a torch op on the lazy value (torch.exp(x)).")
+        if not tracing.is_library_file(caller.co_filename):
+            raise ConcretizationError(  # code of the user's that Python itself called
+                f"{at} It is tested in {caller.co_name}, code of yours that converted code "
+                "did not call itself: Python called it (an operator such as __add__, a "
+                "property, a callback given to a library), or it is marked not to be "
+                "converted; dynnet runs such code as it is, so it cannot wait for the "
+                "value. Call it as a function or method from the converted code, or "
+                "compute with tensor ops such as torch.where.")
         raise ConcretizationError(
             f"{at} Inside a @dynnet.function this is handled automatically; the call "
             "came from code dynnet did not convert (a library or a function marked not to "

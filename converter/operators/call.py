@@ -191,6 +191,12 @@ def _classify(fn):
         overload = _OVERLOADS.get(fn)
         if overload is not None:
             return lambda fn, args, kwargs: overload(args, kwargs)
+        return _direct
+    # an instance of the user's own class with a `__call__` of theirs: converted, as
+    # `forward` is for modules
+    start = _method_start(getattr(cls, "__call__", None))
+    if start is not None:
+        return lambda fn, args, kwargs: start((fn,) + args, kwargs)
     return _direct
 
 

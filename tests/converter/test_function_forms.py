@@ -179,3 +179,44 @@ def test_await_in_nested_code_is_a_conversion_error():
 
     with pytest.raises(dynnet.ConversionError, match="async"):
         f.batch([torch.ones(2)])
+
+
+class Gate:
+    """A plain class of the user's (not a module) whose calls branch on values."""
+
+    def __init__(self, weight):
+        self.weight = weight
+
+    def __call__(self, x, scale=1.0):
+        y = x @ self.weight
+        if y.sum() > 0:
+            return torch.tanh(y) * scale
+        return -y
+
+    def __add__(self, other):
+        return other * 2 if other.sum() > 0 else other
+
+
+def test_call_of_a_plain_class_of_the_users_is_converted():
+    torch.manual_seed(3)
+    gate = Gate(torch.randn(3, 3, requires_grad=True))
+
+    @dynnet.function
+    def f(x):
+        return gate(x) + gate(x * -1, scale=0.5)
+
+    batch_matches(f, [torch.randn(3) for _ in range(6)], params=[gate.weight])
+
+
+def test_an_operator_of_the_users_class_that_tests_a_value_says_so():
+    gate = Gate(torch.randn(3, 3))
+
+    @dynnet.function
+    def f(x):
+        return gate + x
+
+    with pytest.raises(dynnet.ConcretizationError) as info:
+        f.batch([torch.randn(3), torch.randn(3)])
+    message = str(info.value)
+    assert f"{HERE}:{line_of(Gate.__add__, 'if other.sum()')}" in message
+    assert "tested in __add__" in message and "operator" in message
