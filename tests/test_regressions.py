@@ -222,6 +222,23 @@ def test_generator_expressions_that_test_values_can_still_pause():
                                   -torch.ones(2, requires_grad=True)])
 
 
+def test_a_generator_expression_that_tests_values_given_to_next():
+    """Made a list (it tests values), it was given to next() as a list: TypeError. It
+    is read through an iterator over the list now, with next's default too."""
+
+    @dynnet.function
+    def f(x):
+        rows = [x, -x, x * 2]
+        first = next(r for r in rows if r.sum() > 0)
+        fallback = next((r for r in rows if r.sum() > 100), rows[0])
+        found = (r for r in rows if r.sum() < 0)
+        return first + fallback + sum(found, x * 0)
+
+    assert_batch_matches_loop(f, [torch.ones(2, requires_grad=True),
+                                  -torch.ones(2, requires_grad=True),
+                                  torch.tensor([3.0, -1.0], requires_grad=True)])
+
+
 def test_a_comprehension_in_a_conditional_operand_runs_only_when_chosen():
     @dynnet.function
     def f(x, cached):

@@ -16,7 +16,9 @@ Only the first iterable is evaluated outside, as in Python. A generator expressi
 becomes a list, except where that would read differently: assigned to a name, given
 to `next`, `iter`, `any` or `all` (which stop early), or holding `:=`; there it stays a
 Python generator, computed when read, unless it tests values itself (a filter, a
-conditional expression, `and`/`or`: a generator could not wait for them). A
+conditional expression, `and`/`or`: a generator could not wait for them); then it is
+made at once and read through an iterator over it (`next(x for x in xs if x.sum() >
+0)` works; every item is tested first, where Python would stop at the first). A
 comprehension holding `:=` is inlined or stays Python's (the name binds in the
 enclosing function).
 Comprehensions in lambdas and class bodies stay as they are.
@@ -37,7 +39,7 @@ import builtins
 import gast
 
 from dynnet.converter import templates
-from dynnet.converter.transformer import Base
+from dynnet.converter.transformer import RUNTIME, Base
 
 _INLINE_IN = (gast.Assign, gast.AugAssign, gast.AnnAssign, gast.Return, gast.Expr)
 
@@ -45,6 +47,13 @@ _INIT = {gast.ListComp: "[]", gast.GeneratorExp: "[]", gast.SetComp: "set()",
          gast.DictComp: "{}"}
 # builtins that read a generator item by item, or not at all (see `_stays_generator`)
 _LAZY_READERS = {"next", "iter", "any", "all"}
+
+
+def _tests_values(node):
+    """Whether a comprehension tests values itself: a filter, `a if c else b`,
+    `and`/`or` (a generator, run as Python runs it, could not wait for them)."""
+    return any(g.ifs for g in node.generators) or any(
+        isinstance(n, (gast.IfExp, gast.BoolOp)) for n in gast.walk(node))
 
 
 class ComprehensionTransformer(Base):
@@ -77,13 +86,17 @@ class ComprehensionTransformer(Base):
         generator, run as Python runs it, could not wait for."""
         if any(isinstance(n, gast.NamedExpr) for n in gast.walk(node)):
             return True
-        if any(g.ifs for g in node.generators) or any(
-                isinstance(n, (gast.IfExp, gast.BoolOp)) for n in gast.walk(node)):
+        if _tests_values(node):
             return False
+        return self._read_as_iterator(node)
+
+    def _read_as_iterator(self, node):
+        """Whether the generator expression's result is read as an iterator: assigned
+        to a name, or given to `next`, `iter`, `any` or `all`."""
         parent = self.parents.get(id(node))
         if isinstance(parent, (gast.Assign, gast.AnnAssign)) and parent.value is node:
             return True
-        if not (isinstance(parent, gast.Call) and parent.args == [node]
+        if not (isinstance(parent, gast.Call) and parent.args and parent.args[0] is node
                 and isinstance(parent.func, gast.Name) and parent.func.id in _LAZY_READERS):
             return False
         name = parent.func.id  # the builtin, not a name of the module's
@@ -109,8 +122,22 @@ class ComprehensionTransformer(Base):
     def _visit_comprehension(self, node):
         if not self.can_yield[-1] or any(g.is_async for g in node.generators):
             return self.scoped(node, False)
-        if isinstance(node, gast.GeneratorExp) and self._stays_generator(node):
-            return self.scoped(node, False)  # a generator: lazy, as Python's
+        if isinstance(node, gast.GeneratorExp):
+            if self._stays_generator(node):
+                return self.scoped(node, False)  # a generator: lazy, as Python's
+            if self._read_as_iterator(node):
+                # it tests values, so it is made at once; read as what it was, an
+                # iterator (`next(x for x in xs if x.sum() > 0)`)
+                made = self._made(node)
+                return gast.Call(func=gast.Attribute(
+                    value=gast.Name(id=RUNTIME, ctx=gast.Load(), annotation=None,
+                                    type_comment=None),
+                    attr="iterate", ctx=gast.Load()), args=[made], keywords=[])
+        return self._made(node)
+
+    def _made(self, node):
+        """The comprehension's value made at once: inlined before its statement, or
+        by a local function."""
         if self._inlinable(node):
             return self._inline(node)
         if any(isinstance(n, gast.NamedExpr) for n in gast.walk(node)):
