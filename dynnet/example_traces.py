@@ -48,6 +48,8 @@ first call of a segment records its ops one by one) is traced every time;
 the profile's `fallbacks` (`with dynnet.profile() as p:`) counts them, with why.
 """
 
+import contextlib
+import gc
 import numbers
 import weakref
 from operator import itemgetter
@@ -193,9 +195,10 @@ class TraceCache:
         """Decodes the traces adopted from workers (so that forked workers share them
         decoded); drops those that name a signature gone since."""
         entries = self.current.entries
-        for key in [k for k, e in entries.items() if e.steps is None]:
-            if not entries[key].decode():
-                del entries[key]
+        with collector_paused():
+            for key in [k for k, e in entries.items() if e.steps is None]:
+                if not entries[key].decode():
+                    del entries[key]
 
     def _keep(self, args, grad_enabled, steps, result, printed, encoded=None):
         held = tuple(None if isinstance(a, torch.nn.Module) else a for a in args)
@@ -245,6 +248,22 @@ class TraceCache:
         if entry.printed:
             trace.outputs[index] = list(entry.printed)
         return _rebuild(entry.result, values)
+
+
+@contextlib.contextmanager
+def collector_paused():
+    """Python's cyclic garbage collector off while many long-lived objects are made at
+    once (decoding the traces of a training set, unpickling a worker's plan): every
+    collection it would run meanwhile walks objects none of which is garbage. On the
+    2-core CPU, decoding the SST training set's 8544 traces spent 1 s of 2.5 in it."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 _UNREPLAYABLE = object()

@@ -50,6 +50,7 @@ from collections import deque
 import torch
 
 from dynnet import config, tracing
+from dynnet.example_traces import collector_paused
 from dynnet.outputs import stack_outputs
 from dynnet.plans import Plan, PlanMiss, execute_plan
 from dynnet.runtime import _profiles
@@ -256,7 +257,9 @@ class _Worker:
         for batch `index`, the oldest request."""
         assert self.requested.popleft() == index
         try:
-            return pickle.loads(self.conn.recv_bytes())
+            message = self.conn.recv_bytes()
+            with collector_paused():  # a plan holding traces is many objects at once
+                return pickle.loads(message)
         except (EOFError, OSError):
             return "the worker process ended", False
 

@@ -727,3 +727,27 @@ def test_another_option_keeps_reuse_traces():
     assert agenda.schedule == "agenda" and agenda.traces.max_examples == 7
     assert dynnet.function(agenda, reuse_traces=False).traces is None
     assert dynnet.function(TreeModel.loss.fn, schedule="agenda").traces is None
+
+
+def test_decoding_pauses_the_garbage_collector_and_restores_it():
+    """Decoding many traces at once runs with Python's collector off (each collection
+    would walk every object made so far); it is on again after, or stays off when the
+    user had turned it off."""
+    import gc
+
+    from dynnet.example_traces import collector_paused
+
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(ValueError), collector_paused():
+        raise ValueError("a decode that fails")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
