@@ -212,7 +212,8 @@ def _owner(fn):
     owner = getattr(fn, "__dynnet_owner__", None)
     if owner is None:
         owner = fn.__globals__
-        for part in fn.__qualname__.split(".")[:-1]:
+        qualname = getattr(fn.__code__, "co_qualname", fn.__qualname__)  # not wraps'
+        for part in qualname.split(".")[:-1]:
             owner = owner.get(part) if isinstance(owner, dict) else getattr(owner, part, None)
             if owner is None or part == "<locals>":
                 return None

@@ -11,9 +11,13 @@ from dynnet.errors import ConversionError
 
 def function_source(fn):
     """`(source, filename, first_line)` of `fn`, dedented; ConversionError if absent."""
+    # the code object's source: `inspect.getsourcelines(fn)` follows `__wrapped__`, so
+    # a decorator's wrapper (`functools.wraps`) would be converted as the function it
+    # wraps, and run without what the wrapper adds
+    target = getattr(fn, "__code__", fn)
     try:
-        lines, first_line = inspect.getsourcelines(fn)
-        filename = inspect.getsourcefile(fn) or inspect.getfile(fn)
+        lines, first_line = inspect.getsourcelines(target)
+        filename = inspect.getsourcefile(target) or inspect.getfile(target)
     except (OSError, TypeError) as e:
         code = getattr(fn, "__code__", None)
         at = f" defined at {code.co_filename}:{code.co_firstlineno}" if code else ""
@@ -29,7 +33,7 @@ def parse_function(fn):
     Returns `(node, filename, first_line)`; line numbers in `node` are file lines.
     """
     source, filename, first_line = function_source(fn)
-    if fn.__name__ == "<lambda>":
+    if _code_name(fn) == "<lambda>":
         return _find_lambda(fn, filename, first_line), filename, first_line
     module = gast.parse(source)
     node = _find_function(module, fn, filename, first_line)
@@ -64,8 +68,14 @@ def _find_lambda(fn, filename, first_line):
     return gast.copy_location(node, lam)
 
 
+def _code_name(fn):
+    """The name `fn` was defined with (`functools.wraps` changes `__name__`)."""
+    code = getattr(fn, "__code__", None)
+    return code.co_name if code is not None else fn.__name__
+
+
 def _find_function(module, fn, filename, first_line):
-    name = fn.__name__
+    name = _code_name(fn)
     for node in module.body:
         if isinstance(node, (gast.FunctionDef, gast.AsyncFunctionDef)) and node.name == name:
             return node

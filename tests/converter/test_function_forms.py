@@ -220,3 +220,37 @@ def test_an_operator_of_the_users_class_that_tests_a_value_says_so():
     message = str(info.value)
     assert f"{HERE}:{line_of(Gate.__add__, 'if other.sum()')}" in message
     assert "tested in __add__" in message and "operator" in message
+
+
+def twice(fn):
+    """A user's decorator that keeps the function's name (functools.wraps)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args):
+        return fn(*args) * 2
+
+    return wrapper
+
+
+@twice
+def _shifted(y):
+    return y + 1 if y.sum() > 0 else y - 1
+
+
+class _Tripler:
+    @twice
+    def apply(self, y):
+        return y * 3
+
+
+def test_a_decorator_made_with_functools_wraps_keeps_its_wrapper():
+    """inspect.getsourcelines follows __wrapped__: the wrapper was converted as the
+    function it wraps (its `* 2` silently lost), and a second function under the same
+    decorator got the first one's conversion."""
+
+    @dynnet.function
+    def f(x):
+        return _shifted(x) + _Tripler().apply(x)
+
+    batch_matches(f, [torch.ones(2, requires_grad=True), -torch.ones(2, requires_grad=True)])
