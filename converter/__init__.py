@@ -34,6 +34,7 @@ import weakref
 
 import gast
 
+from dynnet import tracing
 from dynnet.converter import parser, templates
 from dynnet.converter.direct import direct_twin
 from dynnet.converter.naming import Namer
@@ -150,6 +151,8 @@ def convert_code(fn):
     entry = _code_cache.get(fn.__code__)
     if entry is None:
         entry = _code_cache[fn.__code__] = _convert(fn)
+        tracing.note_converted_code(entry[0])
+        tracing.note_converted_code(entry[2])
     return entry
 
 

@@ -176,6 +176,14 @@ class LazyTensor:
         return tracing.record(func, args, kwargs or {})
 
     def __getitem__(self, index):
+        if _lazy_slice(index):
+            raise ConcretizationError(
+                f"slicing a lazy tensor at {where(tracing.user_origin(2))} (example "
+                f"{self.node.instance}) with a bound that is itself a lazy value "
+                "(x[:n], n computed from tensors): the slice's shape would depend on a "
+                "value the batch has not computed. Take the bound first (n = int(n): the "
+                "example waits there), or keep the shape and mask (x * (torch.arange("
+                "len(x)) < n)).")
         return tracing.record(operator.getitem, (self, index), {})
 
     def __setitem__(self, index, value):
@@ -193,6 +201,14 @@ class LazyTensor:
         at = f"{what} of a lazy tensor at {where(tracing.user_origin(3))} (example " \
              f"{self.node.instance}) needs its value while the batch is being traced."
         caller = sys._getframe(2).f_code
+        if caller in tracing.converted_codes:
+            raise ConcretizationError(  # converted code, inside an operation of Python's
+                f"{at} Python asked for it inside an operation that cannot pause for a "
+                "value: `in` on a list, `%` or `.format` on a string held in a variable, "
+                "str() of it from a library, a list indexed or sliced by a lazy value, a "
+                "comparison of your objects (__lt__) inside sorted(). Take the value first "
+                "where dynnet can wait (v = float(x), i = int(x), s = str(x)) and use "
+                "that, or compute with tensor ops such as torch.where.")
         if caller.co_flags & 0x20 and not tracing.is_library_file(caller.co_filename):
             raise ConcretizationError(  # 0x20: CO_GENERATOR, a generator of the user's
                 f"{at} It is tested in the generator function {caller.co_name}, which "
@@ -201,8 +217,9 @@ class LazyTensor:
                 "tensor ops (torch.where) inside the generator.")
         if caller.co_filename == _CALLS_FILE[0]:
             raise ConcretizationError(  # converted code called a C function: math.exp(x)
-                f"{at} A function dynnet does not convert (such as math.exp or a numpy "
-                "function) asked for it, and it cannot wait for the value. Take the value "
+                f"{at} A function dynnet does not convert (such as math.exp, a numpy "
+                "function, or str.format reading an attribute that holds the value) asked "
+                "for it, and it cannot wait for the value. Take the value "
                 "first where dynnet can wait (v = float(x) or x.tolist(), then "
                 "math.exp(v)), or use a torch op on the lazy value (torch.exp(x)).")
         if not tracing.is_library_file(caller.co_filename):
@@ -214,13 +231,20 @@ class LazyTensor:
                 "value. Call it as a function or method from the converted code, or "
                 "compute with tensor ops such as torch.where.")
         raise ConcretizationError(
-            f"{at} Inside a @dynnet.function this is handled automatically; the call "
-            "came from code dynnet did not convert (a library or a function marked not to "
-            "be converted). Move the test into the converted function, or compute it with "
-            "tensor ops such as torch.where.")
+            f"{at} It was asked for by code that dynnet runs as it is (a library, Python's "
+            "own sorting or comparing of your objects, a function marked not to be "
+            "converted), which cannot wait for the value; in a converted function dynnet "
+            "waits for it. Take the value first in the converted function (v = float(x)), "
+            "or compute with tensor ops such as torch.where.")
 
     def __bool__(self):
         self._concretize("bool()")
+
+    def __str__(self):  # where the converted str() could not wait: an error, not a
+        self._concretize("str()")  # placeholder in the user's text (repr stays one)
+
+    def __format__(self, spec):
+        self._concretize("formatting")
 
     def __int__(self):
         self._concretize("int()")
@@ -259,6 +283,16 @@ class LazyMethod:
 
     def __repr__(self):
         return f"<lazy method Tensor.{self.name}>"
+
+
+def _lazy_slice(index):
+    """Whether `index` (of a subscript) holds a slice with a lazy bound."""
+    parts = index if index.__class__ is tuple else (index,)
+    for part in parts:
+        if part.__class__ is slice and any(
+                b.__class__ is LazyTensor for b in (part.start, part.stop, part.step)):
+            return True
+    return False
 
 
 def collect_lazy(obj, out):

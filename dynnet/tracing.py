@@ -145,6 +145,19 @@ _DYNNET_DIRS = tuple(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _library_files = {}
 
 
+converted_codes = set()  # code objects dynnet made by converting the user's functions
+
+
+def note_converted_code(code):
+    """Remembers `code`, made by the converter, and the code of the functions it
+    defines (local functions, lambdas, segments): a lazy value's error can then tell
+    converted code from the user's own, unconverted code."""
+    converted_codes.add(code)
+    for const in code.co_consts:
+        if const.__class__ is code.__class__:
+            note_converted_code(const)
+
+
 def is_library_file(filename):
     """True for files of dynnet's engine, the standard library and installed packages."""
     known = _library_files.get(filename)

@@ -186,6 +186,50 @@ def test_a_c_function_asking_for_a_lazy_value_gets_its_own_advice():
                                torch.tensor([math.exp(2.0), 1.0]))
 
 
+def test_text_of_a_lazy_value_made_where_dynnet_cannot_wait_is_an_error_not_a_placeholder():
+    """str() of a lazy value from a library (`map(str, ...)`), or a format string held
+    in a variable, printed `LazyTensor(...)` where the original printed the value."""
+
+    @dynnet.function
+    def via_map(x):
+        print(" ".join(map(str, x)))
+        return x
+
+    @dynnet.function
+    def via_variable(x):
+        template = "{:.2f}"
+        print(template.format(x.sum()))
+        return x
+
+    for f, line in ((via_map, "map(str, x)"), (via_variable, "template.format")):
+        with pytest.raises(dynnet.ConcretizationError) as info:
+            f.batch([torch.ones(2), torch.zeros(2)])
+        assert f"{HERE}:{_line_of(f.fn, line)}" in str(info.value)
+        assert "LazyTensor(" not in str(info.value)
+
+
+@pytest.mark.parametrize("body", ["in", "index", "slice"])
+def test_operations_of_python_that_cannot_wait_say_what_to_do(body):
+    """A lazy value needed inside an operation of Python's in converted code (`in` on a
+    list, a list indexed by it, a slice bound) was blamed on a 'generator function' or
+    on code not converted."""
+
+    @dynnet.function
+    def f(x):
+        s = x.sum()
+        if body == "in":
+            return x * 2 if s in [x[0], 6.0] else x
+        if body == "index":
+            return [x, -x][x.argmax()]
+        return x[:x.argmax() + 1].sum()
+
+    with pytest.raises(dynnet.ConcretizationError) as info:
+        f.batch([torch.tensor([1.0, 3.0]), torch.tensor([5.0, 0.0])])
+    message = str(info.value)
+    assert "generator function" not in message and "did not convert" not in message
+    assert "int(" in message and "(example 0)" in message
+
+
 def test_a_module_reached_through_a_closure_and_converted_after_its_first_batch():
     """dynnet cannot see a module the function reaches through a closure: after
     `double()`, its stale signatures would feed float rows to double weights; the

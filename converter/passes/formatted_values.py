@@ -42,11 +42,13 @@ class FormattedValueTransformer(Base):
         self.generic_visit(node)
         f = node.func
         if isinstance(f, gast.Attribute) and f.attr == "format" and _is_text(f.value):
+            for a in node.args:
+                if isinstance(a, gast.Starred):
+                    a.value = self._valued(a.value)  # *args: a tuple or list of values
             node.args = [a if isinstance(a, gast.Starred) else self._valued(a)
                          for a in node.args]
-            for k in node.keywords:
-                if k.arg is not None:  # **mapping stays as it is
-                    k.value = self._valued(k.value)
+            for k in node.keywords:  # `**mapping` too: value_of reads into dicts
+                k.value = self._valued(k.value)
         return node
 
 

@@ -15,6 +15,8 @@ def chatty(x):
     print("%.4f and %s" % (total, x[0]), "{:.2f}|{last}".format(total, last=x[-1]))
     text = "%5.1f" % total  # a statement of its own (a segment would not wait)
     print(text, "{}".format(x.max()))
+    parts, named = (total, x[0]), {"t": total}
+    print("{:.1f}/{}".format(*parts), "{t:.3f}".format(**named), "%.1f|%s" % parts)
     return total
 
 
