@@ -187,12 +187,12 @@ def test_a_c_function_asking_for_a_lazy_value_gets_its_own_advice():
 
 
 def test_text_of_a_lazy_value_made_where_dynnet_cannot_wait_is_an_error_not_a_placeholder():
-    """str() of a lazy value from a library (`map(str, ...)`), or a format string held
+    """str() of a lazy value from a library (`map(str, an_iterator)`), or a format string held
     in a variable, printed `LazyTensor(...)` where the original printed the value."""
 
     @dynnet.function
     def via_map(x):
-        print(" ".join(map(str, x)))
+        print(" ".join(map(str, iter(x))))  # over an iterator: Python's own map
         return x
 
     @dynnet.function
@@ -201,7 +201,7 @@ def test_text_of_a_lazy_value_made_where_dynnet_cannot_wait_is_an_error_not_a_pl
         print(template.format(x.sum()))
         return x
 
-    for f, line in ((via_map, "map(str, x)"), (via_variable, "template.format")):
+    for f, line in ((via_map, "map(str, iter(x))"), (via_variable, "template.format")):
         with pytest.raises(dynnet.ConcretizationError) as info:
             f.batch([torch.ones(2), torch.zeros(2)])
         assert f"{HERE}:{_line_of(f.fn, line)}" in str(info.value)

@@ -192,12 +192,18 @@ def _classify(fn):
         if overload is not None:
             return lambda fn, args, kwargs: overload(args, kwargs)
         return _direct
+    if cls is functools.partial:  # of a function of the user's: converted as it
+        return _partial
     # an instance of the user's own class with a `__call__` of theirs: converted, as
-    # `forward` is for modules
-    start = _method_start(getattr(cls, "__call__", None))
-    if start is not None:
-        return lambda fn, args, kwargs: start((fn,) + args, kwargs)
+    # `forward` is for modules (through the bound `fn.__call__`: a staticmethod or
+    # classmethod binds as Python binds it)
+    if _method_start(getattr(cls, "__call__", None)) is not None:
+        return lambda fn, args, kwargs: call(fn.__call__, *args, **kwargs)
     return _direct
+
+
+def _partial(fn, args, kwargs):
+    return call(fn.func, *fn.args, *args, **{**fn.keywords, **kwargs})
 
 
 def _record(fn, args, kwargs):

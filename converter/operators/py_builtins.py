@@ -10,11 +10,12 @@ torch.Tensor)` is true for lazy tensors and `type(x)` is `torch.Tensor`.
 Builtins that compare or test their items (`max`, `min`, `sorted`, `filter`,
 `any`, `all`, and a list's `sort`) wait once for every lazy item (or key) they were
 given, then let the builtin decide on the values, and return the original items (so
-gradients flow through the chosen ones). Overloads that need values run as small generators
-(`Suspend(gen=...)`), so that any error they raise passes through the user's
-frame and points at the user's line. `len`, `abs`, `sum`, `enumerate`, `zip`,
-`list` and `reversed` need no value: a lazy tensor has a static length and
-iterates over its rows.
+gradients flow through the chosen ones). `map` over lists and tuples makes its calls
+at once, as converted code calls (a function of the user's can wait for values).
+Overloads that need values run as small generators (`Suspend(gen=...)`), so that any
+error they raise passes through the user's frame and points at the user's line.
+`len`, `abs`, `sum`, `enumerate`, `zip`, `list` and `reversed` need no value: a lazy
+tensor has a static length and iterates over its rows.
 """
 
 import builtins
@@ -104,17 +105,40 @@ def _keys(items, key):
     """Generator: `key(x)` for each item, calling `key` as converted code does."""
     if key is None:
         return items
+    return (yield from _calls(key, [(x,) for x in items]))
+
+
+def _calls(fn, rows):
+    """Generator: `[fn(*row) for row in rows]`, calling `fn` as converted code does
+    (a call that pauses is waited for)."""
     from dynnet.converter.operators.call import call
 
-    if getattr(getattr(key, "__code__", None), "co_freevars", ()).count(RUNTIME):
+    if getattr(getattr(fn, "__code__", None), "co_freevars", ()).count(RUNTIME):
         call = _call_as_is  # a lambda of converted code: converted already
-    keys = []
-    for x in items:
-        k = call(key, x)
-        if k.__class__ is Suspend:
-            k = yield k
-        keys.append(k)
-    return keys
+    out = []
+    for row in rows:
+        r = call(fn, *row)
+        if r.__class__ is Suspend:
+            r = yield r
+        out.append(r)
+    return out
+
+
+_SIZED = (list, tuple, range, dict, str, LazyTensor)
+
+
+def map_(args, kwargs):
+    """`map(fn, *iterables)` over lists, tuples and other sized containers: every call
+    made at once, each as converted code makes it (a `fn` of the user's is converted
+    and can wait for values), and their results iterated. Over other iterables (a
+    generator, `itertools.count()`) it is Python's lazy map."""
+    if len(args) < 2 or kwargs or not all(isinstance(a, _SIZED) for a in args[1:]):
+        return map(*args, **kwargs)
+    return Suspend(gen=_lazy_map(args[0], list(zip(*args[1:]))))
+
+
+def _lazy_map(fn, rows):
+    return iter((yield from _calls(fn, rows)))
 
 
 def _call_as_is(fn, *args):
@@ -301,6 +325,7 @@ OVERLOADS = {
     builtins.min: _extremum(min),
     builtins.sorted: sorted_,
     builtins.filter: filter_,
+    builtins.map: map_,
     builtins.any: _truth_test(any),
     builtins.all: _truth_test(all),
     builtins.str: _text(str),

@@ -254,3 +254,30 @@ def test_a_decorator_made_with_functools_wraps_keeps_its_wrapper():
         return _shifted(x) + _Tripler().apply(x)
 
     batch_matches(f, [torch.ones(2, requires_grad=True), -torch.ones(2, requires_grad=True)])
+
+
+class _StaticCall:
+    @staticmethod
+    def __call__(y):
+        return y * 2 if y.sum() > 0 else y
+
+
+def _scaled(y, factor):
+    if y.sum() > 0:
+        return y * factor
+    return y - factor
+
+
+def test_static_call_methods_and_partials_of_the_users_functions():
+    """A staticmethod __call__ got the instance as an extra argument; a
+    functools.partial of a function of the user's ran unconverted (its test on a value
+    failed)."""
+    import functools
+
+    part = functools.partial(_scaled, factor=3.0)
+
+    @dynnet.function
+    def f(x):
+        return _StaticCall()(x) + part(x) + functools.partial(_scaled, x)(2.0)
+
+    batch_matches(f, [torch.ones(2, requires_grad=True), -torch.ones(2, requires_grad=True)])

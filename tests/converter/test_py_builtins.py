@@ -14,7 +14,8 @@ def python_uses(xs):
             sum(xs), abs(xs[0]), len(xs), list(enumerate(xs)), list(zip(xs, xs[1:])),
             list(reversed(xs)), round(2.567, 1), str(xs), repr(xs), format(3.14159, ".2f"),
             type(xs).__name__, max([], default=None), list(filter(lambda v: v > 0, xs)),
-            list(filter(None, xs)), _sorted_in_place(xs))
+            list(filter(None, xs)), _sorted_in_place(xs), list(map(abs, xs)),
+            list(map(lambda a, b: a * b, xs, xs[::-1])))
 
 
 def _sorted_in_place(xs):
@@ -82,6 +83,40 @@ def test_filter_and_list_sort_on_lazy_rows():
         return torch.stack(kept).sum(0), torch.stack(rows), len(nonzero)
 
     batch_matches(f, xs)
+
+
+def test_map_calls_as_converted_code_calls():
+    """map(fn, rows) over lists: a function of the user's that tests values, and str of
+    lazy values, wait for them; over an endless iterator map stays Python's lazy one."""
+    import itertools
+
+    def flip_negative(r):
+        return r if r.sum() > 0 else -r
+
+    @dynnet.function
+    def f(x):
+        rows = list(x)
+        flipped = torch.stack(list(map(flip_negative, rows)))
+        scaled = list(map(lambda r, k: r * k, rows, range(len(rows))))
+        first = next(map(lambda k: x[0] * k, itertools.count(2)))
+        print(" ".join(map(str, rows)))
+        return flipped.sum(0) + sum(scaled) + first
+
+    batch_matches(f, [torch.randn(n, 2, requires_grad=True) for n in (1, 3, 4)])
+
+
+def test_map_prints_what_the_original_prints(capsys):
+    @dynnet.function
+    def f(x):
+        print(list(map(str, [x.sum(), x.max()])), *map(repr, [x[0]]))
+        return x
+
+    xs = [torch.tensor([1.0, 2.0]), torch.tensor([-3.0])]
+    for x in xs:
+        f.fn(x)
+    expected = capsys.readouterr().out
+    f.batch(xs)
+    assert capsys.readouterr().out == expected
 
 
 def test_one_pause_for_all_items():
