@@ -4,10 +4,12 @@ import functools
 import weakref
 from collections.abc import Sequence
 
+import torch
+
 from dynnet import config, tracing
 from dynnet.converter import converted_function
 from dynnet.converter.operators.call import register_startable
-from dynnet.example_traces import TraceCache
+from dynnet.example_traces import TraceCache, fingerprint
 from dynnet.outputs import materialize, stack_outputs
 from dynnet.plans import plan_batch
 from dynnet.replayed_batches import has_plan, note_worker_plan, run_planned
@@ -145,7 +147,7 @@ class DynFunction:
                 note_worker_plan(traces, batch_examples, plan)
 
         return run_batches(run_here, plan, examples, batches, workers, warm=warm,
-                           adopt=adopt)
+                           adopt=adopt, state=_state_of(batches, example, kwargs))
 
     def clear_traces(self):
         """Forgets the examples' recorded traces (`reuse_traces=True`): call it after a
@@ -277,6 +279,18 @@ def _batch_size(per_example_args):
 def _zip_examples(per_example_args):
     _batch_size(per_example_args)
     return list(zip(*per_example_args))
+
+
+def _state_of(batches, example, kwargs):
+    """`state()`: what a worker's tracing depends on besides the batch, as far as dynnet
+    can see it (the train()/eval() modes and plain settings of the modules among the
+    first example's arguments and the shared keyword arguments, the autocast state);
+    a plan traced in another state is not used (dynnet/workers.py)."""
+    first = example(batches[0][0]) if isinstance(batches, Sequence) and batches and \
+        batches[0] else ()
+    modules = [a for a in first if isinstance(a, torch.nn.Module)]
+    modules += [v for v in kwargs.values() if isinstance(v, torch.nn.Module)]
+    return lambda: fingerprint(modules, kwargs)[0]
 
 
 def function(fn=None, *, schedule=None, reuse_traces=None):

@@ -20,6 +20,12 @@ constants made while tracing (`torch.zeros(n, device=device)`) are made on the C
 there and moved here; anything else the user's code computes on the device while
 tracing makes the batch run here.
 
+A worker traces in the state of when it was forked. `run_batches` is given `state()`,
+what tracing depends on besides the batch as far as dynnet can see it (the models'
+train()/eval() modes and plain settings, as `reuse_traces` sees them: see
+example_traces.fingerprint); a plan that arrives after that state changed runs here
+instead, and the workers are forked again.
+
 The worker reads the batches as they were when it was forked. A batch replaced or
 reordered here since then is noticed (its examples are not the same objects: the plan
 is dropped and the batch runs here); an example changed in place is not.
@@ -67,13 +73,17 @@ def can_fork():
     return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
-def run_batches(run_here, plan, examples, batches, workers, warm=False, adopt=None):
+def run_batches(run_here, plan, examples, batches, workers, warm=False, adopt=None,
+                state=None):
     """Yields `run_here(batch)` for each batch of `batches`, planning batches ahead in
     `workers` worker processes (`plan(batch, known) -> Plan`, see plans.plan_batch);
     `examples(batch)` are a batch's per-example argument tuples. `workers=0` runs
     every batch here. `warm`: the function ran before, so its signatures likely exist
     already. `adopt(plan, examples)`, when given, is called with each plan executed
-    (to keep the traces it recorded, and the plan of a batch seen before)."""
+    (to keep the traces it recorded, and the plan of a batch seen before). `state()`,
+    when given, is what the workers' tracing depends on besides the batch (the
+    models' train()/eval() modes and settings: example_traces.fingerprint); a plan
+    made in another state is not used, and the workers are forked again."""
     if workers.__class__ is not int or workers < 0:
         raise ValueError(f"workers must be a count of processes (0 or more), not {workers!r}")
     sequence = isinstance(batches, collections.abc.Sequence)
@@ -100,12 +110,12 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False, adopt=No
         # after it, so that they share the signatures that batch makes.
         requested = 1
         if warm:
-            pool = _start(plan, batches, workers)
+            pool = _start(plan, batches, workers, state)
             if pool is not None:
                 requested = pool.request_until(requested, pool.ahead(1), batches)
         yield _run_here(run_here, batches[0], 0)
         if not warm:
-            pool = _start(plan, batches, workers)
+            pool = _start(plan, batches, workers, state)
         restarts, misses = 0, 0
         for i in range(1, len(batches)):
             if pool is None:
@@ -115,6 +125,11 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False, adopt=No
             waited = time.perf_counter()
             got, new_signature = pool.receive(i)
             _note_seconds("wait_seconds", time.perf_counter() - waited)
+            stale = state is not None and state() != pool.state
+            if stale:
+                got = ("the model's mode or settings changed (train()/eval(), an attribute) "
+                       "since the workers were forked")
+                new_signature = True  # fork them again, in the new state
             if got.__class__ is Plan:
                 if got.fingerprint != fingerprint(batches[i]):
                     got = "the batch changed after the worker was forked"
@@ -139,19 +154,23 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False, adopt=No
                 pool = None
                 if new_signature and restarts < _MAX_RESTARTS:
                     restarts += 1
-                    pool, requested, misses = _start(plan, batches, workers), i + 1, 0
+                    pool = _start(plan, batches, workers, state)
+                    requested, misses = i + 1, 0
     finally:
         if pool is not None:
             pool.close()
         torch.set_num_threads(threads)
 
 
-def _start(plan, batches, workers):
+def _start(plan, batches, workers, state=None):
     """A new `_Pool` of up to `workers` processes, or None (noted in the profile) when
-    no process can be forked."""
+    no process can be forked; it remembers `state()` of when it was forked."""
     begun = time.perf_counter()
     try:
-        return _fork(plan, batches, workers)
+        pool = _fork(plan, batches, workers)
+        if pool is not None:
+            pool.state = state() if state is not None else None
+        return pool
     finally:
         _note_seconds("fork_seconds", time.perf_counter() - begun)
 
@@ -178,6 +197,7 @@ class _Pool:
     def __init__(self, workers):
         self.workers = workers
         self.signatures = workers[0].signatures
+        self.state = None  # what `state()` was when they were forked (see run_batches)
 
     def _of(self, index):
         return self.workers[(index - 1) % len(self.workers)]

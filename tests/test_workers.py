@@ -565,3 +565,48 @@ def test_a_model_converted_between_epochs_is_planned_in_its_new_dtype():
     assert out.dtype == torch.float64
     torch.testing.assert_close(out, expected)
     assert profile.planned_batches > 0, profile.fallbacks
+
+
+class _Switching(torch.nn.Module):
+    """Tracing depends on the mode and a plain setting, not only on the weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 3)
+        self.scale = 1.0
+
+    @dynnet.function
+    def f(self, x):
+        h = self.lin(x)
+        if self.training:
+            h = h * 100.0
+        return (h * self.scale).sum()
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+def test_a_mode_or_setting_changed_mid_loop_is_not_planned_stale(reuse):
+    """eval() and `self.scale = 2.0` between batches: the workers, forked before, traced
+    the later batches in the old mode with the old setting, and their plans were used
+    (wrong values, no miss reported). A plan made in another state now runs here and
+    the workers are forked again."""
+    torch.manual_seed(0)
+    batches = [[torch.randn(3) for _ in range(4)] for _ in range(8)]
+    runs = {}
+    for workers in (0, 1):
+        torch.manual_seed(1)
+        model = _Switching()
+        if reuse:
+            model.f = dynnet.function(_Switching.f, reuse_traces=True).__get__(model)
+        outs = []
+        with dynnet.profile() as profile:
+            for k, out in enumerate(model.f.batches(batches, workers=workers)):
+                outs.append(out)
+                if k == 2:
+                    model.eval()
+                if k == 5:
+                    model.scale = 2.0
+        runs[workers] = (torch.stack(outs), profile)
+    torch.testing.assert_close(runs[1][0], runs[0][0])
+    misses = runs[1][1].worker_misses
+    assert any("mode or settings changed" in reason for reason in misses), misses
+    assert runs[1][1].planned_batches >= 3  # the workers, forked again, plan the rest
