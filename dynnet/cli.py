@@ -102,7 +102,9 @@ def build_parser():
                             "ops, where extra threads mostly contend (default: 1)")
     train.add_argument("--workers", type=_count, default=None, metavar="W",
                        help="W worker processes trace the next batches while this one "
-                            "trains (one process, Linux; same results; see tutorials/06); "
+                            "trains (Linux; the same results, bit for bit at --threads 1: "
+                            "beside the workers torch runs one thread fewer per worker when "
+                            "threads and workers outnumber the cores; see tutorials/06); "
                             "0: trace them here (default: DYNNET_WORKERS, else one per "
                             "four cores, 1 to 3)")
     train.add_argument("--reuse-traces", action="store_true",
@@ -574,10 +576,14 @@ def train(args):
 
     if args.resume:
         from dynnet.models.io import CONFIG_FILE, read_config
+        from dynnet.train import EpochsDoneError
 
         _, saved = read_config(out / CHECKPOINT_DIR / CONFIG_FILE)
         _check_vocab(vocab, saved, out / VOCAB_FILE, out / CHECKPOINT_DIR)
-        trainer.resume()
+        try:
+            trainer.resume(epochs=epochs)
+        except EpochsDoneError as e:
+            raise CLIError(f"--resume --epochs {epochs}: {e}") from None
         if rank == 0 and run.get("epochs") != epochs:  # a new target, kept for next time
             atomic_write_text(out / RUN_FILE, json.dumps({**run, "epochs": epochs}, indent=1)
                               + "\n")

@@ -61,6 +61,10 @@ TRAINER_TENSORS = "trainer.safetensors"
 _FORMAT = 1
 
 
+class EpochsDoneError(DynnetError, ValueError):
+    """A run resumed with a total of epochs below the epochs it has trained."""
+
+
 class CheckpointError(DynnetError):
     """A training checkpoint that is missing or cannot be read."""
 
@@ -620,8 +624,10 @@ class Trainer:
         for stale in interrupted_saves(self.checkpoint_dir):  # of an earlier crash
             shutil.rmtree(stale, ignore_errors=True)
 
-    def resume(self):
-        """Loads the last checkpoint of ``out_dir`` into this trainer."""
+    def resume(self, epochs=None):
+        """Loads the last checkpoint of ``out_dir`` into this trainer. ``epochs``: the
+        total the run will train to; a checkpoint past it is a ValueError, raised before
+        anything is changed."""
         directory = self.checkpoint_dir
         if directory is not None and self.is_main:
             recovered = recover_checkpoint(directory)
@@ -632,6 +638,9 @@ class Trainer:
             raise CheckpointError(f"no checkpoint to resume from in {self.out_dir}")
         model, optimizer, state = load_checkpoint(directory, self._make_optimizer,
                                                   map_location=self.device)
+        if epochs is not None and epochs < state["epoch"]:
+            raise EpochsDoneError(f"{self.out_dir} has trained {state['epoch']} epochs already; "
+                             f"give a total of {state['epoch']} or more")
         self._attach(model, optimizer)
         self.epoch = state["epoch"]
         self._warm_up()

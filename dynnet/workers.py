@@ -40,7 +40,9 @@ Python decisions taken on weight values while tracing (`if self.w.sum() > 0`, on
 weight, not a lazy value) see the weights of when the worker was forked. Code like
 that should run with `workers=0`. And while the loop runs, torch uses one thread fewer
 here when it had one per core (the worker takes a core; on a 2-core machine, two torch
-threads beside a busy worker made the training loop 2x slower than one thread).
+threads beside a busy worker made the training loop 2x slower than one thread); with
+another thread count, torch's float sums may round differently from `workers=0`'s (with
+one thread, results are the same bits).
 """
 
 import collections.abc
@@ -87,13 +89,14 @@ def run_batches(run_here, plan, examples, batches, workers, warm=False, adopt=No
     if workers.__class__ is not int or workers < 0:
         raise ValueError(f"workers must be a count of processes (0 or more), not {workers!r}")
     sequence = isinstance(batches, collections.abc.Sequence)
-    if workers and not sequence and not config.eager:
-        # the worker reads batches by index from its copy of them: a stream (a
-        # DataLoader, a generator) runs here, batch by batch, never read ahead
-        _note_miss("the batches are not a sequence (a list of batches), so a worker "
-                   "cannot read them; they ran in this process")
+    # the worker reads batches by index from its copy of them: a stream (a DataLoader,
+    # a generator) runs here, batch by batch, never read ahead (noted per batch)
+    stream = workers and not sequence and not config.eager
     if not sequence or workers == 0 or len(batches) < 2 or config.eager or not can_fork():
         for i, batch in enumerate(batches):
+            if stream:
+                _note_miss("the batches are not a sequence (a list of batches), so a "
+                           "worker cannot read them; they ran in this process")
             yield _run_here(run_here, batch, i)
         return
     workers = min(workers, len(batches) - 1)

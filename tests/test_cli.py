@@ -193,7 +193,7 @@ def test_resume_refuses_changed_settings_and_missing_checkpoint(tmp_path, capsys
     assert _train(out, "--epochs", "1", "--overwrite", "--seed", "1") == 0
 
 
-def test_resume_keeps_the_runs_epochs_unless_given_a_new_total(tmp_path):
+def test_resume_keeps_the_runs_epochs_unless_given_a_new_total(tmp_path, capsys):
     out = tmp_path / "run"
     assert _train(out, "--epochs", "2", "--workers", "0") == 0
     assert json.loads((out / "run.json").read_text())["epochs"] == 2
@@ -203,6 +203,12 @@ def test_resume_keeps_the_runs_epochs_unless_given_a_new_total(tmp_path):
                  "--no-progress", "--workers", "0"]) == 0
     assert [r["epoch"] for r in _metrics(out)] == [1, 2, 3, 3]
     assert json.loads((out / "run.json").read_text())["epochs"] == 3  # the new target
+    # a total below the epochs done is refused, and the run's record is left as it is
+    assert main(["train", "tree-lstm", "--out", str(out), "--resume", "--epochs", "2",
+                 "--no-progress", "--workers", "0"]) == 2
+    assert "has trained 3 epochs already" in capsys.readouterr().err
+    assert json.loads((out / "run.json").read_text())["epochs"] == 3
+    assert [r["epoch"] for r in _metrics(out)] == [1, 2, 3, 3]
 
 
 class _Killed(BaseException):
