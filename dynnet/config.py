@@ -63,4 +63,13 @@ def set(**settings):
     for name, value in settings.items():
         if name not in ("schedule", "eager", "workers"):
             raise ValueError(f"unknown dynnet setting {name!r}")
+        if name == "workers" and (value.__class__ is not int or value < 0):
+            raise ValueError(f"workers: expected a count of processes (0, 1, 2, ...), not "
+                             f"{value!r}")
+        if name == "eager" and value.__class__ is not bool:
+            raise ValueError(f"eager: expected True or False, not {value!r}")
+        if name == "schedule":
+            from dynnet.scheduler import get_strategy
+
+            get_strategy(value)  # an unknown name is an error here, not at the next batch
         g[name] = value

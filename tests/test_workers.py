@@ -610,3 +610,17 @@ def test_a_mode_or_setting_changed_mid_loop_is_not_planned_stale(reuse):
     misses = runs[1][1].worker_misses
     assert any("mode or settings changed" in reason for reason in misses), misses
     assert runs[1][1].planned_batches >= 3  # the workers, forked again, plan the rest
+
+
+def test_config_set_checks_its_values_when_given():
+    """dynnet.config.set(workers="2") was accepted, and failed at the next f.batches."""
+    for bad in ({"workers": "2"}, {"workers": -1}, {"workers": True}, {"eager": "yes"},
+                {"schedule": "fastest"}, {"threads": 2}):
+        with pytest.raises(ValueError):
+            dynnet.config.set(**bad)
+    before = dynnet.config.workers
+    dynnet.config.set(workers=2)
+    try:
+        assert dynnet.config.workers == 2
+    finally:
+        dynnet.config.set(workers=before)
