@@ -18,6 +18,7 @@ import types
 import torch
 
 from dynnet import lazy, tracing
+from dynnet.errors import ConversionError
 from dynnet.lazy import LazyMethod, LazyTensor
 from dynnet.runtime import Suspend, complete, run_nested
 
@@ -177,7 +178,14 @@ def _classify(fn):
         if is_user_function(fn):
             from dynnet.converter import converted_function
 
-            start = converted_function(fn).start
+            try:
+                start = converted_function(fn).start
+            except ConversionError:
+                if fn.__code__ in tracing.converted_codes:
+                    # a lambda that converted code made (two on one line: its source is
+                    # ambiguous); it was converted with that code, to run at once
+                    return _direct
+                raise
             return lambda fn, args, kwargs: start(args, kwargs)
         if (fn.__module__ or "").startswith("torch"):
             return _record_if_lazy

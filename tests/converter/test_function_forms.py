@@ -281,3 +281,15 @@ def test_static_call_methods_and_partials_of_the_users_functions():
         return _StaticCall()(x) + part(x) + functools.partial(_scaled, x)(2.0)
 
     batch_matches(f, [torch.ones(2, requires_grad=True), -torch.ones(2, requires_grad=True)])
+
+
+def test_two_lambdas_on_one_line_inside_a_converted_function():
+    """Lambdas made by converted code were converted again from their source line,
+    which could not tell two apart: a ConversionError where Python ran fine."""
+
+    @dynnet.function
+    def f(x):
+        flip, double = (lambda y: y if y.sum() > 0 else -y), (lambda y: y * 2)
+        return flip(x) + double(x)
+
+    batch_matches(f, [torch.ones(2, requires_grad=True), -torch.ones(2, requires_grad=True)])
