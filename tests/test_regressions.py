@@ -272,3 +272,19 @@ def test_match_on_lazy_values_waits_for_them():
                                          torch.full((2,), 3.0, requires_grad=True),
                                          -torch.ones(2, requires_grad=True),
                                          torch.tensor([0.5, -0.5], requires_grad=True)])
+
+
+def test_filters_of_comprehensions_that_stay_pythons_wait_for_values():
+    """A comprehension kept as Python's own (in a lambda, holding `:=`, inside `or`)
+    tested a lazy value in its filter with Python's bool(): an error. And an `and`
+    whose first operand binds with `:=` read the name in a lambda of its own."""
+
+    @dynnet.function
+    def f(x):
+        kept = [r for r in x if (s := r.sum()) > 0 and s < 4] or [x[0]]
+        positive = (lambda rows: [r for r in rows if r.sum() > 0])(list(x))
+        firsts = list(r for r in x if (m := r.max()) > 0 and m < 3)
+        return torch.stack(kept).sum(0) + sum(positive, x[0] * 0) + sum(firsts, x[0] * 0)
+
+    assert_batch_matches_loop(f, [torch.tensor([[1.0, 2.0], [-3.0, 1.0]], requires_grad=True),
+                                  torch.tensor([[-1.0, -2.0], [3.0, -1.0]], requires_grad=True)])

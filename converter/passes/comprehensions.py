@@ -39,7 +39,7 @@ import builtins
 import gast
 
 from dynnet.converter import templates
-from dynnet.converter.transformer import RUNTIME, Base
+from dynnet.converter.transformer import RUNTIME, Base, runtime_call
 
 _INLINE_IN = (gast.Assign, gast.AugAssign, gast.AnnAssign, gast.Return, gast.Expr)
 
@@ -121,10 +121,10 @@ class ComprehensionTransformer(Base):
 
     def _visit_comprehension(self, node):
         if not self.can_yield[-1] or any(g.is_async for g in node.generators):
-            return self.scoped(node, False)
+            return self._python_s(node)
         if isinstance(node, gast.GeneratorExp):
             if self._stays_generator(node):
-                return self.scoped(node, False)  # a generator: lazy, as Python's
+                return self._python_s(node)  # a generator: lazy, as Python's
             if self._read_as_iterator(node):
                 # it tests values, so it is made at once; read as what it was, an
                 # iterator (`next(x for x in xs if x.sum() > 0)`)
@@ -135,13 +135,21 @@ class ComprehensionTransformer(Base):
                     attr="iterate", ctx=gast.Load()), args=[made], keywords=[])
         return self._made(node)
 
+    def _python_s(self, node):
+        """The comprehension kept as Python's own, whose filters cannot pause: each
+        test on a lazy value waits at once (`dn__.test_now`)."""
+        node = self.scoped(node, False)
+        for gen in node.generators:
+            gen.ifs = [runtime_call("test_now", [cond]) for cond in gen.ifs]
+        return node
+
     def _made(self, node):
         """The comprehension's value made at once: inlined before its statement, or
         by a local function."""
         if self._inlinable(node):
             return self._inline(node)
         if any(isinstance(n, gast.NamedExpr) for n in gast.walk(node)):
-            return self.scoped(node, False)  # `:=` binds in the enclosing function
+            return self._python_s(node)  # `:=` binds in the enclosing function
         # the first iterable is evaluated outside; everything else inside the function,
         # so comprehensions nested there are hoisted into the function's body
         first = node.generators[0]

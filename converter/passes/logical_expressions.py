@@ -11,7 +11,9 @@ left operand is evaluated once (a namer-made temporary):
     y = a or b        ->   y = (t if <pp>(dn__.test((t := a))) else b)
 
 In code that cannot pause (lambdas, class bodies) the operands become functions
-of the runtime helpers: `dn__.and_(lambda: a, lambda: b)`, `dn__.not_(a)`.
+of the runtime helpers: `dn__.and_(lambda: a, lambda: b)`, `dn__.not_(a)`; unless an
+operand holds `:=`, whose name the later operands read: then the first form, with
+`dn__.test_now` (a test that waits at once) in place of the pause point.
 """
 
 import gast
@@ -49,15 +51,20 @@ class LogicalExpressionTransformer(Base):
 
     def visit_BoolOp(self, node):
         self.generic_visit(node)
-        if not self.can_yield[-1]:
+        walrus = any(isinstance(n, gast.NamedExpr) for n in gast.walk(node))
+        if not self.can_yield[-1] and not walrus:
             result = node.values[-1]
             for value in reversed(node.values[:-1]):
                 result = runtime_call(_HELPERS[type(node.op)], [_thunk(value), _thunk(result)])
             return result
+        # an operand's `:=` must bind where the operands after it can read it: not in a
+        # lambda of its own (then, where code cannot pause, each test waits at once)
         temp = self.ctx.namer.new_symbol("t")
         result = node.values[-1]
         for value in reversed(node.values[:-1]):
-            test = truth_test(templates.replace_as_expression("(t := v)", t=temp, v=value), True)
+            bound = templates.replace_as_expression("(t := v)", t=temp, v=value)
+            test = truth_test(bound, True) if self.can_yield[-1] else \
+                runtime_call("test_now", [bound])
             template = "rest if test else t" if isinstance(node.op, gast.And) else \
                 "t if test else rest"
             result = templates.replace_as_expression(template, rest=result, test=test, t=temp)
