@@ -41,7 +41,9 @@ every batch (a loader that builds new objects) never replay and only fill it.
 
 An example is kept only when it ran in one go, on signatures and segments seen
 before: one that paused for a value (a test on a tensor), executed part of the graph,
-read a lazy value made before it ran (its own input tensors), made a tensor while
+read a lazy value made before it ran (its own input tensors), read the value of a
+tensor that is not lazy (`if self.gate > 0` on a parameter, a buffer's `.item()`: the
+value may change in place, as an optimizer step changes it), made a tensor while
 tracing from random numbers (`torch.randn(3)`; random ops on lazy values, such as
 dropout, draw anew when the batch runs, replayed or not) or made a new signature (the
 first call of a segment records its ops one by one) is traced every time;
@@ -272,6 +274,11 @@ _UNREPLAYABLE = object()
 def _capture(trace, ex, start, hits):
     """`(steps, refs, result template, printed)` of example `ex`, whose nodes are
     `trace.pending[start:]`, or why it cannot be replayed (a str)."""
+    reads = trace.value_reads
+    if reads is not None and ex.index in reads:
+        return ("its code read the value of a tensor that was not lazy while tracing (a "
+                "test on a parameter or buffer, its .item()), which a replay would not "
+                "read again")
     returned = []
     collect_lazy(ex.result, returned)
     kept = {id(t.node) for t in returned}  # the nodes the result reads

@@ -172,6 +172,7 @@ class Trace:
         self.rounds = 0
         self.replayed = 0
         self.recorded = 0
+        self.value_reads = None  # examples that read a non-lazy tensor's value (a set)
         self.execute_seconds = 0.0
         self.schedule_seconds = 0.0
 

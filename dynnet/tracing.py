@@ -125,6 +125,17 @@ def current():
     return _active[-1] if _active else None
 
 
+def note_value_read():
+    """Converted code read the value of a tensor that is not lazy (a parameter tested,
+    a buffer's `.item()`): the example being traced cannot be replayed, since the
+    value may change in place (dynnet/example_traces.py)."""
+    trace = _active[-1] if _active else None
+    if trace is not None:
+        if trace.value_reads is None:
+            trace.value_reads = set()
+        trace.value_reads.add(trace.instance)
+
+
 _INTERNAL = set()
 
 

@@ -751,3 +751,42 @@ def test_decoding_pauses_the_garbage_collector_and_restores_it():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+class _ReadsItsParameters(nn.Module):
+    """Decisions and numbers taken from parameter and buffer values while tracing."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+        self.gate = nn.Parameter(torch.tensor(1.0))
+        self.temp = nn.Parameter(torch.tensor(2.0), requires_grad=False)
+        self.register_buffer("steps", torch.tensor(0))
+
+    @dynnet.function(reuse_traces=True)
+    def f(self, x):
+        h = self.lin(torch.tensor(x))
+        h = h if self.gate > 0 else -h
+        h = h * self.temp.item() * (10 if self.steps >= 2 else 1)
+        return h.sum()
+
+
+def test_an_example_that_read_a_parameters_value_is_traced_again():
+    """A replay repeated the branch and the number read from a parameter or buffer
+    when the trace was recorded, though an in-place update (an optimizer step) had
+    changed them since."""
+    torch.manual_seed(0)
+    model = _ReadsItsParameters()
+    xs = [[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]]
+    for _ in range(4):
+        with dynnet.profile() as p:
+            got = model.f.batch(xs)
+        with dynnet.run_eagerly():
+            want = torch.stack([model.f(x) for x in xs])
+        torch.testing.assert_close(got, want)
+        assert p.replayed == 0
+        with torch.no_grad():
+            model.gate.sub_(0.6)
+            model.temp.add_(1.0)
+            model.steps.add_(1)
+    assert any("read the value of a tensor" in why for why in p.trace_misses), p.trace_misses

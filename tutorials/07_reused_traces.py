@@ -16,8 +16,10 @@ same objects, in any batch and any order, recording the same nodes in the same o
 A replay does not run your code, so its side effects (other than ``print``) do not
 happen again. It is exact when what an example records depends only on the example
 and the model: the cache sees the grad mode, the model's ``train()``/``eval()`` mode,
-its settings and parameters, and records again when they change. It cannot see an
-example you change in place: call ``f.clear_traces()`` then.
+its settings and parameters, and records again when they change; an example whose
+code reads a parameter's value (``if self.gate > 0``, ``self.scale.item()``) is traced
+every time. It cannot see an example you change in place: call ``f.clear_traces()``
+then.
 
 A batch that comes back whole (an evaluation set in fixed batches) goes further: the
 second time it comes with every example replayed (usually its third pass), it is

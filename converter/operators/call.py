@@ -165,8 +165,11 @@ def _classify(fn):
         overload = _OVERLOADS.get(fn)
         if overload is not None:
             return lambda fn, args, kwargs: overload(args, kwargs)
-        if fn.__name__ == "sort" and getattr(fn, "__self__", None).__class__ is list:
+        owner = getattr(fn, "__self__", None)
+        if fn.__name__ == "sort" and owner.__class__ is list:
             return lambda fn, args, kwargs: list_sort(fn.__self__, args, kwargs)
+        if fn.__name__ in _VALUE_READS and isinstance(owner, torch.Tensor):
+            return _reading_value
         if (fn.__module__ or "").startswith("torch"):
             return _record
         return _direct
@@ -216,6 +219,15 @@ def _partial(fn, args, kwargs):
 
 def _record(fn, args, kwargs):
     return tracing.record(fn, args, kwargs)
+
+
+# methods of a (non-lazy) tensor that read its value into Python
+_VALUE_READS = {"item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__"}
+
+
+def _reading_value(fn, args, kwargs):
+    tracing.note_value_read()
+    return fn(*args, **kwargs)
 
 
 def _record_if_lazy(fn, args, kwargs):

@@ -44,7 +44,10 @@ def test(value):
     A lazy value with other than one element raises what `bool()` of such a torch
     tensor raises.
     """
-    if value.__class__ is not LazyTensor:
+    cls = value.__class__
+    if cls is not LazyTensor:
+        if cls is not bool and isinstance(value, torch.Tensor):
+            tracing.note_value_read()
         return value
     if value.shape.numel() != 1:
         bool(torch.zeros(value.shape, dtype=value.dtype))  # raises torch's own error

@@ -78,6 +78,8 @@ def value_of_now(obj):
 
 def _scalar(convert):
     def overload(args, kwargs):
+        if args and args[0].__class__ is not LazyTensor and isinstance(args[0], torch.Tensor):
+            tracing.note_value_read()
         if len(args) == 1 and not kwargs and args[0].__class__ is LazyTensor:
             x = args[0]
             if x.shape.numel() != 1:
