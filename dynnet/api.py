@@ -134,11 +134,14 @@ class DynFunction:
         traces = self.traces
         if workers and traces is not None and not config.eager:
             forked = self._prepare_traces(batches, example, kwargs)
+            clears = traces.clears
             if isinstance(batches, Sequence) and batches and all(
                     has_plan(traces, examples(batch)) for batch in batches):
                 workers = 0  # every batch runs from the plan kept for it here, at once
 
             def adopt(plan, batch_examples):
+                if traces.clears != clears:  # clear_traces() since the fork: the
+                    return  # worker's traces may hold what the user changed
                 traces.begin(batch_examples, kwargs)
                 if traces.current.state != forked:  # the worker traced another state
                     return  # (a model switched to eval() and back mid-epoch)

@@ -18,8 +18,10 @@ change while cached) and the model as it was. The cache checks what it can see (
 (numbers with their class, strings, and lists, tuples and dicts of up to 64 of them,
 by value; other objects by identity), and, for each `nn.Module` among the arguments or the shared
 keyword arguments (a method's `self`, `f.batch(xs, model=m)`), its submodules, their
-`training` flags and hooks, their plain attributes (`self.depth = 3`; what a keyword
-argument would be seen as; tensors and functions by identity), and the identity, memory,
+`training` flags and hooks, their plain attributes (`self.depth = 3`, `self._depth`;
+what a keyword argument would be seen as: numbers, strings and small containers of
+them by value, anything else, an enum member, a config object, a tensor, by identity,
+so a config object changed in place is not seen), and the identity, memory,
 device, dtype and `requires_grad` of their parameters and buffers; a change of any
 empties the traces kept for those modules. What it sees by identity it holds (but the
 modules), so that no new object takes a freed one's id. Anything else the code reads
@@ -138,10 +140,12 @@ class TraceCache:
         self.max_examples = max_examples  # per set of modules
         self.partitions = {}  # ids of the modules -> _Partition
         self.current = None  # the partition of the batch being run (see `begin`)
+        self.clears = 0  # how many times `clear` ran
 
     def clear(self):
         self.partitions.clear()
         self.current = None
+        self.clears += 1  # traces recorded before (by running workers) are not adopted
 
     def begin(self, per_example_args, kwargs):
         """Called before a batch: picks the partition of the batch's modules, emptied
@@ -542,10 +546,12 @@ def fingerprint(modules, kwargs):
             parts.append((id(m), m.training, len(m._forward_hooks),
                           len(m._forward_pre_hooks)))
             for name, v in m.__dict__.items():  # plain settings: `self.depth = 3`
-                if name[0] != "_":
+                if name not in _MODULE_FIELDS:  # `self._depth` too
                     seen = _setting(v, held)
-                    if seen is not None:
-                        parts.append((name, seen))
+                    if seen is None:  # an enum member, a config object: by identity
+                        held.append(v)
+                        seen = ("object", id(v))
+                    parts.append((name, seen))
             for t in m._parameters.values():  # data_ptr: `p.data = ...` replaces a view's
                 held.append(t)  # memory (views of parameters key signatures)
                 parts.append(None if t is None else (id(t), t.data_ptr(), t.device, t.dtype,
@@ -572,6 +578,9 @@ def _hashable(kwargs, held):
 
 
 _SMALL = 64  # items of a list, tuple or dict seen by value; a longer one by identity
+# nn.Module's own bookkeeping in a module's __dict__ (hooks are seen by count, the
+# training flag, parameters and buffers on their own)
+_MODULE_FIELDS = frozenset(vars(torch.nn.Module())) | {"training"}
 
 
 def _setting(value, held):

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import dynnet
 from dynnet.data import Tree
+from dynnet.workers import can_fork
 from tests.helpers import assert_batch_matches_loop
 from tests.strategies import VOCAB, chain_tree, random_trees
 
@@ -790,3 +791,89 @@ def test_an_example_that_read_a_parameters_value_is_traced_again():
             model.temp.add_(1.0)
             model.steps.add_(1)
     assert any("read the value of a tensor" in why for why in p.trace_misses), p.trace_misses
+
+
+class _Mode:
+    SUM, MAX = object(), object()  # stand for enum members: seen by identity
+
+
+class _Settings(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+        self._depth = 1
+        self.mode = _Mode.SUM
+        self.cfg = {"extra": 0}
+
+    @dynnet.function(reuse_traces=True)
+    def f(self, x):
+        h = torch.tensor(x)
+        for _ in range(self._depth + self.cfg["extra"]):
+            h = torch.tanh(self.lin(h))
+        return h.sum() if self.mode is _Mode.SUM else h.max()
+
+
+def test_private_attributes_and_objects_held_by_a_module_are_seen():
+    """`self._depth` (a name with an underscore) and `self.mode = Mode.MAX` (an object
+    other than a number or a string) were not seen: the old traces replayed."""
+    torch.manual_seed(0)
+    model = _Settings()
+    xs = [[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]]
+
+    def check():
+        for _ in range(2):
+            got = model.f.batch(xs)
+        with dynnet.run_eagerly():
+            want = torch.stack([model.f(x) for x in xs])
+        torch.testing.assert_close(got, want)
+
+    check()
+    model._depth = 2
+    check()
+    model.mode = _Mode.MAX
+    check()
+    model.cfg = {"extra": 1}
+    check()
+
+
+class _PlainEncode(nn.Module):
+    """The tree model with a plain (not dynnet.function) encode, converted with loss."""
+
+    def __init__(self, dim=6):
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, dim)
+        self.cell = nn.Linear(2 * dim, dim)
+        self.out = nn.Linear(dim, 5)
+
+    def encode(self, tree):
+        if tree.is_leaf:
+            return self.embed(torch.tensor(tree.word_id))
+        left, right = [self.encode(c) for c in tree.children]
+        return torch.tanh(self.cell(torch.cat([left, right])))
+
+    @dynnet.function(reuse_traces=True)
+    def loss(self, tree):
+        return F.cross_entropy(self.out(self.encode(tree)), torch.tensor(tree.label))
+
+
+@pytest.mark.skipif(not can_fork(), reason="workers need the fork start method")
+def test_clear_traces_in_a_loop_with_workers_keeps_none_of_their_older_traces():
+    """Examples changed in place, then clear_traces(), mid-loop: the worker, forked
+    before, sent back traces of the old examples, which were adopted into the cleared
+    cache and replayed from then on."""
+    torch.manual_seed(0)
+    model = _PlainEncode()
+    trees = random_trees(32, max_depth=5, seed=8)
+    batches = [trees[i:i + 8] for i in range(0, 32, 8)]
+    model.loss.batch(random_trees(16, max_depth=5, seed=9))  # the signatures, other trees
+    with dynnet.profile() as profile:
+        for i, _ in enumerate(model.loss.batches(batches, workers=1)):
+            if i == 0:
+                for t in trees:
+                    t.label = (t.label + 1) % 5
+                model.loss.clear_traces()
+    assert profile.planned_batches == 3, profile.worker_misses
+    got = torch.cat([model.loss.batch(b) for b in batches])
+    with dynnet.run_eagerly():
+        want = torch.stack([model.loss(t) for t in trees])
+    torch.testing.assert_close(got, want)
