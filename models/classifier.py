@@ -68,6 +68,13 @@ def check_positive_int(name, value):
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
+def check_dropout(value):
+    """Raises ValueError unless `value` is a number in [0, 1) (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not 0.0 <= value < 1.0:
+        raise ValueError(f"dropout must be a number in [0, 1), got {value!r}")
+
+
 class ClassifierHead(nn.Module):
     """Dropout and a linear layer from a node's hidden vector to class scores.
 
@@ -116,8 +123,7 @@ class TreeClassifier(nn.Module, SaveLoadMixin):
         for name, value in (("vocab_size", vocab_size), ("embed_dim", embed_dim),
                             ("hidden_dim", hidden_dim), ("num_classes", num_classes)):
             check_positive_int(name, value)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        check_dropout(dropout)
         self.vocab_size = vocab_size
         self.embed_dim = embed_dim
         self.hidden_dim = hidden_dim

@@ -342,6 +342,8 @@ def read_config(path):
         text = read_utf8(path, ModelLoadError)
     except FileNotFoundError:
         raise ModelLoadError(f"checkpoint {path.parent} has no {CONFIG_FILE}") from None
+    except OSError as e:  # a folder in its place, no permission to read it
+        raise ModelLoadError(f"{path}: cannot be read ({e.strerror or e})") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

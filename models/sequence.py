@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import dynnet
-from dynnet.models.classifier import init_embedding, row_wise
+from dynnet.models.classifier import check_dropout, init_embedding, row_wise
 from dynnet.models.io import SaveLoadMixin, register_model
 from dynnet.models.vectors import load_into_embedding
 
@@ -108,11 +108,11 @@ class SequencePredictor(nn.Module, SaveLoadMixin):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         for name, value in (("eos_id", eos_id), ("bos_id", bos_id)):
-            if value is not None and not (isinstance(value, int) and 0 <= value < vocab_size):
+            if value is not None and not (isinstance(value, int) and not isinstance(
+                    value, bool) and 0 <= value < vocab_size):
                 raise ValueError(f"{name} must be None or an id below vocab_size "
                                  f"({vocab_size}), got {value!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        check_dropout(dropout)
         self.vocab_size = vocab_size
         self.embed_dim = embed_dim
         self.hidden_dim = hidden_dim
@@ -154,7 +154,7 @@ class SequencePredictor(nn.Module, SaveLoadMixin):
             targets = targets + [self.eos_id]
         else:
             inputs = inputs[:-1]
-        if not targets:
+        if not targets or not inputs:
             raise ValueError(f"sentence {tokens} has no token to predict (it needs at "
                              "least one token, or two without bos_id and eos_id)")
         device = self.head.out.weight.device

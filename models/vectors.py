@@ -99,6 +99,8 @@ def _read(path, vocab):
     count = 0
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a UTF-8 byte order mark is not part of the first word
             fields = _split(raw)
             if not fields:
                 continue

@@ -251,6 +251,13 @@ def test_load_config_not_utf8_names_line_and_column(ckpt):
     assert str(info.value) == (f"{ckpt / CONFIG_FILE}:2:14: not UTF-8 text (byte 0xe9 at "
                                "byte offset 15)")
 
+def test_load_config_that_cannot_be_read_is_a_load_error(ckpt):
+    (ckpt / CONFIG_FILE).unlink()
+    (ckpt / CONFIG_FILE).mkdir()  # a folder where the file should be: an OSError
+    with pytest.raises(ModelLoadError, match="cannot be read"):
+        load_model(ckpt)
+
+
 def test_load_unknown_model_lists_known(ckpt):
     _rewrite_config(ckpt, model="nope")
     with pytest.raises(ModelLoadError, match=r"unknown model 'nope'.*test-tiny"):

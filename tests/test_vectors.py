@@ -33,6 +33,17 @@ def test_read_word2vec_header(tmp_path):
     assert torch.equal(vectors["dog"], torch.tensor([-1.0, 1.0]))
 
 
+@pytest.mark.parametrize("text", [GLOVE, WORD2VEC])
+def test_a_byte_order_mark_is_not_part_of_the_first_word(tmp_path, text):
+    """Saved with a BOM, a GloVe file's first word was '\ufeffthe' (its vector
+    silently unused) and a word2vec header was not recognised."""
+    plain = read_word_vectors(_write(tmp_path, text))
+    path = tmp_path / "bom.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    marked = read_word_vectors(path)
+    assert list(marked[0]) == list(plain[0]) and marked[1] == plain[1]
+
+
 def test_read_with_vocab_gives_matrix(tmp_path):
     vocab = Vocab(["cat", "dog", "the"])
     matrix, dim = read_word_vectors(_write(tmp_path, GLOVE), vocab=vocab)

@@ -76,6 +76,20 @@ def test_sentence_with_nothing_to_predict_is_an_error():
     model = SequencePredictor(V, 4, 4)
     with pytest.raises(ValueError, match="no token to predict"):
         model.loss.batch([[3, 4], [5]])
+    # with eos_id but no bos_id an empty sentence has a target (eos) but no input: it
+    # failed inside torch.stack
+    model = SequencePredictor(V, 4, 4, eos_id=1)
+    with pytest.raises(ValueError, match="no token to predict"):
+        model.loss.batch([[3, 4], []])
+    with pytest.raises(ValueError, match="no token to predict"):
+        model.perplexity([[3, 4], []])
+
+
+@pytest.mark.parametrize("kwargs", [{"dropout": "0.1"}, {"dropout": None}, {"eos_id": True},
+                                    {"bos_id": False}])
+def test_bad_constructor_arguments_are_named(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        SequencePredictor(V, 4, 4, **kwargs)
 
 
 def counting_model(cell="lstm", eos=V - 1):

@@ -201,3 +201,6 @@ def test_config_round_trips_constructor_arguments():
         NaryTreeLSTM(0)
     with pytest.raises(ValueError, match="dropout"):
         ChildSumTreeLSTM(5, dropout=1.0)
+    for bad in ("0.2", None, True):  # a TypeError from a comparison before
+        with pytest.raises(ValueError, match="dropout must be a number"):
+            NaryTreeLSTM(5, dropout=bad)
