@@ -29,6 +29,7 @@ Pass order, and why:
    rewrites the reads that the passes above moved into helper arguments.
 """
 
+import inspect
 import types
 import weakref
 
@@ -159,7 +160,8 @@ def convert_code(fn):
 def _convert(fn):
     node, filename, _ = parser.parse_function(fn)
     ctx = Context(Namer(node), filename, getattr(fn, "__qualname__", fn.__name__),
-                  namespace=_namespace(fn), class_methods=_class_methods(fn), owner=_owner(fn))
+                  namespace=_namespace(fn), class_methods=_class_methods(fn), owner=_owner(fn),
+                  receiver=_receiver(fn))
     try:
         for p in PASSES:
             node = p.transform(node, ctx)
@@ -221,6 +223,18 @@ def _owner(fn):
             if owner is None or part == "<locals>":
                 return None
     return owner if isinstance(owner, type) else None
+
+
+def _receiver(fn):
+    """The name of method `fn`'s first parameter (its `self`, whatever it is called),
+    or None for a function, a staticmethod or a method without parameters."""
+    owner = _owner(fn)
+    code = fn.__code__
+    if owner is None or not code.co_argcount:
+        return None
+    if isinstance(inspect.getattr_static(owner, code.co_name, None), staticmethod):
+        return None
+    return code.co_varnames[0]
 
 
 def _class_methods(fn):

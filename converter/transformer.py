@@ -13,13 +13,14 @@ class Context:
     """What every pass of one conversion shares."""
 
     def __init__(self, namer, filename, function_name, namespace=None, class_methods=(),
-                 owner=None):
+                 owner=None, receiver=None):
         self.namer = namer
         self.filename = filename
         self.function_name = function_name
         self.namespace = namespace or {}  # names the function can see -> objects
         self.class_methods = set(class_methods)  # method names of the defining class
         self.owner = owner  # the class that defines the function (a method), or None
+        self.receiver = receiver  # a method's first parameter (`self`, whatever its name)
 
     def error(self, node, what):
         line = getattr(node, "lineno", "?")

@@ -35,6 +35,11 @@ in its key (one template per token); so is a flat list of numbers
 that `x` itself need not be an input. Statements without ops at either end of a run
 (`prev = w`, `return h, c`) stay outside it.
 
+Local names assigned once from a module's attribute or a torch function (`lin =
+self.lin`, `emb, leaf = self.emb, self.leaf`, `layer = getattr(self, "lin")`, `act =
+torch.tanh`) are callees like `self.lin`, inputs of the segment; a method's receiver
+is its first parameter whatever its name (`def enc(m, tree)`).
+
 Statically excluded, to keep segments likely to succeed: calls of names that do
 not resolve to torch, calls of the class's own methods (`self.encode(...)`),
 mutating and value-reading methods (`xs.append(h)`, `x.item()`), and factory calls
@@ -98,6 +103,8 @@ class SegmentTransformer(Base):
         self.methods = getattr(ctx, "class_methods", set())
         self.params = set()
         self.self_name = None
+        self.depth = 0  # functions entered (the converted one is the first)
+        self.aliases = set()  # local names of modules and torch functions (see below)
         self.loads = {}  # name -> number of loads in the current function
         self.loops = 0  # how many loops enclose the current statement
 
@@ -105,6 +112,8 @@ class SegmentTransformer(Base):
     def _call_ok(self, call):
         func = call.func
         if isinstance(func, gast.Name):
+            if func.id in self.aliases:  # `lin = self.lin` ... `lin(x)`: a segment input
+                return True
             obj = self.namespace.get(func.id, getattr(builtins, func.id, None))
             if func.id in _PURE_BUILTINS and obj is getattr(builtins, func.id):
                 # range(n) needs n's value, which a segment cannot pause for: only
@@ -203,7 +212,7 @@ class SegmentTransformer(Base):
 
     # -------------------- runs --------------------
     def visit_FunctionDef(self, node):
-        saved = (self.params, self.self_name, self.loads, self.loops)
+        saved = (self.params, self.self_name, self.loads, self.loops, self.aliases)
         self.loads, self.loops = {}, 0
         for name in _names(node, gast.Load):
             self.loads[name] = self.loads.get(name, 0) + 1
@@ -212,7 +221,12 @@ class SegmentTransformer(Base):
         for extra in (node.args.vararg, node.args.kwarg):
             if extra is not None:
                 names.append(extra.id)
-        self.self_name = names[0] if names and names[0] == "self" else None
+        # the receiver of a method, whatever its name (`def enc(m, t)`): its attribute
+        # reads are the model's, its methods' calls the model's own
+        receiver = getattr(self.ctx, "receiver", None) if self.depth == 0 else None
+        self.self_name = names[0] if names and names[0] in ("self", receiver) else None
+        self.aliases = _callee_aliases(node, self.self_name, self.namespace)
+        self.depth += 1
         self.params = set(names) - {self.self_name}
         self.can_yield.append(True)
         try:
@@ -221,7 +235,8 @@ class SegmentTransformer(Base):
                 setattr(node, field, [self.visit(d) for d in getattr(node, field)])
         finally:
             self.can_yield.pop()
-            self.params, self.self_name, self.loads, self.loops = saved
+            self.depth -= 1
+            self.params, self.self_name, self.loads, self.loops, self.aliases = saved
         return node
 
     def _visit_loop(self, node):
@@ -575,13 +590,67 @@ def _static_count(node):
     return False
 
 
+def _callee_aliases(function, self_name, namespace):
+    """Names that `function` assigns once, from a module's attribute (`lin = self.lin`,
+    `emb, leaf = self.emb, self.leaf`, `layer = getattr(self, "lin")`) or a torch
+    function (`act = torch.tanh`): a call of one may be part of a run, the callee an
+    input of the segment (its identity in the key, as for `self.layers[k]`)."""
+    stores = {}
+    for n in gast.walk(function):
+        if isinstance(n, gast.Name) and isinstance(n.ctx, gast.Store):
+            stores[n.id] = stores.get(n.id, 0) + 1
+    pairs = []
+    for stmt in gast.walk(function):
+        if not (isinstance(stmt, gast.Assign) and len(stmt.targets) == 1):
+            continue
+        target, value = stmt.targets[0], stmt.value
+        if isinstance(target, gast.Name):
+            pairs.append((target, value))
+        elif isinstance(target, gast.Tuple) and isinstance(value, gast.Tuple) and \
+                len(target.elts) == len(value.elts):
+            pairs += list(zip(target.elts, value.elts))
+    return {t.id for t, v in pairs if isinstance(t, gast.Name) and stores.get(t.id) == 1
+            and _callee_source(v, self_name, namespace)}
+
+
+def _callee_source(value, self_name, namespace):
+    """`self.a.b`, `getattr(self, "a")` or `torch.x` / `F.x`."""
+    if isinstance(value, gast.Call):
+        return (isinstance(value.func, gast.Name) and value.func.id == "getattr"
+                and namespace.get("getattr", getattr) is getattr and len(value.args) == 2
+                and isinstance(value.args[0], gast.Name) and value.args[0].id == self_name
+                and isinstance(value.args[1], gast.Constant)
+                and isinstance(value.args[1].value, str))
+    if not isinstance(value, gast.Attribute):
+        return False
+    root = value
+    while isinstance(root, gast.Attribute):
+        root = root.value
+    if not isinstance(root, gast.Name):
+        return False
+    if self_name is not None and root.id == self_name:
+        return True
+    obj = namespace.get(root.id)
+    return isinstance(obj, types.ModuleType) and obj.__name__.startswith("torch")
+
+
+def _name_attribute(node):
+    """`a.b.c`: an attribute chain read from a name (`self.kind`)."""
+    if not isinstance(node, gast.Attribute):
+        return False
+    while isinstance(node, gast.Attribute):
+        node = node.value
+    return isinstance(node, gast.Name) and not node.id.startswith(RUNTIME)
+
+
 def _indexed_callee(node):
     """True for a callee picked by index from a name's attributes: `self.layers[k]`,
-    `heads[name]`, `self.blocks[i + 1].attn` (plain indices, or string keys)."""
+    `heads[name]`, `self.blocks[i + 1].attn`, `self.cells[self.kind]` (plain indices,
+    attributes of a name, or string keys)."""
     while isinstance(node, (gast.Subscript, gast.Attribute)):
         if isinstance(node, gast.Subscript) and not (
-                _is_index(node.slice) or isinstance(node.slice, gast.Constant)
-                and isinstance(node.slice.value, str)):
+                _is_index(node.slice) or _name_attribute(node.slice)
+                or isinstance(node.slice, gast.Constant) and isinstance(node.slice.value, str)):
             return False
         node = node.value
     return isinstance(node, gast.Name) and not node.id.startswith(RUNTIME)
