@@ -68,7 +68,7 @@ def build_parser():
         "train", help="train a model", description=(
             "Train a registered model with Adam on shuffled, length-bucketed batches. "
             "Writes OUT/run.json, OUT/vocab.json, OUT/metrics.jsonl (one JSON line per "
-            "epoch) and OUT/checkpoint/ (model + optimizer + RNG states, rewritten "
+            "epoch, then one with the test result) and OUT/checkpoint/ (model + optimizer + RNG states, rewritten "
             "atomically after every epoch), then evaluates the test split. Under torchrun "
             "every process trains on its shard of each global batch "
             "(DistributedDataParallel; gloo on the CPU, NCCL on CUDA)."),
@@ -103,8 +103,8 @@ def build_parser():
     train.add_argument("--workers", type=_count, default=None, metavar="W",
                        help="W worker processes trace the next batches while this one "
                             "trains (Linux; the same results, bit for bit at --threads 1: "
-                            "beside the workers torch runs one thread fewer per worker when "
-                            "threads and workers outnumber the cores; see tutorials/06); "
+                            "beside the workers torch runs at most the cores left (at least "
+                            "1); see tutorials/06); "
                             "0: trace them here (default: DYNNET_WORKERS, else one per "
                             "four cores, 1 to 3)")
     train.add_argument("--reuse-traces", action="store_true",
