@@ -68,8 +68,9 @@ def build_parser():
         "train", help="train a model", description=(
             "Train a registered model with Adam on shuffled, length-bucketed batches. "
             "Writes OUT/run.json, OUT/vocab.json, OUT/metrics.jsonl (one JSON line per "
-            "epoch, then one with the test result) and OUT/checkpoint/ (model + optimizer + RNG states, rewritten "
-            "atomically after every epoch), then evaluates the test split. Under torchrun "
+            "epoch, then one with the test result) and OUT/checkpoint/ (model + optimizer "
+            "+ RNG states, rewritten atomically after every epoch), then evaluates the "
+            "test split. Under torchrun "
             "every process trains on its shard of each global batch "
             "(DistributedDataParallel; gloo on the CPU, NCCL on CUDA)."),
         epilog="Without --data, tree models train on a generated treebank where negation "
