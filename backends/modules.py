@@ -35,17 +35,35 @@ def cell_rule(call):
     """RNN cells accept [in] per example; stacked that is their own batched form. A
     tensor shared by every example (a learned initial state `h0`, not a lazy value) is
     expanded to the batch."""
-    if any(len(a.shape) != 1 for a in call.sig.in_avals):
-        return vmap_rule(call)
-    args, kwargs = call.args()
+    avals = call.sig.in_avals
     template = call.sig.template[0]
     shared = [_shared_tensors(t) for t in template]
+    if avals and all(len(a.shape) == 2 and a.shape[0] == avals[0].shape[0] for a in avals) \
+            and not any(shared):
+        # [n, in] per example (an explicit batch of n rows, `torch.zeros(1, d)` states):
+        # the stack's rows, [B * n, in], are the cell's own batched form
+        args, kwargs = call.args()
+        rows = avals[0].shape[0]
+        out = call.fn(*_map_tensors(lambda t: t.reshape(-1, t.shape[-1]), args), **kwargs)
+        return _map_tensors(lambda t: t.reshape(call.size, rows, t.shape[-1]), out)
+    if any(len(a.shape) != 1 for a in avals):
+        return vmap_rule(call)
+    args, kwargs = call.args()
     if not any(shared):
         return call.fn(*args, **kwargs)
     if any(t.dim() != 1 for tensors in shared for t in tensors):
         return vmap_rule(call)
     args = [_expanded(t, a, call.size) for t, a in zip(template, args)]
     return call.fn(*args, **kwargs)
+
+
+def _map_tensors(fn, obj):
+    """`obj` (a tensor, or tuples and lists of them) with `fn` applied to each tensor."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_map_tensors(fn, x) for x in obj)
+    return obj
 
 
 def _shared_tensors(template):

@@ -249,3 +249,28 @@ def test_training_a_fused_loop_on_cuda_gives_the_cpu_gradients(cell):
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g.cpu(), e, atol=1e-4, rtol=1e-4)
     assert _fused_rows(prof)
+
+
+@pytest.mark.parametrize("make", [nn.LSTMCell, nn.GRUCell, nn.RNNCell])
+@pytest.mark.parametrize("rows", [1, 2])
+def test_cells_given_rows_of_their_own_per_example(make, rows):
+    """`torch.zeros(1, d)` states and `[w]` inputs (an explicit batch of rows per
+    example): the LSTM cell failed ('Batching rule not implemented for
+    aten::lstm_cell'); the stack's rows are the cell's own batched form."""
+    torch.manual_seed(3)
+    embed, cell = nn.Embedding(30, 4), make(4, 5)
+    lstm = make is nn.LSTMCell
+
+    @dynnet.function
+    def last(ids):
+        h = torch.zeros(rows, 5)
+        c = torch.zeros(rows, 5)
+        for w in ids:
+            x = embed(torch.tensor([w] * rows))
+            if lstm:
+                h, c = cell(x, (h, c))
+            else:
+                h = cell(x, h)
+        return h.sum(0)
+
+    assert_batch_matches_loop(last, _sentences(8, 3), params=[embed.weight, *cell.parameters()])
