@@ -225,6 +225,33 @@ def _lazy_filter(items, pred):
     return iter([x for x, keep in zip(items, keys) if keep])
 
 
+def contains(container, item):
+    """`item in container` (the `in` operator in converted code): for a list or tuple
+    holding lazy values, or a lazy item, every comparison up to the item itself
+    (Python's `is` first) waits in one pause, then decides as Python does."""
+    if container.__class__ not in (list, tuple) or not (
+            item.__class__ is LazyTensor or _has_lazy(container)):
+        return item in container
+    return Suspend(gen=_lazy_contains(container, item))
+
+
+def contains_now(container, item):
+    """`contains` for code that cannot pause: waits at once."""
+    result = contains(container, item)
+    return complete(result) if result.__class__ is Suspend else result
+
+
+def _lazy_contains(container, item):
+    tests = []
+    for x in container:
+        if x is item:
+            tests.append(True)
+            break
+        tests.append(item == x)
+    values = yield from _concrete(tests)
+    return any(bool(v) for v in values)
+
+
 def _truth_test(builtin):
     """`any` or `all`: Python's answer on the items' values (one pause for all)."""
 

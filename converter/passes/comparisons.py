@@ -4,7 +4,8 @@
 
 Every operand is evaluated once and in order, the chain stops at the first link
 that is not true and its value is that link's result, as in Python. A single
-comparison needs no truth test and is left alone. In code that cannot pause the
+comparison needs no truth test and is left alone, but for `in` and `not in`, which
+test each element: `x in xs` -> `<pp>(dn__.contains(xs, x))`. In code that cannot pause the
 chain becomes `dn__.compare_chain(lambda: a, '<', lambda: b, '<', lambda: c)`.
 """
 
@@ -12,7 +13,7 @@ import gast
 
 from dynnet.converter import templates
 from dynnet.converter.passes.control_flow import truth_test
-from dynnet.converter.transformer import Base, runtime_call
+from dynnet.converter.transformer import Base, pause_point, runtime_call
 
 SYMBOLS = {gast.Lt: "<", gast.LtE: "<=", gast.Gt: ">", gast.GtE: ">=", gast.Eq: "==",
            gast.NotEq: "!=", gast.Is: "is", gast.IsNot: "is not", gast.In: "in",
@@ -27,6 +28,13 @@ class ComparisonTransformer(Base):
     def visit_Compare(self, node):
         self.generic_visit(node)
         if len(node.ops) == 1:
+            op = node.ops[0]
+            if isinstance(op, (gast.In, gast.NotIn)):
+                args = [node.comparators[0], node.left]
+                found = pause_point(runtime_call("contains", args)) if self.can_yield[-1] \
+                    else runtime_call("contains_now", args)
+                return gast.UnaryOp(op=gast.Not(), operand=found) \
+                    if isinstance(op, gast.NotIn) else found
             return node
         if not self.can_yield[-1]:
             links = []

@@ -15,7 +15,8 @@ def python_uses(xs):
             list(reversed(xs)), round(2.567, 1), str(xs), repr(xs), format(3.14159, ".2f"),
             type(xs).__name__, max([], default=None), list(filter(lambda v: v > 0, xs)),
             list(filter(None, xs)), _sorted_in_place(xs), list(map(abs, xs)),
-            list(map(lambda a, b: a * b, xs, xs[::-1])))
+            list(map(lambda a, b: a * b, xs, xs[::-1])), xs[0] in xs, 99 not in xs,
+            xs[0] in {xs[0]: 1}, (lambda v: v in xs)(xs[-1]))
 
 
 def _sorted_in_place(xs):
@@ -117,6 +118,24 @@ def test_map_prints_what_the_original_prints(capsys):
     expected = capsys.readouterr().out
     f.batch(xs)
     assert capsys.readouterr().out == expected
+
+
+def test_in_and_not_in_on_lazy_values():
+    """`s in [x[0], 6.0]` compared each element with Python's bool(): an error. The
+    comparisons wait in one pause; Python's `is` comes first, as in Python."""
+
+    @dynnet.function
+    def f(x):
+        s = x.sum()
+        first = x[0]
+        y = x * 2 if s in [first * 0 + 100, 6.0] else x
+        y = y + 1 if first in (s, first) else y  # found by identity
+        z = (lambda v: v not in [x[1]])(x[0])  # where code cannot pause
+        return y * 3 if x.max() not in [0.0, 7.0] else y, z
+
+    batch_matches(f, [torch.tensor([6.0, 0.0], requires_grad=True),
+                      torch.tensor([1.0, 2.0], requires_grad=True),
+                      torch.tensor([3.0, 7.0], requires_grad=True)])
 
 
 def test_one_pause_for_all_items():
