@@ -240,10 +240,10 @@ class LazyTensor:
     def __bool__(self):
         self._concretize("bool()")
 
-    def __str__(self):  # where the converted str() could not wait: an error, not a
-        self._concretize("str()")  # placeholder in the user's text (repr stays one)
-
-    def __format__(self, spec):
+    def __format__(self, spec):  # where the converted format could not wait (a template
+        # held in a variable): an error, not a placeholder in the user's text. str()
+        # from a library (logging, an exception's message) gives the placeholder repr:
+        # those must not fail
         self._concretize("formatting")
 
     def __int__(self):

@@ -288,3 +288,30 @@ def test_filters_of_comprehensions_that_stay_pythons_wait_for_values():
 
     assert_batch_matches_loop(f, [torch.tensor([[1.0, 2.0], [-3.0, 1.0]], requires_grad=True),
                                   torch.tensor([[-1.0, -2.0], [3.0, -1.0]], requires_grad=True)])
+
+
+def test_in_evaluates_its_item_first_and_lazy_readers_stay_lazy():
+    """`x in xs` evaluated the container first (a := in the item was unbound);
+    filter over an endless iterator read it whole; map(int, ...) made every call before
+    next() took the first; `enc = self.encode` broke the segment it was called in."""
+    import itertools
+
+    order = []
+
+    def noted(tag, value):
+        order.append(tag)
+        return value
+
+    @dynnet.function
+    def f(x):
+        # an iterator Python's filter reads lazily (bounded: a regression must not
+        # read an endless one until memory runs out)
+        first = next(filter(lambda v: v > 0, itertools.islice(itertools.count(-2), 10**5)))
+        three = next(map(int, ["3", "not a number"]))
+        if (k := x.sum()) in [k, 4.0] and noted("item", 1) in noted("list", [1]):
+            return x * first * three
+        return x
+
+    assert_batch_matches_loop(f, [torch.ones(2, requires_grad=True),
+                                  torch.zeros(2, requires_grad=True)])
+    assert order[:2] == ["item", "list"]

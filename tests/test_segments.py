@@ -817,7 +817,18 @@ class _OtherReceiver(_AliasBase):
         return h * 2 + 1
 
 
-@pytest.mark.parametrize("cls", [_Aliased, _GetAttrAndSetting, _OtherReceiver])
+class _MethodAlias(_AliasBase):
+    @dynnet.function
+    def enc(self, t):
+        again = self.enc  # the class's own method: user code, never a segment callee
+        if t.is_leaf:
+            return self.emb(torch.tensor(t.word_id))
+        left, right = [again(c) for c in t.children]
+        h = torch.tanh(self.lin(torch.cat([left, right])))
+        return h * 2 + 1
+
+
+@pytest.mark.parametrize("cls", [_Aliased, _GetAttrAndSetting, _OtherReceiver, _MethodAlias])
 def test_natural_spellings_of_the_same_model_record_the_same_segments(cls):
     """`lin = self.lin`, `act = torch.tanh`, `getattr(self, "emb")`,
     `self.cells[self.kind]` and a receiver named `m` ran their lines op by op (2.6x the

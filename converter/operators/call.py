@@ -166,7 +166,7 @@ def _classify(fn):
         if overload is not None:
             return lambda fn, args, kwargs: overload(args, kwargs)
         owner = getattr(fn, "__self__", None)
-        if fn.__name__ == "sort" and owner.__class__ is list:
+        if fn.__name__ == "sort" and isinstance(owner, list):
             return lambda fn, args, kwargs: list_sort(fn.__self__, args, kwargs)
         if fn.__name__ in _VALUE_READS and isinstance(owner, torch.Tensor):
             return _reading_value

@@ -20,6 +20,7 @@ tensor has a static length and iterates over its rows.
 
 import builtins
 import io
+import numbers
 
 import torch
 
@@ -129,12 +130,29 @@ def _calls(fn, rows):
 _SIZED = (list, tuple, range, dict, str, LazyTensor)
 
 
+def _may_need_values(fn, iterables):
+    """Whether `map`/`filter` of `fn` over `iterables` should make its calls at once,
+    as converted code makes them: over sized containers only (a generator or
+    `itertools.count()` stays Python's lazy iterator), and when an item is lazy or
+    `fn` is code of the user's (which may test values and pause). Otherwise Python's
+    own: calls made as the result is read."""
+    if not all(isinstance(a, _SIZED) for a in iterables):
+        return False
+    if any(a.__class__ is LazyTensor or (a.__class__ in (list, tuple) and _holds_lazy(a))
+           for a in iterables):
+        return True
+    from dynnet.converter.operators.call import is_user_function
+
+    target = getattr(fn, "__func__", fn)
+    return callable(target) and (getattr(target, "__code__", None) is not None
+                                 and is_user_function(target) or hasattr(target, "start"))
+
+
 def map_(args, kwargs):
-    """`map(fn, *iterables)` over lists, tuples and other sized containers: every call
-    made at once, each as converted code makes it (a `fn` of the user's is converted
-    and can wait for values), and their results iterated. Over other iterables (a
-    generator, `itertools.count()`) it is Python's lazy map."""
-    if len(args) < 2 or kwargs or not all(isinstance(a, _SIZED) for a in args[1:]):
+    """`map(fn, *iterables)`: where it may need values (see `_may_need_values`) every
+    call is made at once, each as converted code makes it (a `fn` of the user's is
+    converted and can wait for values), and the results are iterated."""
+    if len(args) < 2 or kwargs or not _may_need_values(args[0], args[1:]):
         return map(*args, **kwargs)
     return Suspend(gen=_lazy_map(args[0], list(zip(*args[1:]))))
 
@@ -208,16 +226,12 @@ def _lazy_sort_in_place(items, key, reverse):
 
 
 def filter_(args, kwargs):
-    """`filter(pred, items)` tests every item first (pausing once for the lazy
-    answers), then iterates over the kept ones: the items are read, and `pred` runs,
-    before the first item is taken, not as the result is consumed."""
-    if len(args) != 2 or kwargs:
+    """`filter(pred, items)`: where it may need values (see `_may_need_values`) it
+    tests every item first (pausing once for the lazy answers), then iterates over the
+    kept ones: `pred` runs before the first item is taken, not as the result is read."""
+    if len(args) != 2 or kwargs or not _may_need_values(args[0], args[1:]):
         return filter(*args, **kwargs)
-    pred, items = args
-    items = list(items)
-    if pred is None and not _has_lazy(items):
-        return filter(None, items)
-    return Suspend(gen=_lazy_filter(items, pred))
+    return Suspend(gen=_lazy_filter(list(args[1]), args[0]))
 
 
 def _lazy_filter(items, pred):
@@ -225,31 +239,42 @@ def _lazy_filter(items, pred):
     return iter([x for x, keep in zip(items, keys) if keep])
 
 
-def contains(container, item):
+def contains(item, container):
     """`item in container` (the `in` operator in converted code): for a list or tuple
     holding lazy values, or a lazy item, every comparison up to the item itself
-    (Python's `is` first) waits in one pause, then decides as Python does."""
+    (Python's `is` first) is made here, in the user's frame, and they wait in one
+    pause; then Python's answer on the values."""
     if container.__class__ not in (list, tuple) or not (
             item.__class__ is LazyTensor or _has_lazy(container)):
         return item in container
-    return Suspend(gen=_lazy_contains(container, item))
-
-
-def contains_now(container, item):
-    """`contains` for code that cannot pause: waits at once."""
-    result = contains(container, item)
-    return complete(result) if result.__class__ is Suspend else result
-
-
-def _lazy_contains(container, item):
     tests = []
     for x in container:
         if x is item:
             tests.append(True)
             break
-        tests.append(item == x)
-    values = yield from _concrete(tests)
-    return any(bool(v) for v in values)
+        tests.append(_equal(item, x))
+    lazies = []
+    collect_lazy(tests, lazies)
+    if not lazies:
+        return any(tests)
+    return Suspend(lazies=tuple(lazies),
+                   post=lambda values: any(_substitute(tests, iter(values))))
+
+
+def _equal(a, b):
+    """`a == b` as Python's `in` makes it; a tensor compared with something that is
+    neither a tensor nor a number (a string, None) is not equal (torch's answer)."""
+    lazy = a.__class__ is LazyTensor or b.__class__ is LazyTensor
+    if lazy and not all(isinstance(v, (LazyTensor, torch.Tensor, numbers.Number))
+                        for v in (a, b)):
+        return False
+    return a == b
+
+
+def contains_now(item, container):
+    """`contains` for code that cannot pause: waits at once."""
+    result = contains(item, container)
+    return complete(result) if result.__class__ is Suspend else result
 
 
 def _truth_test(builtin):

@@ -5,7 +5,7 @@
 Every operand is evaluated once and in order, the chain stops at the first link
 that is not true and its value is that link's result, as in Python. A single
 comparison needs no truth test and is left alone, but for `in` and `not in`, which
-test each element: `x in xs` -> `<pp>(dn__.contains(xs, x))`. In code that cannot pause the
+test each element: `x in xs` -> `<pp>(dn__.contains(x, xs))`. In code that cannot pause the
 chain becomes `dn__.compare_chain(lambda: a, '<', lambda: b, '<', lambda: c)`.
 """
 
@@ -30,7 +30,7 @@ class ComparisonTransformer(Base):
         if len(node.ops) == 1:
             op = node.ops[0]
             if isinstance(op, (gast.In, gast.NotIn)):
-                args = [node.comparators[0], node.left]
+                args = [node.left, node.comparators[0]]  # evaluated in Python's order
                 found = pause_point(runtime_call("contains", args)) if self.can_yield[-1] \
                     else runtime_call("contains_now", args)
                 return gast.UnaryOp(op=gast.Not(), operand=found) \

@@ -225,7 +225,7 @@ class SegmentTransformer(Base):
         # reads are the model's, its methods' calls the model's own
         receiver = getattr(self.ctx, "receiver", None) if self.depth == 0 else None
         self.self_name = names[0] if names and names[0] in ("self", receiver) else None
-        self.aliases = _callee_aliases(node, self.self_name, self.namespace)
+        self.aliases = _callee_aliases(node, self.self_name, self.namespace, self.methods)
         self.depth += 1
         self.params = set(names) - {self.self_name}
         self.can_yield.append(True)
@@ -590,7 +590,7 @@ def _static_count(node):
     return False
 
 
-def _callee_aliases(function, self_name, namespace):
+def _callee_aliases(function, self_name, namespace, methods=()):
     """Names that `function` assigns once, from a module's attribute (`lin = self.lin`,
     `emb, leaf = self.emb, self.leaf`, `layer = getattr(self, "lin")`) or a torch
     function (`act = torch.tanh`): a call of one may be part of a run, the callee an
@@ -610,18 +610,22 @@ def _callee_aliases(function, self_name, namespace):
                 len(target.elts) == len(value.elts):
             pairs += list(zip(target.elts, value.elts))
     return {t.id for t, v in pairs if isinstance(t, gast.Name) and stores.get(t.id) == 1
-            and _callee_source(v, self_name, namespace)}
+            and _callee_source(v, self_name, namespace, methods)}
 
 
-def _callee_source(value, self_name, namespace):
-    """`self.a.b`, `getattr(self, "a")` or `torch.x` / `F.x`."""
+def _callee_source(value, self_name, namespace, methods=()):
+    """`self.a.b`, `getattr(self, "a")` or `torch.x` / `F.x`; not the class's own
+    methods (`enc = self.encode`: user code, which a segment would run op by op)."""
     if isinstance(value, gast.Call):
         return (isinstance(value.func, gast.Name) and value.func.id == "getattr"
                 and namespace.get("getattr", getattr) is getattr and len(value.args) == 2
                 and isinstance(value.args[0], gast.Name) and value.args[0].id == self_name
                 and isinstance(value.args[1], gast.Constant)
-                and isinstance(value.args[1].value, str))
+                and isinstance(value.args[1].value, str) and value.args[1].value not in methods)
     if not isinstance(value, gast.Attribute):
+        return False
+    if isinstance(value.value, gast.Name) and value.value.id == self_name and \
+            value.attr in methods:
         return False
     root = value
     while isinstance(root, gast.Attribute):
