@@ -4,12 +4,10 @@ import functools
 import weakref
 from collections.abc import Sequence
 
-import torch
-
 from dynnet import config, tracing
 from dynnet.converter import converted_function
 from dynnet.converter.operators.call import register_startable
-from dynnet.example_traces import TraceCache, fingerprint
+from dynnet.example_traces import TraceCache, fingerprint, modules_among
 from dynnet.outputs import materialize, stack_outputs
 from dynnet.plans import plan_batch
 from dynnet.replayed_batches import has_plan, note_worker_plan, run_planned
@@ -289,10 +287,9 @@ def _state_of(batches, example, kwargs):
     can see it (the train()/eval() modes and plain settings of the modules among the
     first example's arguments and the shared keyword arguments, the autocast state);
     a plan traced in another state is not used (dynnet/workers.py)."""
-    first = example(batches[0][0]) if isinstance(batches, Sequence) and batches and \
-        batches[0] else ()
-    modules = [a for a in first if isinstance(a, torch.nn.Module)]
-    modules += [v for v in kwargs.values() if isinstance(v, torch.nn.Module)]
+    first = [example(batches[0][0])] if isinstance(batches, Sequence) and batches and \
+        batches[0] else []
+    modules = list(modules_among(first, kwargs).values())
     return lambda: fingerprint(modules, kwargs)[0]
 
 

@@ -150,14 +150,7 @@ class TraceCache:
     def begin(self, per_example_args, kwargs):
         """Called before a batch: picks the partition of the batch's modules, emptied
         when what the cache can see of them changed."""
-        modules = {}
-        for args in per_example_args:
-            for a in args:
-                if isinstance(a, torch.nn.Module):
-                    modules[id(a)] = a
-        for v in kwargs.values():  # a model shared by every example: `f.batch(xs, model=m)`
-            if isinstance(v, torch.nn.Module):
-                modules[id(v)] = v
+        modules = modules_among(per_example_args, kwargs)
         key = tuple(sorted(modules))
         state, held = fingerprint(modules.values(), kwargs)
         part = self.partitions.get(key)
@@ -528,6 +521,20 @@ def _rebuild(template, values):
             return {k: _rebuild(v, values) for k, v in items.items()}
         return kind(_rebuild(v, values) for v in items)
     return template
+
+
+def modules_among(per_example_args, kwargs):
+    """`{id: module}` of the modules among the examples' arguments (a method's
+    `self`) and the shared keyword arguments (`f.batch(xs, model=m)`)."""
+    modules = {}
+    for args in per_example_args:
+        for a in args:
+            if isinstance(a, torch.nn.Module):
+                modules[id(a)] = a
+    for v in kwargs.values():
+        if isinstance(v, torch.nn.Module):
+            modules[id(v)] = v
+    return modules
 
 
 def fingerprint(modules, kwargs):

@@ -143,9 +143,10 @@ def _may_need_values(fn, iterables):
         return True
     from dynnet.converter.operators.call import is_user_function
 
-    target = getattr(fn, "__func__", fn)
-    return callable(target) and (getattr(target, "__code__", None) is not None
-                                 and is_user_function(target) or hasattr(target, "start"))
+    target = getattr(fn, "__func__", fn)  # a bound method's function
+    if hasattr(target, "start"):  # a dynnet function, a local function of converted code
+        return True
+    return getattr(target, "__code__", None) is not None and is_user_function(target)
 
 
 def map_(args, kwargs):
